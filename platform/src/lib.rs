@@ -1,1 +1,19 @@
-//! placeholder
+//! kache-platform: every operating-system difference kache depends on lives here.
+//!
+//! The rest of kache calls these functions and never writes `cfg(unix)` /
+//! `cfg(windows)` itself: file locks, placing a blob at a path (reflink,
+//! hardlink or copy), atomic file writes, fresh mtimes, and path normalization.
+//!
+//! Nothing in this crate knows about compilers or the store's layout.
+
+pub mod atomic;
+pub mod lock;
+pub mod path;
+pub mod place;
+
+pub use atomic::{write_atomic, AtomicFile};
+pub use lock::{FileLock, LockMode};
+pub use path::{normalize_path, NormalizedPath, PathKind};
+pub use place::{
+    clone_into_new, place_file, remove_readonly_outputs, set_mtime_now, HardlinkPolicy, PlaceMethod,
+};
