@@ -1,1 +1,13 @@
+//! kache: a build cache for Rust and C/C++.
+//!
+//! The binary (`src/main.rs`) decides between wrapper mode (`kache <compiler>
+//! <args…>`) and CLI mode; this library holds what both use: the store, the
+//! counters, the configuration, and the wrappers' glue between the pure
+//! argument understanding in `kache-wrapper` and the store.
 
+pub mod config;
+pub mod env;
+pub mod gc;
+pub mod stats;
+pub mod store;
+pub mod wrap;

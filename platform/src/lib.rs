@@ -17,3 +17,6 @@ pub use path::{normalize_path, NormalizedPath, PathKind};
 pub use place::{
     clone_into_new, place_file, remove_readonly_outputs, set_mtime_now, HardlinkPolicy, PlaceMethod,
 };
+
+pub mod stat;
+pub use stat::{file_mode, file_signature, FileSignature};

@@ -1,0 +1,64 @@
+//! Keeping the store under its size limit without a daemon.
+//!
+//! Every store adds its bytes to the `gc.pending_bytes` counter. When the
+//! last measured total plus what was added since passes the limit, the
+//! process that notices runs a collection down to 90% of the limit, unless
+//! another process is already collecting (then it simply carries on).
+
+use std::collections::HashSet;
+
+use kache_platform::{FileLock, LockMode};
+
+use crate::stats;
+use crate::store::Store;
+use crate::wrap::Wrapper;
+
+/// Fraction of the limit a collection shrinks the store to.
+const LOW_WATER: f64 = 0.9;
+
+/// Called after a miss stored `added` bytes.
+pub fn maybe_collect(w: &mut Wrapper, added: u64) {
+    w.count("gc.pending_bytes", added);
+    let Some(limit) = w.ctx.config.max_size() else { return };
+    let Ok(c) = stats::read(&w.store) else { return };
+    let estimate = c.get("gc.last_total").copied().unwrap_or(0)
+        + c.get("gc.pending_bytes").copied().unwrap_or(0)
+        + added;
+    // Without a measurement yet, measure once the pending bytes alone could matter.
+    if estimate <= limit {
+        return;
+    }
+    // Counters of this call are flushed later; include them now.
+    let _ = collect(&w.store, limit, false);
+}
+
+/// Runs a collection to the low-water mark of `limit`. With `wait` false,
+/// returns `Ok(false)` when another process holds the gc lock.
+pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
+    let guard_path = store.lock_path("gc-trigger");
+    let guard = if wait {
+        Some(FileLock::acquire(&guard_path, LockMode::Exclusive)?)
+    } else {
+        FileLock::try_acquire(&guard_path, LockMode::Exclusive)?
+    };
+    let Some(_guard) = guard else { return Ok(false) };
+    let target = (limit as f64 * LOW_WATER) as u64;
+    let report = store.gc(target, &pinned_blobs(store))?;
+    stats::set(store, &[("gc.last_total", report.bytes_after), ("gc.pending_bytes", 0)])?;
+    stats::bump(store, &[("gc.runs".to_string(), 1), ("gc.entries_evicted".to_string(), report.entries_removed)])?;
+    Ok(true)
+}
+
+/// Blobs that must survive any collection: those placed in mounted target
+/// directories (recorded by the mount layer under `mounts/`).
+pub fn pinned_blobs(store: &Store) -> HashSet<String> {
+    let mut keep = HashSet::new();
+    let Ok(mounts) = std::fs::read_dir(store.root().join("mounts")) else {
+        return keep;
+    };
+    for m in mounts.flatten() {
+        let Ok(text) = std::fs::read_to_string(m.path().join("pinned-blobs")) else { continue };
+        keep.extend(text.lines().filter(|l| crate::store::is_valid_hash(l)).map(String::from));
+    }
+    keep
+}

@@ -1,0 +1,599 @@
+//! The local content-addressed store.
+//!
+//! ```text
+//! $KACHE_DIR/
+//!   blobs/ab/abcdef…   file contents, named by blake3, mode 0444, never rewritten
+//!   entries/ab/<key>   result key → outputs, exit status, captured streams (entry.rs)
+//!   manifests/ab/<key> direct key → inputs the last compile read (owned by the wrapper)
+//!   tmp/               temporary files; everything is renamed into place from here
+//!   locks/             per-key compile locks, the gc lock
+//!   stats              counters (stats.rs)
+//! ```
+//!
+//! Every file appears by `rename` of a complete, fsynced temporary, so any
+//! number of processes can read and write at once without a daemon, and a
+//! crash leaves the old state or the new one. Nothing here ever writes into a
+//! blob after it is published. Readers check sizes on every lookup; `verify`
+//! re-hashes. Least-recently-used entries are evicted by [`Store::gc`]; an
+//! entry's mtime is its last use.
+
+pub mod entry;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub use entry::{DecodeError, Entry, OutputFile};
+use kache_platform::{AtomicFile, FileLock, HardlinkPolicy, LockMode, PlaceMethod};
+
+/// Why a lookup did not produce a usable entry. The string goes into stats
+/// and reports, so it is short and stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissReason {
+    NotFound,
+    CorruptEntry(String),
+    BlobMissing(String),
+    BlobSizeMismatch(String),
+    Io(String),
+}
+
+impl MissReason {
+    pub fn label(&self) -> &'static str {
+        match self {
+            MissReason::NotFound => "not-found",
+            MissReason::CorruptEntry(_) => "corrupt-entry",
+            MissReason::BlobMissing(_) => "blob-missing",
+            MissReason::BlobSizeMismatch(_) => "blob-size-mismatch",
+            MissReason::Io(_) => "store-io-error",
+        }
+    }
+}
+
+impl std::fmt::Display for MissReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MissReason::NotFound => write!(f, "no entry"),
+            MissReason::CorruptEntry(e) => write!(f, "corrupt entry: {e}"),
+            MissReason::BlobMissing(b) => write!(f, "blob {b} missing"),
+            MissReason::BlobSizeMismatch(b) => write!(f, "blob {b} has the wrong size"),
+            MissReason::Io(e) => write!(f, "store I/O error: {e}"),
+        }
+    }
+}
+
+/// A blob stored or found: its hash and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub hash: String,
+    pub size: u64,
+}
+
+/// Bytes placed per method by one restore.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub reflink_bytes: u64,
+    pub hardlink_bytes: u64,
+    pub copy_bytes: u64,
+}
+
+impl RestoreReport {
+    pub fn add(&mut self, method: PlaceMethod, bytes: u64) {
+        self.files += 1;
+        match method {
+            PlaceMethod::Reflink => self.reflink_bytes += bytes,
+            PlaceMethod::Hardlink => self.hardlink_bytes += bytes,
+            PlaceMethod::Copy => self.copy_bytes += bytes,
+        }
+    }
+    pub fn total_bytes(&self) -> u64 {
+        self.reflink_bytes + self.hardlink_bytes + self.copy_bytes
+    }
+}
+
+/// An entry's blobs, opened and size-checked: holding the descriptors keeps
+/// the bytes alive even if eviction unlinks a blob's name meanwhile.
+pub struct OpenedBlobs {
+    files: Vec<(File, PathBuf)>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub blobs: u64,
+    pub entries: u64,
+    pub manifests: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub entries_removed: u64,
+    pub blobs_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub corrupt_blobs: Vec<String>,
+    pub corrupt_entries: Vec<String>,
+    pub removed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+const SUBDIRS: [&str; 5] = ["blobs", "entries", "manifests", "tmp", "locks"];
+
+/// A blob hash or key is 64 lowercase hex digits; anything else is refused
+/// before it can become a path.
+pub fn is_valid_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn sharded(dir: &Path, name: &str) -> PathBuf {
+    dir.join(&name[..2]).join(name)
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid {what}"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        for d in SUBDIRS {
+            let p = root.join(d);
+            if !p.is_dir() {
+                fs::create_dir_all(&p)?;
+            }
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn blob_path(&self, hash: &str) -> PathBuf {
+        sharded(&self.root.join("blobs"), hash)
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        sharded(&self.root.join("entries"), key)
+    }
+
+    fn manifest_path(&self, key: &str) -> PathBuf {
+        sharded(&self.root.join("manifests"), key)
+    }
+
+    /// Path of a lock file for `name` (a key or a fixed name like "gc").
+    pub fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(name)
+    }
+
+    fn publish(&self, tmp: AtomicFile, dest: &Path, mode: Option<u32>) -> io::Result<()> {
+        if let Some(parent) = dest.parent() {
+            if !parent.is_dir() {
+                fs::create_dir_all(parent)?;
+            }
+        }
+        tmp.commit(dest, mode)
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Stores the bytes of the file at `src` and returns their blob.
+    /// Where the filesystem can clone, the blob shares extents with `src`.
+    pub fn put_blob_from_path(&self, src: &Path) -> io::Result<BlobRef> {
+        let file = File::open(src)?;
+        let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
+        // Clone first (no bytes copied), then hash what we hold, so the name
+        // always describes the stored bytes even if `src` changes meanwhile.
+        let cloned = {
+            // AtomicFile created the temp already; clone needs a fresh file.
+            fs::remove_file(tmp.path())?;
+            kache_platform::clone_into_new(&file, tmp.path(), 0o644)?
+        };
+        let (hash, size) = if cloned {
+            let mut f = File::open(tmp.path())?;
+            let r = hash_reader(&mut f)?;
+            // Commit fsyncs and chmods through this descriptor (both work on
+            // a read-only descriptor we own).
+            *tmp.file() = f;
+            r
+        } else {
+            // Recreate the temp and copy while hashing.
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp.path())?;
+            let r = copy_hashing(&mut &file, &mut out)?;
+            *tmp.file() = out;
+            r
+        };
+        self.finish_blob(tmp, hash, size)
+    }
+
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> io::Result<BlobRef> {
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        let dest = self.blob_path(&hash);
+        if self.blob_present(&dest, bytes.len() as u64) {
+            return Ok(BlobRef {
+                hash,
+                size: bytes.len() as u64,
+            });
+        }
+        let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
+        tmp.file().write_all(bytes)?;
+        self.finish_blob(tmp, hash, bytes.len() as u64)
+    }
+
+    fn blob_present(&self, dest: &Path, size: u64) -> bool {
+        match fs::metadata(dest) {
+            Ok(m) if m.len() == size => {
+                // Refresh its age so a concurrent gc does not take a blob an
+                // entry being written is about to reference.
+                let _ = kache_platform::set_mtime_now(dest);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn finish_blob(&self, tmp: AtomicFile, hash: String, size: u64) -> io::Result<BlobRef> {
+        let dest = self.blob_path(&hash);
+        if !self.blob_present(&dest, size) {
+            self.publish(tmp, &dest, Some(0o444))?;
+        }
+        Ok(BlobRef { hash, size })
+    }
+
+    /// Opens every blob of `entry` and checks its size. Any absent or
+    /// wrong-sized blob makes the whole entry a miss.
+    pub fn open_blobs(&self, entry: &Entry) -> Result<OpenedBlobs, MissReason> {
+        let mut files = Vec::with_capacity(entry.outputs.len());
+        for out in &entry.outputs {
+            if !is_valid_hash(&out.blob) {
+                return Err(MissReason::CorruptEntry(format!("bad blob name {:?}", out.blob)));
+            }
+            let path = self.blob_path(&out.blob);
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(MissReason::BlobMissing(out.blob.clone()))
+                }
+                Err(e) => return Err(MissReason::Io(e.to_string())),
+            };
+            let len = f.metadata().map_err(|e| MissReason::Io(e.to_string()))?.len();
+            if len != out.size {
+                // A truncated or damaged blob: remove it so the next miss repairs it.
+                let _ = fs::remove_file(&path);
+                return Err(MissReason::BlobSizeMismatch(out.blob.clone()));
+            }
+            files.push((f, path));
+        }
+        Ok(OpenedBlobs { files })
+    }
+
+    /// Places the outputs of `entry` (whose blobs are `opened`) at the paths
+    /// `dest_of(output)` gives, choosing reflink, hardlink or copy per file.
+    pub fn restore(
+        &self,
+        entry: &Entry,
+        opened: &OpenedBlobs,
+        mut dest_of: impl FnMut(&OutputFile) -> Option<(PathBuf, HardlinkPolicy)>,
+    ) -> io::Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        for (out, (file, path)) in entry.outputs.iter().zip(&opened.files) {
+            let Some((dest, policy)) = dest_of(out) else {
+                continue;
+            };
+            let method = kache_platform::place_file(file, path, &dest, out.mode, policy)?;
+            report.add(method, out.size);
+        }
+        Ok(report)
+    }
+
+    // -------------------------------------------------------------- entries
+
+    /// Publishes `entry` under `key`. Its blobs must already be stored.
+    pub fn put_entry(&self, key: &str, entry: &Entry) -> io::Result<()> {
+        if !is_valid_hash(key) {
+            return Err(invalid("entry key"));
+        }
+        let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
+        tmp.file().write_all(&entry.encode())?;
+        self.publish(tmp, &self.entry_path(key), None)
+    }
+
+    /// Looks up `key`. A corrupt entry is removed and reported as a miss.
+    /// A found entry's mtime is refreshed (its LRU age).
+    pub fn get_entry(&self, key: &str) -> Result<Entry, MissReason> {
+        if !is_valid_hash(key) {
+            return Err(MissReason::NotFound);
+        }
+        let path = self.entry_path(key);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(MissReason::NotFound),
+            Err(e) => return Err(MissReason::Io(e.to_string())),
+        };
+        match Entry::decode(&bytes) {
+            Ok(e) => {
+                let _ = kache_platform::set_mtime_now(&path);
+                Ok(e)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(MissReason::CorruptEntry(e.to_string()))
+            }
+        }
+    }
+
+    pub fn has_entry(&self, key: &str) -> bool {
+        is_valid_hash(key) && self.entry_path(key).is_file()
+    }
+
+    pub fn remove_entry(&self, key: &str) -> io::Result<()> {
+        if !is_valid_hash(key) {
+            return Err(invalid("entry key"));
+        }
+        match fs::remove_file(self.entry_path(key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------ manifests
+
+    /// Stores wrapper-defined manifest bytes under a direct key, with a
+    /// trailing checksum so damage reads as absence.
+    pub fn put_manifest(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        if !is_valid_hash(key) {
+            return Err(invalid("manifest key"));
+        }
+        let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
+        tmp.file().write_all(bytes)?;
+        tmp.file().write_all(blake3::hash(bytes).as_bytes())?;
+        self.publish(tmp, &self.manifest_path(key), None)
+    }
+
+    pub fn get_manifest(&self, key: &str) -> Option<Vec<u8>> {
+        if !is_valid_hash(key) {
+            return None;
+        }
+        let path = self.manifest_path(key);
+        let mut bytes = fs::read(&path).ok()?;
+        if bytes.len() < 32 {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        let body_len = bytes.len() - 32;
+        if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        bytes.truncate(body_len);
+        let _ = kache_platform::set_mtime_now(&path);
+        Some(bytes)
+    }
+
+    // ----------------------------------------------------- usage, gc, verify
+
+    fn walk_sharded(dir: &Path, mut f: impl FnMut(&str, &Path, &fs::Metadata)) {
+        let Ok(shards) = fs::read_dir(dir) else { return };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else { continue };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Ok(meta) = file.metadata() {
+                    f(name, &file.path(), &meta);
+                }
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        Self::walk_sharded(&self.root.join("blobs"), |_, _, m| {
+            u.blobs += 1;
+            u.bytes += m.len();
+        });
+        Self::walk_sharded(&self.root.join("entries"), |_, _, m| {
+            u.entries += 1;
+            u.bytes += m.len();
+        });
+        Self::walk_sharded(&self.root.join("manifests"), |_, _, m| {
+            u.manifests += 1;
+            u.bytes += m.len();
+        });
+        u
+    }
+
+    /// Evicts least-recently-used entries (and manifests) until the store is
+    /// at most `limit` bytes, then removes blobs no remaining entry uses.
+    /// `keep` names blobs that must stay whatever their entries' age (placed
+    /// in a mount). Blobs touched after gc began are kept: a compile may be
+    /// about to publish the entry that references them. A restore in progress
+    /// holds its blobs open, so removing a name never takes its bytes.
+    pub fn gc(&self, limit: u64, keep: &HashSet<String>) -> io::Result<GcReport> {
+        let _lock = FileLock::acquire(&self.lock_path("gc"), LockMode::Exclusive)?;
+        let started = SystemTime::now() - Duration::from_secs(2);
+        let tmp_cutoff = SystemTime::now() - Duration::from_secs(3600);
+        // Stale temporaries from killed processes.
+        if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
+            for t in rd.flatten() {
+                if t.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < tmp_cutoff) {
+                    let _ = fs::remove_file(t.path());
+                }
+            }
+        }
+
+        struct Item {
+            path: PathBuf,
+            mtime: SystemTime,
+            size: u64,
+            blobs: Vec<String>,
+        }
+        let mut items: Vec<Item> = Vec::new();
+        Self::walk_sharded(&self.root.join("entries"), |_, p, m| {
+            let blobs = fs::read(p)
+                .ok()
+                .and_then(|b| Entry::decode(&b).ok())
+                .map(|e| e.outputs.into_iter().map(|o| o.blob).collect())
+                .unwrap_or_default();
+            items.push(Item {
+                path: p.to_path_buf(),
+                mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                size: m.len(),
+                blobs,
+            });
+        });
+        Self::walk_sharded(&self.root.join("manifests"), |_, p, m| {
+            items.push(Item {
+                path: p.to_path_buf(),
+                mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                size: m.len(),
+                blobs: Vec::new(),
+            });
+        });
+        let mut blob_sizes: HashMap<String, (u64, SystemTime, PathBuf)> = HashMap::new();
+        Self::walk_sharded(&self.root.join("blobs"), |name, p, m| {
+            blob_sizes.insert(
+                name.to_string(),
+                (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p.to_path_buf()),
+            );
+        });
+
+        let before: u64 = items.iter().map(|i| i.size).sum::<u64>()
+            + blob_sizes.values().map(|b| b.0).sum::<u64>();
+        let mut report = GcReport {
+            bytes_before: before,
+            ..Default::default()
+        };
+
+        // Newest first; keep items while the referenced set fits. A blob
+        // counts once, however many entries share it.
+        items.sort_by(|a, b| b.mtime.cmp(&a.mtime));
+        let mut kept_blobs: HashSet<String> = keep.clone();
+        let mut total: u64 = keep.iter().filter_map(|b| blob_sizes.get(b)).map(|b| b.0).sum();
+        // Young unreferenced blobs are kept too (see above); count them.
+        for (name, (size, mtime, _)) in &blob_sizes {
+            if *mtime >= started && kept_blobs.insert(name.clone()) {
+                total += size;
+            }
+        }
+        let mut doomed: Vec<&Item> = Vec::new();
+        for item in &items {
+            let extra: u64 = item
+                .blobs
+                .iter()
+                .filter(|b| !kept_blobs.contains(*b))
+                .filter_map(|b| blob_sizes.get(b))
+                .map(|b| b.0)
+                .sum();
+            if doomed.is_empty() && total + item.size + extra <= limit {
+                total += item.size + extra;
+                kept_blobs.extend(item.blobs.iter().cloned());
+            } else {
+                // Once one item does not fit, every older one goes too: LRU order.
+                doomed.push(item);
+            }
+        }
+        for item in doomed {
+            if fs::remove_file(&item.path).is_ok() {
+                report.entries_removed += 1;
+            }
+        }
+        for (name, (_, _, path)) in &blob_sizes {
+            if !kept_blobs.contains(name) && fs::remove_file(path).is_ok() {
+                report.blobs_removed += 1;
+            }
+        }
+        report.bytes_after = total;
+        Ok(report)
+    }
+
+    /// Re-hashes every blob and decodes every entry; removes what is corrupt.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        Self::walk_sharded(&self.root.join("blobs"), |name, p, _| {
+            report.blobs_checked += 1;
+            progress(report.blobs_checked);
+            let ok = File::open(p)
+                .and_then(|mut f| hash_reader(&mut f))
+                .map(|(h, _)| h == name)
+                .unwrap_or(false);
+            if !ok {
+                report.corrupt_blobs.push(name.to_string());
+                if fs::remove_file(p).is_ok() {
+                    report.removed += 1;
+                }
+            }
+        });
+        Self::walk_sharded(&self.root.join("entries"), |name, p, _| {
+            let ok = fs::read(p).ok().is_some_and(|b| Entry::decode(&b).is_ok());
+            if !ok {
+                report.corrupt_entries.push(name.to_string());
+                if fs::remove_file(p).is_ok() {
+                    report.removed += 1;
+                }
+            }
+        });
+        report
+    }
+}
+
+/// blake3 of everything `r` yields, with its length.
+pub fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hasher.finalize().to_hex().to_string(), n_total))
+}
+
+/// blake3 of a file's contents.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    hash_reader(&mut File::open(path)?)
+}
+
+fn copy_hashing(r: &mut impl Read, w: &mut impl Write) -> io::Result<(String, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        n_total += n as u64;
+    }
+    Ok((hasher.finalize().to_hex().to_string(), n_total))
+}
