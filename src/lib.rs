@@ -6,6 +6,7 @@
 //! argument understanding in `kache-wrapper` and the store.
 
 pub mod config;
+pub mod debug;
 pub mod env;
 pub mod gc;
 pub mod stats;

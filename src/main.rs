@@ -43,6 +43,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Store operations for tests and benchmarks (not a stable interface).
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: kache::debug::DebugCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +88,7 @@ fn try_main(cli: Cli) -> CliResult {
         Command::Config {
             command: ConfigCommand::Show,
         } => cmd_config_show(&ctx),
+        Command::Debug { command } => Ok(ExitCode::from(kache::debug::run(&ctx, command)? as u8)),
     }
 }
 

@@ -7,6 +7,7 @@
 //! (which degrades to a passthrough: kache's own failures never change the
 //! compiler's exit status or output).
 
+pub mod cc;
 pub mod exec;
 pub mod memo;
 pub mod rust;
@@ -97,9 +98,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
 }
 
 fn run_cc(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
-    // The C/C++ wrapper arrives with its own module; until then every C
-    // compile is an honest passthrough.
-    w.passthrough(Lang::Cc, compiler, args, "cc:not-yet-supported")
+    cc::run(w, compiler, args)
 }
 
 /// Runs the compiler with no cache and nothing counted.

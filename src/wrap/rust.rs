@@ -132,7 +132,7 @@ fn roots_for(cwd: &Path, out_dir: &Path) -> Roots {
     // A registry or git dependency is compiled with its package directory
     // (inside CARGO_HOME) as cwd: that is not a worktree root, and remapping
     // it would change the paths its panics print.
-    let ws = if cargo_home.as_ref().is_some_and(|h| cwd.starts_with(h)) {
+    let ws = if cargo_home.as_ref().is_some_and(|h| cwd.starts_with(h)) || cwd.parent().is_none() {
         None
     } else {
         Some(cwd.to_string_lossy().into_owned())
@@ -416,6 +416,19 @@ fn restore(
     roots: &Roots,
 ) -> Result<u64, String> {
     let opened = w.store.open_blobs(entry).map_err(|r| r.label().to_string())?;
+    // Sizes are checked by open_blobs; content is checked through the digest
+    // memo, which re-hashes any blob whose stat changed since it was last
+    // hashed (a write into a blob always changes its ctime).
+    for out in &entry.outputs {
+        let path = w.store.blob_path(&out.blob);
+        match memo::file_digest(&w.store, &path) {
+            Ok((h, _)) if h == out.blob => {}
+            _ => {
+                let _ = fs::remove_file(&path);
+                return Err("blob-corrupt".into());
+            }
+        }
+    }
     let expected = inv.expected_outputs();
     // An entry must hold exactly the files this invocation produces.
     for out in &entry.outputs {

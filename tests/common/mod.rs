@@ -1,0 +1,141 @@
+//! Shared helpers for end-to-end tests: copy the fixture workspace to a
+//! worktree path, run real cargo through kache with a private store, and
+//! read kache's counters.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn kache_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kache")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Recursively copies `from` into `to` (files and directories only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() == "target" {
+                continue;
+            }
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the fixture workspace at `dir`, wired to the vendored crates.
+pub fn fixture_at(dir: &Path) -> PathBuf {
+    copy_dir(&repo_root().join("tests/fixtures/ws"), dir);
+    let vendor = repo_root().join("tests/fixtures/vendor");
+    std::fs::create_dir_all(dir.join(".cargo")).unwrap();
+    std::fs::write(
+        dir.join(".cargo/config.toml"),
+        format!(
+            "[source.crates-io]\nreplace-with = \"vendored\"\n\n[source.vendored]\ndirectory = \"{}\"\n",
+            vendor.display()
+        ),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+/// A cargo command in `dir` through kache with store `store`, isolated from
+/// whatever the outer build set (target dir, flags, wrappers).
+pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(dir).args(args).arg("--offline");
+    for v in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_INCREMENTAL",
+        "CARGO_BUILD_RUSTC_WRAPPER",
+        "KACHE_MAX_SIZE",
+        "KACHE_FALLBACK",
+        "KACHE_DISABLE",
+        "CC",
+        "CXX",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("RUSTC_WRAPPER", kache_bin()).env("KACHE_DIR", store).env("CARGO_TERM_COLOR", "never");
+    c
+}
+
+pub fn run_ok(mut c: Command) -> Output {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "command failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        c,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn build(dir: &Path, store: &Path) -> Output {
+    run_ok(cargo(dir, store, &["build"]))
+}
+
+pub fn stats(store: &Path) -> serde_json::Value {
+    let out = Command::new(kache_bin())
+        .args(["stats", "--json"])
+        .env("KACHE_DIR", store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn counter(v: &serde_json::Value, lang: &str, name: &str) -> u64 {
+    v[lang][name].as_u64().unwrap_or(0)
+}
+
+/// Runs the fixture binary and returns its stdout.
+pub fn run_app(dir: &Path, profile: &str) -> String {
+    let out = Command::new(dir.join("target").join(profile).join("app")).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Counts the units cargo says it compiled ("Compiling x" lines).
+pub fn compiled_units(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Compiling "))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Every regular file under `dir` that contains `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(e.path());
+                }
+            }
+        }
+    }
+    hits
+}
