@@ -124,14 +124,7 @@ pub fn parse(args: &[String]) -> Parsed {
                 },
             };
             match handle_option(&mut inv, opt, &value) {
-                Ok(Keep::Both) => {
-                    inv.compile_args.push(format!("{opt}={value}").replace("-C=", "-C").replace("-Z=", "-Z"));
-                    // Re-spelled above only for readability of logs; rustc
-                    // accepts both forms. Keep the original spelling instead:
-                    inv.compile_args.pop();
-                    push_original(&mut inv.compile_args, arg, opt, &value, inline_was(arg, opt));
-                }
-                Ok(Keep::CompileOnly) => {
+                Ok(Keep::Both) | Ok(Keep::CompileOnly) => {
                     push_original(&mut inv.compile_args, arg, opt, &value, inline_was(arg, opt));
                 }
                 Ok(Keep::Neither) => {}
@@ -166,7 +159,8 @@ pub fn parse(args: &[String]) -> Parsed {
         return Parsed::Refuse("no-out-dir".into());
     }
     if inv.crate_types.is_empty() {
-        inv.crate_types.push(if inv.is_test { "bin".into() } else { "bin".into() });
+        // rustc's default crate type (and the only one for `--test`).
+        inv.crate_types.push("bin".into());
     }
     if inv.emit.is_empty() {
         inv.emit.push("link".into());
@@ -432,12 +426,7 @@ fn unescape_env(v: &str) -> String {
 /// The colon ending the targets: the first `: ` (or trailing `:`) that is not escaped.
 fn find_rule_colon(line: &str) -> Option<usize> {
     let b = line.as_bytes();
-    for i in 0..b.len() {
-        if b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\') {
-            return Some(i);
-        }
-    }
-    None
+    (0..b.len()).find(|&i| b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\'))
 }
 
 fn split_escaped(s: &str) -> Vec<String> {
