@@ -48,17 +48,83 @@ pub struct KeyDef {
 }
 
 pub const KEYS: &[KeyDef] = &[
-    KeyDef { name: "cache.dir", env: "KACHE_DIR", kind: Kind::Str, default: "", doc: "store location (default $XDG_CACHE_HOME/kache)" },
-    KeyDef { name: "cache.max_size", env: "KACHE_MAX_SIZE", kind: Kind::Size, default: "10GiB", doc: "store size limit; least recently used entries are evicted" },
-    KeyDef { name: "cache.disable", env: "KACHE_DISABLE", kind: Kind::Bool, default: "false", doc: "run every compile uncached" },
-    KeyDef { name: "cache.fallback", env: "KACHE_FALLBACK", kind: Kind::Str, default: "", doc: "wrapper for passthroughs (e.g. sccache); off/none/empty disables" },
-    KeyDef { name: "cache.exclude", env: "KACHE_EXCLUDE", kind: Kind::List, default: "", doc: "globs of sources kache never touches" },
-    KeyDef { name: "cache.hardlink", env: "KACHE_HARDLINK", kind: Kind::Bool, default: "true", doc: "allow hardlink restores (one consumer per blob)" },
-    KeyDef { name: "rust.incremental", env: "KACHE_RUST_INCREMENTAL", kind: Kind::Str, default: "strip", doc: "`strip`: drop -C incremental and cache; `passthrough`: leave such compiles uncached" },
-    KeyDef { name: "remote.url", env: "KACHE_REMOTE", kind: Kind::Str, default: "", doc: "s3://bucket/prefix or file:///path" },
-    KeyDef { name: "remote.read_only", env: "KACHE_REMOTE_READ_ONLY", kind: Kind::Bool, default: "false", doc: "download only, never upload" },
-    KeyDef { name: "remote.timeout_ms", env: "KACHE_REMOTE_TIMEOUT_MS", kind: Kind::Int, default: "2000", doc: "time budget of a remote lookup" },
-    KeyDef { name: "log.level", env: "KACHE_LOG", kind: Kind::Str, default: "", doc: "diagnostic logging to stderr (error, warn, info, debug)" },
+    KeyDef {
+        name: "cache.dir",
+        env: "KACHE_DIR",
+        kind: Kind::Str,
+        default: "",
+        doc: "store location (default $XDG_CACHE_HOME/kache)",
+    },
+    KeyDef {
+        name: "cache.max_size",
+        env: "KACHE_MAX_SIZE",
+        kind: Kind::Size,
+        default: "10GiB",
+        doc: "store size limit; least recently used entries are evicted",
+    },
+    KeyDef {
+        name: "cache.disable",
+        env: "KACHE_DISABLE",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "run every compile uncached",
+    },
+    KeyDef {
+        name: "cache.fallback",
+        env: "KACHE_FALLBACK",
+        kind: Kind::Str,
+        default: "",
+        doc: "wrapper for passthroughs (e.g. sccache); off/none/empty disables",
+    },
+    KeyDef {
+        name: "cache.exclude",
+        env: "KACHE_EXCLUDE",
+        kind: Kind::List,
+        default: "",
+        doc: "globs of sources kache never touches",
+    },
+    KeyDef {
+        name: "cache.hardlink",
+        env: "KACHE_HARDLINK",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "allow hardlink restores (one consumer per blob)",
+    },
+    KeyDef {
+        name: "rust.incremental",
+        env: "KACHE_RUST_INCREMENTAL",
+        kind: Kind::Str,
+        default: "strip",
+        doc: "`strip`: drop -C incremental and cache; `passthrough`: leave such compiles uncached",
+    },
+    KeyDef {
+        name: "remote.url",
+        env: "KACHE_REMOTE",
+        kind: Kind::Str,
+        default: "",
+        doc: "s3://bucket/prefix or file:///path",
+    },
+    KeyDef {
+        name: "remote.read_only",
+        env: "KACHE_REMOTE_READ_ONLY",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "download only, never upload",
+    },
+    KeyDef {
+        name: "remote.timeout_ms",
+        env: "KACHE_REMOTE_TIMEOUT_MS",
+        kind: Kind::Int,
+        default: "2000",
+        doc: "time budget of a remote lookup",
+    },
+    KeyDef {
+        name: "log.level",
+        env: "KACHE_LOG",
+        kind: Kind::Str,
+        default: "",
+        doc: "diagnostic logging to stderr (error, warn, info, debug)",
+    },
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +175,9 @@ impl std::error::Error for ConfigError {}
 /// `10GiB`, `500M`, `1.5G`, `4096` → bytes. Binary and decimal suffixes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -272,12 +340,16 @@ impl Config {
         Ok(cfg)
     }
 
-    fn apply_file(&mut self, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn apply_file(
+        &mut self,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         for (section, inner) in &table {
             let Some(inner) = inner.as_table() else {
@@ -290,8 +362,10 @@ impl Config {
             for (key, v) in inner {
                 let name = format!("{section}.{key}");
                 let Some(def) = KEYS.iter().find(|d| d.name == name) else {
-                    self.warnings
-                        .push(format!("{}: unknown key `{name}` (ignored)", path.display()));
+                    self.warnings.push(format!(
+                        "{}: unknown key `{name}` (ignored)",
+                        path.display()
+                    ));
                     continue;
                 };
                 let value = from_toml(def, v).ok_or_else(|| {
@@ -311,7 +385,8 @@ impl Config {
                         }
                     }
                 }
-                self.values.insert(def.name, (value, Origin::File(path.to_path_buf())));
+                self.values
+                    .insert(def.name, (value, Origin::File(path.to_path_buf())));
             }
         }
         Ok(())
@@ -371,7 +446,11 @@ impl Config {
     pub fn is_excluded(&self, source: &Path) -> bool {
         self.excludes.iter().any(|g| {
             let pat = Path::new(&g.pattern);
-            let full = if pat.is_absolute() { pat.to_path_buf() } else { g.base.join(pat) };
+            let full = if pat.is_absolute() {
+                pat.to_path_buf()
+            } else {
+                g.base.join(pat)
+            };
             glob_match(&full.to_string_lossy(), &source.to_string_lossy())
         })
     }
@@ -381,14 +460,25 @@ pub fn user_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>
     if let Some(x) = env("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("kache").join("config.toml"));
     }
-    env("HOME").map(|h| PathBuf::from(h).join(".config").join("kache").join("config.toml"))
+    env("HOME").map(|h| {
+        PathBuf::from(h)
+            .join(".config")
+            .join("kache")
+            .join("config.toml")
+    })
 }
 
 /// Glob match over `/`-separated paths: `*` and `?` stay within a component,
 /// `**` spans components; a pattern ending in `/**` also matches the directory.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
-    let s: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let p: Vec<&str> = pattern
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    let s: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     match_parts(&p, &s)
 }
 
@@ -396,7 +486,11 @@ fn match_parts(p: &[&str], s: &[&str]) -> bool {
     match p.first() {
         None => s.is_empty(),
         Some(&"**") => (0..=s.len()).any(|i| match_parts(&p[1..], &s[i..])),
-        Some(seg) => !s.is_empty() && match_component(seg.as_bytes(), s[0].as_bytes()) && match_parts(&p[1..], &s[1..]),
+        Some(seg) => {
+            !s.is_empty()
+                && match_component(seg.as_bytes(), s[0].as_bytes())
+                && match_parts(&p[1..], &s[1..])
+        }
     }
 }
 
@@ -415,7 +509,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -425,15 +522,26 @@ mod tests {
         let proj = tempfile::tempdir().unwrap();
         let cfgdir = home.path().join(".config/kache");
         std::fs::create_dir_all(&cfgdir).unwrap();
-        std::fs::write(cfgdir.join("config.toml"), "[cache]\nmax_size = \"1GiB\"\nfallback = \"sccache\"\n").unwrap();
-        std::fs::write(proj.path().join(".kache.toml"), "[cache]\nmax_size = \"2GiB\"\n").unwrap();
+        std::fs::write(
+            cfgdir.join("config.toml"),
+            "[cache]\nmax_size = \"1GiB\"\nfallback = \"sccache\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            proj.path().join(".kache.toml"),
+            "[cache]\nmax_size = \"2GiB\"\n",
+        )
+        .unwrap();
         let sub = proj.path().join("a/b");
         std::fs::create_dir_all(&sub).unwrap();
         let h = home.path().to_str().unwrap();
         let c = Config::load(&sub, &env_of(&[("HOME", h)])).unwrap();
         assert_eq!(c.max_size(), Some(2 << 30));
         assert_eq!(c.fallback(), Some("sccache"));
-        assert_eq!(c.values["cache.max_size"].1, Origin::File(proj.path().join(".kache.toml")));
+        assert_eq!(
+            c.values["cache.max_size"].1,
+            Origin::File(proj.path().join(".kache.toml"))
+        );
         let c = Config::load(&sub, &env_of(&[("HOME", h), ("KACHE_MAX_SIZE", "3G")])).unwrap();
         assert_eq!(c.max_size(), Some(3_000_000_000));
         assert_eq!(c.values["cache.max_size"].1, Origin::Env("KACHE_MAX_SIZE"));
@@ -442,7 +550,11 @@ mod tests {
     #[test]
     fn malformed_file_names_file_and_line() {
         let proj = tempfile::tempdir().unwrap();
-        std::fs::write(proj.path().join(".kache.toml"), "[cache]\nmax_size = \"1G\"\nfallback = \n").unwrap();
+        std::fs::write(
+            proj.path().join(".kache.toml"),
+            "[cache]\nmax_size = \"1G\"\nfallback = \n",
+        )
+        .unwrap();
         let err = Config::load(proj.path(), &env_of(&[])).unwrap_err().0;
         assert!(err.contains(".kache.toml"), "{err}");
         assert!(err.contains("line 3"), "{err}");
@@ -487,7 +599,10 @@ mod tests {
     #[test]
     fn store_dir_defaults_to_xdg_cache() {
         let c = Config::load(Path::new("/"), &env_of(&[("HOME", "/home/u")])).unwrap();
-        assert_eq!(c.store_dir(&env_of(&[("HOME", "/home/u")])), PathBuf::from("/home/u/.cache/kache"));
+        assert_eq!(
+            c.store_dir(&env_of(&[("HOME", "/home/u")])),
+            PathBuf::from("/home/u/.cache/kache")
+        );
         assert_eq!(
             c.store_dir(&env_of(&[("XDG_CACHE_HOME", "/x")])),
             PathBuf::from("/x/kache")

@@ -42,7 +42,11 @@ pub fn run(ctx: &Context, cmd: DebugCommand) -> Result<i32, Box<dyn std::error::
             for f in &files {
                 let blob = store.put_blob_from_path(f)?;
                 outputs.push(OutputFile {
-                    name: f.file_name().ok_or("file has no name")?.to_string_lossy().into_owned(),
+                    name: f
+                        .file_name()
+                        .ok_or("file has no name")?
+                        .to_string_lossy()
+                        .into_owned(),
                     blob: blob.hash,
                     size: blob.size,
                     mode: kache_platform::file_mode(&std::fs::metadata(f)?),
@@ -59,7 +63,12 @@ pub fn run(ctx: &Context, cmd: DebugCommand) -> Result<i32, Box<dyn std::error::
             }
             Ok(0)
         }
-        DebugCommand::Get { key, dir, count, hardlink } => {
+        DebugCommand::Get {
+            key,
+            dir,
+            count,
+            hardlink,
+        } => {
             let entry = match store.get_entry(&key) {
                 Ok(e) => e,
                 Err(r) => {
@@ -75,7 +84,11 @@ pub fn run(ctx: &Context, cmd: DebugCommand) -> Result<i32, Box<dyn std::error::
                 }
             };
             std::fs::create_dir_all(&dir)?;
-            let policy = if hardlink { HardlinkPolicy::IfSoleConsumer } else { HardlinkPolicy::Never };
+            let policy = if hardlink {
+                HardlinkPolicy::IfSoleConsumer
+            } else {
+                HardlinkPolicy::Never
+            };
             let report = store.restore(&entry, &opened, |o| Some((dir.join(&o.name), policy)))?;
             println!(
                 "restored {} files: reflink {} hardlink {} copy {}",

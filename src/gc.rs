@@ -19,7 +19,9 @@ const LOW_WATER: f64 = 0.9;
 /// Called after a miss stored `added` bytes.
 pub fn maybe_collect(w: &mut Wrapper, added: u64) {
     w.count("gc.pending_bytes", added);
-    let Some(limit) = w.ctx.config.max_size() else { return };
+    let Some(limit) = w.ctx.config.max_size() else {
+        return;
+    };
     let Ok(c) = stats::read(&w.store) else { return };
     let estimate = c.get("gc.last_total").copied().unwrap_or(0)
         + c.get("gc.pending_bytes").copied().unwrap_or(0)
@@ -41,11 +43,25 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     } else {
         FileLock::try_acquire(&guard_path, LockMode::Exclusive)?
     };
-    let Some(_guard) = guard else { return Ok(false) };
+    let Some(_guard) = guard else {
+        return Ok(false);
+    };
     let target = (limit as f64 * LOW_WATER) as u64;
     let report = store.gc(target, &pinned_blobs(store))?;
-    stats::set(store, &[("gc.last_total", report.bytes_after), ("gc.pending_bytes", 0)])?;
-    stats::bump(store, &[("gc.runs".to_string(), 1), ("gc.entries_evicted".to_string(), report.entries_removed)])?;
+    stats::set(
+        store,
+        &[
+            ("gc.last_total", report.bytes_after),
+            ("gc.pending_bytes", 0),
+        ],
+    )?;
+    stats::bump(
+        store,
+        &[
+            ("gc.runs".to_string(), 1),
+            ("gc.entries_evicted".to_string(), report.entries_removed),
+        ],
+    )?;
     Ok(true)
 }
 
@@ -57,8 +73,14 @@ pub fn pinned_blobs(store: &Store) -> HashSet<String> {
         return keep;
     };
     for m in mounts.flatten() {
-        let Ok(text) = std::fs::read_to_string(m.path().join("pinned-blobs")) else { continue };
-        keep.extend(text.lines().filter(|l| crate::store::is_valid_hash(l)).map(String::from));
+        let Ok(text) = std::fs::read_to_string(m.path().join("pinned-blobs")) else {
+            continue;
+        };
+        keep.extend(
+            text.lines()
+                .filter(|l| crate::store::is_valid_hash(l))
+                .map(String::from),
+        );
     }
     keep
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod debug;
 pub mod env;
 pub mod gc;
+pub mod remote;
 pub mod stats;
 pub mod store;
 pub mod wrap;

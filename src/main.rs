@@ -140,7 +140,9 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
 /// `kache gc`: shrink the store to its limit.
 fn cmd_gc(ctx: &Context, max_size: Option<String>) -> CliResult {
     let limit = match max_size {
-        Some(s) => config::parse_size(&s).ok_or_else(|| format!("--max-size {s:?} is not a size"))?,
+        Some(s) => {
+            config::parse_size(&s).ok_or_else(|| format!("--max-size {s:?} is not a size"))?
+        }
         None => ctx
             .config
             .max_size()
@@ -169,11 +171,13 @@ fn cmd_verify(ctx: &Context) -> CliResult {
         r.corrupt_entries.len(),
         r.removed
     );
-    Ok(if r.corrupt_blobs.is_empty() && r.corrupt_entries.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if r.corrupt_blobs.is_empty() && r.corrupt_entries.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// `kache config show`: every key, its value and its origin.
@@ -182,7 +186,11 @@ fn cmd_config_show(ctx: &Context) -> CliResult {
         let (v, origin) = &ctx.config.values[def.name];
         println!("{:<20} = {:<24} # {origin}", def.name, v.to_string());
     }
-    println!("{:<20} = {:<24} # resolved", "(store)", format!("{:?}", ctx.store_dir.display().to_string()));
+    println!(
+        "{:<20} = {:<24} # resolved",
+        "(store)",
+        format!("{:?}", ctx.store_dir.display().to_string())
+    );
     Ok(ExitCode::SUCCESS)
 }
 

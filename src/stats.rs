@@ -55,7 +55,10 @@ pub fn bump(store: &Store, updates: &[(String, u64)]) -> io::Result<()> {
     let path = store.root().join("stats");
     let mut c = read_file(&path)?;
     for (k, v) in updates {
-        let k: String = k.chars().map(|ch| if ch.is_whitespace() { '_' } else { ch }).collect();
+        let k: String = k
+            .chars()
+            .map(|ch| if ch.is_whitespace() { '_' } else { ch })
+            .collect();
         *c.entry(k).or_insert(0) += v;
     }
     write_atomic(&store.tmp_dir(), &path, render(&c).as_bytes(), None)

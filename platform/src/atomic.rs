@@ -81,7 +81,12 @@ fn set_mode(file: &File, mode: u32) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `dest` atomically (temp file in `tmp_dir`, fsync, rename).
-pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+pub fn write_atomic(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> io::Result<()> {
     let mut f = AtomicFile::new_in(tmp_dir)?;
     f.file().write_all(bytes)?;
     f.commit(dest, mode)

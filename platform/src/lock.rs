@@ -140,7 +140,9 @@ mod tests {
         assert!(FileLock::try_acquire(&p, LockMode::Exclusive)
             .unwrap()
             .is_none());
-        assert!(FileLock::try_acquire(&p, LockMode::Shared).unwrap().is_none());
+        assert!(FileLock::try_acquire(&p, LockMode::Shared)
+            .unwrap()
+            .is_none());
         drop(a);
         assert!(FileLock::try_acquire(&p, LockMode::Exclusive)
             .unwrap()

@@ -87,7 +87,8 @@ pub fn normalize_path(input: &str) -> NormalizedPath {
 
 fn drive_of(s: &str) -> Option<char> {
     let b = s.as_bytes();
-    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' && (b.len() == 2 || b[2] == b'/') {
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' && (b.len() == 2 || b[2] == b'/')
+    {
         Some((b[0] as char).to_ascii_uppercase())
     } else {
         None
@@ -189,6 +190,8 @@ mod tests {
         assert_eq!(file.strip_prefix(&base).unwrap(), vec!["src", "lib.rs"]);
         let other = normalize_path(r"C:\work\wt10\src");
         assert!(other.strip_prefix(&base).is_none());
-        assert!(normalize_path("/a/b").strip_prefix(&normalize_path("C:/a")).is_none());
+        assert!(normalize_path("/a/b")
+            .strip_prefix(&normalize_path("C:/a"))
+            .is_none());
     }
 }

@@ -60,7 +60,9 @@ pub fn place_file(
     if sys::reflink_new(blob, dest, mode)? {
         return Ok(PlaceMethod::Reflink);
     }
-    if hardlink == HardlinkPolicy::IfSoleConsumer && sys::try_sole_hardlink(blob, blob_path, dest, mode)? {
+    if hardlink == HardlinkPolicy::IfSoleConsumer
+        && sys::try_sole_hardlink(blob, blob_path, dest, mode)?
+    {
         return Ok(PlaceMethod::Hardlink);
     }
     copy_new(blob, dest, mode)?;
@@ -194,8 +196,12 @@ mod sys {
             drop(out);
             let _ = std::fs::remove_file(dest);
             return match err.raw_os_error() {
-                Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) | Some(libc::EINVAL)
-                | Some(libc::ENOTTY) | Some(libc::ENOSYS) | Some(libc::EPERM) => Ok(false),
+                Some(libc::EOPNOTSUPP)
+                | Some(libc::EXDEV)
+                | Some(libc::EINVAL)
+                | Some(libc::ENOTTY)
+                | Some(libc::ENOSYS)
+                | Some(libc::EPERM) => Ok(false),
                 _ => Err(err),
             };
         }
@@ -209,7 +215,12 @@ mod sys {
     /// Hardlinks `blob_path` to `dest` if the blob has no other consumer and
     /// its permission bits match `mode`'s executability. Re-checks the link
     /// count after linking, so two racing consumers cannot both keep a link.
-    pub fn try_sole_hardlink(blob: &File, blob_path: &Path, dest: &Path, mode: u32) -> io::Result<bool> {
+    pub fn try_sole_hardlink(
+        blob: &File,
+        blob_path: &Path,
+        dest: &Path,
+        mode: u32,
+    ) -> io::Result<bool> {
         let meta = blob.metadata()?;
         if meta.nlink() != 1 || (meta.mode() & 0o111) != (mode & 0o111) {
             return Ok(false);
@@ -220,7 +231,10 @@ mod sys {
                 return match e.raw_os_error() {
                     // Different filesystem, no hardlink support, too many links,
                     // or the blob's name was evicted: fall back.
-                    Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK) | Some(libc::ENOENT)
+                    Some(libc::EXDEV)
+                    | Some(libc::EPERM)
+                    | Some(libc::EMLINK)
+                    | Some(libc::ENOENT)
                     | Some(libc::EOPNOTSUPP) => Ok(false),
                     _ => Err(e),
                 };
@@ -264,7 +278,10 @@ mod sys {
         f.set_modified(std::time::SystemTime::now())
     }
     pub fn stamp_path_now(path: &Path) -> io::Result<()> {
-        OpenOptions::new().write(true).open(path)?.set_modified(std::time::SystemTime::now())
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_modified(std::time::SystemTime::now())
     }
     pub fn reflink_new(_blob: &File, _dest: &Path, _mode: u32) -> io::Result<bool> {
         Ok(false)
@@ -294,8 +311,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = blob(dir.path(), b"hello", 0o444);
         let f = File::open(&b).unwrap();
-        let m1 = place_file(&f, &b, &dir.path().join("a"), 0o444, HardlinkPolicy::IfSoleConsumer).unwrap();
-        let m2 = place_file(&f, &b, &dir.path().join("c"), 0o444, HardlinkPolicy::IfSoleConsumer).unwrap();
+        let m1 = place_file(
+            &f,
+            &b,
+            &dir.path().join("a"),
+            0o444,
+            HardlinkPolicy::IfSoleConsumer,
+        )
+        .unwrap();
+        let m2 = place_file(
+            &f,
+            &b,
+            &dir.path().join("c"),
+            0o444,
+            HardlinkPolicy::IfSoleConsumer,
+        )
+        .unwrap();
         // tmpfs/ext4 cannot reflink; btrfs/xfs can (then both are reflinks).
         if m1 == PlaceMethod::Hardlink {
             assert_ne!(m2, PlaceMethod::Hardlink);
@@ -312,7 +343,10 @@ mod tests {
         let d = dir.path().join("bin");
         let m = place_file(&f, &b, &d, 0o755, HardlinkPolicy::IfSoleConsumer).unwrap();
         assert_ne!(m, PlaceMethod::Hardlink);
-        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
     }
 
     #[test]

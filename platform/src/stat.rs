@@ -14,7 +14,10 @@ pub struct FileSignature {
 
 impl FileSignature {
     pub fn to_text(&self) -> String {
-        format!("{} {} {} {}", self.size, self.mtime_ns, self.ctime_ns, self.inode)
+        format!(
+            "{} {} {} {}",
+            self.size, self.mtime_ns, self.ctime_ns, self.inode
+        )
     }
 
     /// Seconds since the epoch of the later of mtime and ctime.

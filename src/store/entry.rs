@@ -98,7 +98,10 @@ impl Entry {
             return Err(DecodeError::Checksum);
         }
         let rest = &body[MAGIC.len()..];
-        let nl = rest.iter().position(|&b| b == b'\n').ok_or(DecodeError::Truncated)?;
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(DecodeError::Truncated)?;
         let len: usize = std::str::from_utf8(&rest[..nl])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -154,7 +157,10 @@ mod tests {
             assert!(Entry::decode(&b).is_err(), "flip at {i} accepted");
         }
         for n in 0..bytes.len() {
-            assert!(Entry::decode(&bytes[..n]).is_err(), "truncation to {n} accepted");
+            assert!(
+                Entry::decode(&bytes[..n]).is_err(),
+                "truncation to {n} accepted"
+            );
         }
     }
 }

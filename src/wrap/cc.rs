@@ -30,7 +30,9 @@ pub fn resolve_compiler(name: &OsStr) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);
     }
-    let me = std::env::current_exe().ok().and_then(|m| m.canonicalize().ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|m| m.canonicalize().ok());
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -55,7 +57,10 @@ pub fn worktree_root(cwd: &Path) -> PathBuf {
 
 pub fn run(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
     let Some(real) = resolve_compiler(compiler) else {
-        eprintln!("kache: compiler {} not found on PATH", compiler.to_string_lossy());
+        eprintln!(
+            "kache: compiler {} not found on PATH",
+            compiler.to_string_lossy()
+        );
         return 127;
     };
     let real = real.into_os_string();
@@ -79,7 +84,10 @@ pub fn run(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
 
 fn refuse(w: &mut Wrapper, real: &OsStr, args: &[OsString], r: &cc::Refusal) -> i32 {
     if let Some(flag) = r.flag() {
-        w.count(format!("cc.passthrough_flags.{}", super::reason_key(flag)), 1);
+        w.count(
+            format!("cc.passthrough_flags.{}", super::reason_key(flag)),
+            1,
+        );
     }
     w.passthrough(Lang::Cc, real, args, r.reason())
 }
@@ -110,7 +118,10 @@ fn cached_compile(
     let version = cc::compiler::parse_version_banner(&ident);
     let base = worktree_root(cwd);
     let plan = paths::plan(inv, &base, cwd, version);
-    let sde = key::source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref(), SystemTime::now());
+    let sde = key::source_date_epoch(
+        std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
+        SystemTime::now(),
+    );
 
     w.count("cc.compiler_runs", 1);
     let pre = Command::new(real)
@@ -125,11 +136,19 @@ fn cached_compile(
         return Err("cc:preprocess-failed".into());
     }
     let headers = key::included_files(&pre.stdout);
-    if inv.pch_probe_paths(cwd, &headers).iter().any(|p| p.exists()) {
+    if inv
+        .pch_probe_paths(cwd, &headers)
+        .iter()
+        .any(|p| p.exists())
+    {
         return Err("cc:pch".into());
     }
-    let time = key::time_macro_policy(key::preprocessor_reported_time_macros(&pre.stderr), &sde, version)
-        .map_err(|r| r.reason().to_string())?;
+    let time = key::time_macro_policy(
+        key::preprocessor_reported_time_macros(&pre.stderr),
+        &sde,
+        version,
+    )
+    .map_err(|r| r.reason().to_string())?;
     let result_key = key::cache_key(&key::KeyInput {
         compiler_identity: ident.as_bytes(),
         invocation: inv,
@@ -141,9 +160,19 @@ fn cached_compile(
     if let Some(bytes) = try_hit(w, &result_key, inv, cwd, &base) {
         return Ok(finish_hit(w, inv, bytes));
     }
-    let lock = FileLock::acquire_timeout(&w.store.lock_path(&result_key), LockMode::Exclusive, Duration::from_secs(600))
-        .ok()
-        .flatten();
+    if crate::remote::import_entry(w, &result_key) {
+        if let Some(bytes) = try_hit(w, &result_key, inv, cwd, &base) {
+            w.count("cc.remote_hits", 1);
+            return Ok(finish_hit(w, inv, bytes));
+        }
+    }
+    let lock = FileLock::acquire_timeout(
+        &w.store.lock_path(&result_key),
+        LockMode::Exclusive,
+        Duration::from_secs(600),
+    )
+    .ok()
+    .flatten();
     if let Some(bytes) = try_hit(w, &result_key, inv, cwd, &base) {
         return Ok(finish_hit(w, inv, bytes));
     }
@@ -155,17 +184,32 @@ fn cached_compile(
     }
     let _ = kache_platform::remove_readonly_outputs(&outs);
     let mut cmd = Command::new(real);
-    cmd.args(args).args(&plan.extra_args).env("SOURCE_DATE_EPOCH", &sde.value).current_dir(cwd);
+    cmd.args(args)
+        .args(&plan.extra_args)
+        .env("SOURCE_DATE_EPOCH", &sde.value)
+        .current_dir(cwd);
     w.count("cc.compiler_runs", 1);
     w.count("cc.misses", 1);
     let cap = exec::run_captured(cmd).map_err(|_| "cc:spawn-failed".to_string())?;
     let code = exec::exit_code_of(&cap.status);
     if code == 0 {
         match store(w, &result_key, inv, cwd, &base, &cap) {
-            Ok(bytes) => w.event(Lang::Cc, "miss", None, Some(&inv.source.to_string_lossy()), bytes),
+            Ok(bytes) => w.event(
+                Lang::Cc,
+                "miss",
+                None,
+                Some(&inv.source.to_string_lossy()),
+                bytes,
+            ),
             Err(why) => {
                 w.count(format!("cc.not_stored.{}", super::reason_key(&why)), 1);
-                w.event(Lang::Cc, "miss", Some(&format!("not-stored:{why}")), Some(&inv.source.to_string_lossy()), 0);
+                w.event(
+                    Lang::Cc,
+                    "miss",
+                    Some(&format!("not-stored:{why}")),
+                    Some(&inv.source.to_string_lossy()),
+                    0,
+                );
             }
         }
     }
@@ -176,7 +220,13 @@ fn cached_compile(
 fn finish_hit(w: &mut Wrapper, inv: &CcInvocation, bytes: u64) -> i32 {
     w.count("cc.hits", 1);
     w.count("restore.bytes_saved", bytes);
-    w.event(Lang::Cc, "hit", None, Some(&inv.source.to_string_lossy()), bytes);
+    w.event(
+        Lang::Cc,
+        "hit",
+        None,
+        Some(&inv.source.to_string_lossy()),
+        bytes,
+    );
     0
 }
 
@@ -194,7 +244,10 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
         }
     }
     // The dep file first: every path it names must exist in this worktree.
-    let dep_text = match (entry.outputs.iter().find(|o| o.name == DEPFILE), &inv.dep_file) {
+    let dep_text = match (
+        entry.outputs.iter().find(|o| o.name == DEPFILE),
+        &inv.dep_file,
+    ) {
         (Some(d), Some(_)) => {
             let stored = fs::read_to_string(w.store.blob_path(&d.blob)).ok()?;
             let text = depfile::from_placeholders(&stored, base)?;
@@ -212,7 +265,9 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
     let stderr = cc::paths::diagnostics_from_placeholders(&entry.stderr, base)?;
     let report = w
         .store
-        .restore(&entry, &opened, |o| (o.name == OBJECT).then(|| (cwd.join(&inv.output), HardlinkPolicy::Never)))
+        .restore(&entry, &opened, |o| {
+            (o.name == OBJECT).then(|| (cwd.join(&inv.output), HardlinkPolicy::Never))
+        })
         .ok()?;
     if let (Some(text), Some(d)) = (dep_text, &inv.dep_file) {
         let dest = cwd.join(&d.path);
@@ -236,16 +291,33 @@ fn store(
     cap: &exec::Captured,
 ) -> Result<u64, String> {
     let obj_path = cwd.join(&inv.output);
-    let blob = w.store.put_blob_from_path(&obj_path).map_err(|e| format!("store:{}", e.kind()))?;
-    let mut outputs = vec![OutputFile { name: OBJECT.into(), blob: blob.hash, size: blob.size, mode: 0o644 }];
+    let blob = w
+        .store
+        .put_blob_from_path(&obj_path)
+        .map_err(|e| format!("store:{}", e.kind()))?;
+    let mut outputs = vec![OutputFile {
+        name: OBJECT.into(),
+        blob: blob.hash,
+        size: blob.size,
+        mode: 0o644,
+    }];
     let bytes = blob.size;
     if let Some(d) = &inv.dep_file {
         let text = fs::read_to_string(cwd.join(&d.path)).map_err(|_| "depfile-unreadable")?;
         let stored = depfile::to_placeholders(&text, base).ok_or("depfile-unstorable")?;
-        let b = w.store.put_blob_bytes(stored.as_bytes()).map_err(|e| format!("store:{}", e.kind()))?;
-        outputs.push(OutputFile { name: DEPFILE.into(), blob: b.hash, size: b.size, mode: 0o644 });
+        let b = w
+            .store
+            .put_blob_bytes(stored.as_bytes())
+            .map_err(|e| format!("store:{}", e.kind()))?;
+        outputs.push(OutputFile {
+            name: DEPFILE.into(),
+            blob: b.hash,
+            size: b.size,
+            mode: 0o644,
+        });
     }
-    let stderr = cc::paths::diagnostics_to_placeholders(&cap.stderr, base).ok_or("diagnostics-unstorable")?;
+    let stderr = cc::paths::diagnostics_to_placeholders(&cap.stderr, base)
+        .ok_or("diagnostics-unstorable")?;
     let entry = Entry {
         outputs,
         exit_status: 0,
@@ -253,7 +325,10 @@ fn store(
         stderr,
         meta: serde_json::json!({ "source": inv.source.to_string_lossy() }),
     };
-    w.store.put_entry(key, &entry).map_err(|e| format!("store:{}", e.kind()))?;
+    w.store
+        .put_entry(key, &entry)
+        .map_err(|e| format!("store:{}", e.kind()))?;
+    crate::remote::queue_upload(w, None, key);
     crate::gc::maybe_collect(w, bytes);
     Ok(bytes)
 }

@@ -14,7 +14,9 @@ pub struct Captured {
 
 /// Runs `cmd`, forwarding stdout/stderr line by line while recording them.
 pub fn run_captured(mut cmd: Command) -> io::Result<Captured> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     let mut child = cmd.spawn()?;
     let out = child.stdout.take().expect("piped stdout");
     let err = child.stderr.take().expect("piped stderr");

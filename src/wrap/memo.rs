@@ -18,7 +18,12 @@ use crate::store::{hash_file, Store};
 
 fn memo_path(store: &Store, kind: &str, id: &str) -> PathBuf {
     let h = blake3::hash(id.as_bytes()).to_hex();
-    store.root().join("memo").join(kind).join(&h[..2]).join(&h[2..])
+    store
+        .root()
+        .join("memo")
+        .join(kind)
+        .join(&h[..2])
+        .join(&h[2..])
 }
 
 fn write_memo(store: &Store, path: &Path, text: &str) {
@@ -55,7 +60,10 @@ pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
 /// within the last two seconds are not memoized: a write in the same clock
 /// tick could change the content without changing the stat.
 pub fn remember_digest(store: &Store, path: &Path, meta: &fs::Metadata, hash: &str) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     if kache_platform::file_signature(meta).changed_secs() >= now - 2 {
         return;
     }
@@ -81,7 +89,13 @@ pub fn tool_identity(
 ) -> io::Result<(String, bool)> {
     let meta = fs::metadata(binary)?;
     let sig = kache_platform::file_signature(&meta);
-    let id = format!("{}\0{}\0{}\0{}", binary.display(), sig.size, sig.mtime_ns, extra);
+    let id = format!(
+        "{}\0{}\0{}\0{}",
+        binary.display(),
+        sig.size,
+        sig.mtime_ns,
+        extra
+    );
     let mp = memo_path(store, "tools", &id);
     if let Ok(text) = fs::read_to_string(&mp) {
         return Ok((text, false));

@@ -87,6 +87,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         store,
         started: Instant::now(),
         counters: Vec::new(),
+        key_groups: Default::default(),
     };
     let code = if is_rustc(compiler) {
         rust::run(&mut w, compiler, rest)
@@ -118,6 +119,9 @@ pub struct Wrapper {
     pub store: Store,
     pub started: Instant,
     counters: Vec<(String, u64)>,
+    /// Digests of the key groups of this call (for `why-miss`), recorded
+    /// with the call's event.
+    pub key_groups: std::collections::BTreeMap<String, String>,
 }
 
 impl Wrapper {
@@ -134,7 +138,13 @@ impl Wrapper {
 
     /// Runs the real compiler (or the fallback wrapper) uncached and counts
     /// the passthrough with its reason.
-    pub fn passthrough(&mut self, lang: Lang, compiler: &OsStr, args: &[OsString], reason: &str) -> i32 {
+    pub fn passthrough(
+        &mut self,
+        lang: Lang,
+        compiler: &OsStr,
+        args: &[OsString],
+        reason: &str,
+    ) -> i32 {
         let l = lang.as_str();
         self.count(format!("{l}.passthroughs"), 1);
         self.count(format!("{l}.passthrough_reasons.{}", reason_key(reason)), 1);
@@ -163,14 +173,24 @@ impl Wrapper {
         let name = self.ctx.config.fallback()?;
         if let Some(p) = memo::which(name) {
             // Never hand a compile back to ourselves.
-            let me = std::env::current_exe().ok().and_then(|m| m.canonicalize().ok());
+            let me = std::env::current_exe()
+                .ok()
+                .and_then(|m| m.canonicalize().ok());
             if me.is_some() && p.canonicalize().ok() == me {
                 return None;
             }
             return Some(p);
         }
-        let marker = self.store.root().join(format!("fallback-missing-{}", reason_key(name)));
-        if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        let marker = self
+            .store
+            .root()
+            .join(format!("fallback-missing-{}", reason_key(name)));
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok()
+        {
             eprintln!(
                 "kache: warning: fallback wrapper `{name}` is not on PATH; passthroughs run the compiler directly (warned once)"
             );
@@ -179,7 +199,14 @@ impl Wrapper {
     }
 
     /// Appends one record to the event log that `kache report` reads.
-    pub fn event(&self, lang: Lang, outcome: &str, reason: Option<&str>, unit: Option<&str>, bytes: u64) {
+    pub fn event(
+        &self,
+        lang: Lang,
+        outcome: &str,
+        reason: Option<&str>,
+        unit: Option<&str>,
+        bytes: u64,
+    ) {
         let rec = serde_json::json!({
             "t": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "lang": lang.as_str(),
@@ -188,6 +215,7 @@ impl Wrapper {
             "unit": unit,
             "ms": self.started.elapsed().as_millis() as u64,
             "bytes": bytes,
+            "groups": if self.key_groups.is_empty() { serde_json::Value::Null } else { serde_json::json!(self.key_groups) },
         });
         let mut line = rec.to_string();
         line.push('\n');
@@ -206,7 +234,13 @@ impl Wrapper {
 pub fn reason_key(reason: &str) -> String {
     reason
         .chars()
-        .map(|c| if c == '.' || c.is_whitespace() { '_' } else { c })
+        .map(|c| {
+            if c == '.' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

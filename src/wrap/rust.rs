@@ -202,6 +202,12 @@ pub fn run(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
     if let Lookup::Hit { bytes } = lookup(w, &direct, &inv, &cwd, &out_dir, &roots) {
         return finish_hit(w, &inv, bytes);
     }
+    if crate::remote::import_direct(w, &direct) {
+        if let Lookup::Hit { bytes } = lookup(w, &direct, &inv, &cwd, &out_dir, &roots) {
+            w.count("rust.remote_hits", 1);
+            return finish_hit(w, &inv, bytes);
+        }
+    }
 
     // Miss: one compile per direct key at a time; a peer that finished while
     // we waited has published the entry, so look again under the lock.
@@ -254,7 +260,10 @@ fn linker_identity(w: &mut Wrapper, inv: &RustcInvocation) -> Result<String, Str
     let (id, _) = memo::tool_identity(&w.store, &bin, "linker", || {
         let out = Command::new(&bin).arg("--version").output()?;
         let libc = host_libc();
-        Ok(format!("{}\nlibc {libc}", String::from_utf8_lossy(&out.stdout)))
+        Ok(format!(
+            "{}\nlibc {libc}",
+            String::from_utf8_lossy(&out.stdout)
+        ))
     })
     .map_err(|_| "linker-identity".to_string())?;
     Ok(id)
@@ -280,7 +289,8 @@ fn direct_key(
     roots: &Roots,
 ) -> Result<String, String> {
     let mut k = KeyBuilder::new("kache-rust-direct-v1");
-    k.group("compiler").str("rustc", &rustc_identity(w, compiler)?);
+    k.group("compiler")
+        .str("rustc", &rustc_identity(w, compiler)?);
     if inv.is_linked() {
         k.str("linker", &linker_identity(w, inv)?);
     }
@@ -298,10 +308,15 @@ fn direct_key(
             KeyArg::Path { prefix, path } => {
                 if prefix == "--target-file=" {
                     let p = cwd.join(path);
-                    let (h, _) = memo::file_digest(&w.store, &p).map_err(|_| "target-spec-unreadable")?;
+                    let (h, _) =
+                        memo::file_digest(&w.store, &p).map_err(|_| "target-spec-unreadable")?;
                     k.str("target-spec", &h)
                 } else {
-                    let abs = if Path::new(path).is_absolute() { path.clone() } else { path.clone() };
+                    let abs = if Path::new(path).is_absolute() {
+                        path.clone()
+                    } else {
+                        path.clone()
+                    };
                     k.str("arg", &format!("{prefix}{}", roots.key_path(&abs)))
                 }
             }
@@ -313,7 +328,8 @@ fn direct_key(
         k.str("name", &e.name);
         if let Some(p) = &e.path {
             let p = cwd.join(p);
-            let (h, _) = memo::file_digest(&w.store, &p).map_err(|_| "extern-unreadable".to_string())?;
+            let (h, _) =
+                memo::file_digest(&w.store, &p).map_err(|_| "extern-unreadable".to_string())?;
             k.str("content", &h);
         }
     }
@@ -334,7 +350,8 @@ fn direct_key(
         let Some(p) = found else {
             return Err("native-lib-not-found".into());
         };
-        let (h, _) = memo::file_digest(&w.store, &p).map_err(|_| "native-lib-unreadable".to_string())?;
+        let (h, _) =
+            memo::file_digest(&w.store, &p).map_err(|_| "native-lib-unreadable".to_string())?;
         k.str(&file, &h);
     }
 
@@ -342,10 +359,18 @@ fn direct_key(
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(n, _)| keyed_env(n)).collect();
     env.sort();
     for (n, v) in &env {
-        let v = if PATH_VARS.contains(&n.as_str()) { roots.key_path(v) } else { v.clone() };
+        let v = if PATH_VARS.contains(&n.as_str()) {
+            roots.key_path(v)
+        } else {
+            v.clone()
+        };
         k.str(n, &v);
     }
-    Ok(k.finish().0)
+    let (key, groups) = k.finish();
+    for (g, d) in groups {
+        w.key_groups.insert(format!("direct.{g}"), d);
+    }
+    Ok(key)
 }
 
 /// Looks the compile up by direct key; on success the outputs are in place
@@ -388,7 +413,10 @@ fn record_matches(store: &Store, rec: &Record, cwd: &Path, roots: &Roots) -> boo
     for (name, want) in &rec.env {
         let now = std::env::var(name).ok();
         let now_form = now.as_deref().map(|v| {
-            if want.as_deref().is_some_and(|w| w.contains(WS_TOKEN) || w.contains(TARGET_TOKEN)) {
+            if want
+                .as_deref()
+                .is_some_and(|w| w.contains(WS_TOKEN) || w.contains(TARGET_TOKEN))
+            {
                 roots.tokenize(v)
             } else {
                 v.to_string()
@@ -415,7 +443,10 @@ fn restore(
     out_dir: &Path,
     roots: &Roots,
 ) -> Result<u64, String> {
-    let opened = w.store.open_blobs(entry).map_err(|r| r.label().to_string())?;
+    let opened = w
+        .store
+        .open_blobs(entry)
+        .map_err(|r| r.label().to_string())?;
     // Sizes are checked by open_blobs; content is checked through the digest
     // memo, which re-hashes any blob whose stat changed since it was last
     // hashed (a write into a blob always changes its ctime).
@@ -467,7 +498,10 @@ fn restore(
     w.count("restore.hardlink_bytes", report.hardlink_bytes);
     w.count("restore.copy_bytes", report.copy_bytes);
     w.count("restore.files", report.files);
-    replay(&roots.expand(&String::from_utf8_lossy(&entry.stderr)), &entry.stdout);
+    replay(
+        &roots.expand(&String::from_utf8_lossy(&entry.stderr)),
+        &entry.stdout,
+    );
     Ok(report.total_bytes())
 }
 
@@ -507,16 +541,37 @@ fn compile_and_store(
     };
     let code = exec::exit_code_of(&cap.status);
     w.count("rust.misses", 1);
-    w.count(format!("rust.miss_reasons.{}", super::reason_key(miss_reason)), 1);
+    w.count(
+        format!("rust.miss_reasons.{}", super::reason_key(miss_reason)),
+        1,
+    );
     if code != 0 {
-        w.event(Lang::Rust, "miss", Some("compile-failed"), Some(&inv.crate_name), 0);
+        w.event(
+            Lang::Rust,
+            "miss",
+            Some("compile-failed"),
+            Some(&inv.crate_name),
+            0,
+        );
         return code;
     }
     match store_result(w, inv, direct, cwd, out_dir, roots, &cap, started) {
-        Ok(bytes) => w.event(Lang::Rust, "miss", Some(miss_reason), Some(&inv.crate_name), bytes),
+        Ok(bytes) => w.event(
+            Lang::Rust,
+            "miss",
+            Some(miss_reason),
+            Some(&inv.crate_name),
+            bytes,
+        ),
         Err(why) => {
             w.count(format!("rust.not_stored.{}", super::reason_key(&why)), 1);
-            w.event(Lang::Rust, "miss", Some(&format!("not-stored:{why}")), Some(&inv.crate_name), 0);
+            w.event(
+                Lang::Rust,
+                "miss",
+                Some(&format!("not-stored:{why}")),
+                Some(&inv.crate_name),
+                0,
+            );
         }
     }
     0
@@ -543,13 +598,16 @@ fn store_result(
     for line in stderr.lines().filter(|l| l.starts_with("{\"artifact\":")) {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|_| "bad-artifact-line")?;
         let path = v["artifact"].as_str().unwrap_or_default();
-        let name = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned());
+        let name = Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
         if !name.is_some_and(|n| expected.iter().any(|(e, _)| *e == n)) {
             return Err("unexpected-artifact".into());
         }
     }
     let dep_name = format!("{}{}.d", inv.crate_name, inv.extra_filename);
-    let dep_text = fs::read_to_string(out_dir.join(&dep_name)).map_err(|_| "dep-info-unreadable")?;
+    let dep_text =
+        fs::read_to_string(out_dir.join(&dep_name)).map_err(|_| "dep-info-unreadable")?;
     let dep = rustc::parse_dep_info(&dep_text);
 
     // Inputs by (token path, content), checked unchanged since the compile began.
@@ -562,7 +620,11 @@ fn store_result(
             return Err("input-modified-during-compile".into());
         }
         let (h, size) = memo::file_digest(&w.store, &abs).map_err(|_| "input-unreadable")?;
-        let shown = if Path::new(f).is_absolute() { roots.tokenize(f) } else { f.clone() };
+        let shown = if Path::new(f).is_absolute() {
+            roots.tokenize(f)
+        } else {
+            f.clone()
+        };
         files.push((shown, h, size));
         if f.ends_with(".rs") {
             sources.push(abs);
@@ -597,6 +659,11 @@ fn store_result(
         rk.str(n, v.as_deref().unwrap_or("\0unset"));
     }
     let (result_key, groups) = rk.finish();
+    for (g, d) in &groups {
+        if g != "direct" && g != "domain" {
+            w.key_groups.insert(format!("result.{g}"), d.clone());
+        }
+    }
 
     let mut outputs = Vec::new();
     let mut bytes = 0;
@@ -607,15 +674,28 @@ fn store_result(
                 .store
                 .put_blob_bytes(roots.tokenize(&dep_text).as_bytes())
                 .map_err(|e| format!("store:{}", e.kind()))?;
-            outputs.push(OutputFile { name: name.clone(), blob: blob.hash, size: blob.size, mode: 0o644 });
+            outputs.push(OutputFile {
+                name: name.clone(),
+                blob: blob.hash,
+                size: blob.size,
+                mode: 0o644,
+            });
             continue;
         }
         let meta = fs::metadata(&p).map_err(|_| format!("output-missing:{name}"))?;
-        let blob = w.store.put_blob_from_path(&p).map_err(|e| format!("store:{}", e.kind()))?;
+        let blob = w
+            .store
+            .put_blob_from_path(&p)
+            .map_err(|e| format!("store:{}", e.kind()))?;
         memo::remember_output(&w.store, &p, &blob.hash);
         let mode = kache_platform::file_mode(&meta) | if *exec_bit { 0o111 } else { 0 };
         bytes += blob.size;
-        outputs.push(OutputFile { name: name.clone(), blob: blob.hash, size: blob.size, mode });
+        outputs.push(OutputFile {
+            name: name.clone(),
+            blob: blob.hash,
+            size: blob.size,
+            mode,
+        });
     }
     let entry = Entry {
         outputs,
@@ -624,28 +704,46 @@ fn store_result(
         stderr: roots.tokenize(&stderr).into_bytes(),
         meta: serde_json::json!({ "crate": inv.crate_name, "groups": groups }),
     };
-    w.store.put_entry(&result_key, &entry).map_err(|e| format!("store:{}", e.kind()))?;
+    w.store
+        .put_entry(&result_key, &entry)
+        .map_err(|e| format!("store:{}", e.kind()))?;
 
     let mut manifest = w
         .store
         .get_manifest(direct)
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .unwrap_or_default();
-    let rec = Record { files, env, result: result_key };
+    let rec = Record {
+        files,
+        env,
+        result: result_key,
+    };
     manifest.records.retain(|r| r != &rec);
     manifest.records.insert(0, rec);
     manifest.records.truncate(MANIFEST_RECORDS);
     let bytes_json = serde_json::to_vec(&manifest).map_err(|_| "manifest-encode")?;
-    w.store.put_manifest(direct, &bytes_json).map_err(|e| format!("store:{}", e.kind()))?;
+    w.store
+        .put_manifest(direct, &bytes_json)
+        .map_err(|e| format!("store:{}", e.kind()))?;
+    crate::remote::queue_upload(w, Some(direct), &entry_key_for_upload(&manifest));
     crate::gc::maybe_collect(w, bytes);
     Ok(bytes)
+}
+
+fn entry_key_for_upload(m: &Manifest) -> String {
+    m.records
+        .first()
+        .map(|r| r.result.clone())
+        .unwrap_or_default()
 }
 
 fn every_use_is_include(sources: &[PathBuf], var: &str) -> bool {
     let mut uses = 0;
     let mut includes = 0;
     for s in sources {
-        let Ok(text) = fs::read_to_string(s) else { return false };
+        let Ok(text) = fs::read_to_string(s) else {
+            return false;
+        };
         let (u, i) = rustc::env_var_uses(&text, var);
         uses += u;
         includes += i;

@@ -60,15 +60,55 @@ pub struct RustcInvocation {
 /// Options that take a value (as `--opt value`, `--opt=value`, or for the
 /// single-letter ones `-Xvalue`).
 const VALUED: &[&str] = &[
-    "--crate-name", "--edition", "--crate-type", "--emit", "--out-dir", "-o", "--error-format",
-    "--json", "--color", "--diagnostic-width", "--cfg", "--check-cfg", "--target", "--cap-lints",
-    "-C", "--codegen", "-Z", "-L", "-l", "--extern", "--remap-path-prefix", "-A", "-W", "-D", "-F",
-    "--force-warn", "--allow", "--warn", "--deny", "--forbid", "--print", "--explain", "--sysroot",
-    "--crate-version", "--env-set", "--extern-location",
+    "--crate-name",
+    "--edition",
+    "--crate-type",
+    "--emit",
+    "--out-dir",
+    "-o",
+    "--error-format",
+    "--json",
+    "--color",
+    "--diagnostic-width",
+    "--cfg",
+    "--check-cfg",
+    "--target",
+    "--cap-lints",
+    "-C",
+    "--codegen",
+    "-Z",
+    "-L",
+    "-l",
+    "--extern",
+    "--remap-path-prefix",
+    "-A",
+    "-W",
+    "-D",
+    "-F",
+    "--force-warn",
+    "--allow",
+    "--warn",
+    "--deny",
+    "--forbid",
+    "--print",
+    "--explain",
+    "--sysroot",
+    "--crate-version",
+    "--env-set",
+    "--extern-location",
 ];
 
 const SIMPLE_FLAGS: &[&str] = &["--test", "-g", "-O"];
-const NOT_COMPILE_FLAGS: &[&str] = &["-V", "--version", "-vV", "-Vv", "-h", "--help", "-v", "--verbose"];
+const NOT_COMPILE_FLAGS: &[&str] = &[
+    "-V",
+    "--version",
+    "-vV",
+    "-Vv",
+    "-h",
+    "--help",
+    "-v",
+    "--verbose",
+];
 
 /// Splits `arg` into (option, inline value) if it is a known valued option.
 fn split_valued(arg: &str) -> Option<(&'static str, Option<String>)> {
@@ -125,7 +165,13 @@ pub fn parse(args: &[String]) -> Parsed {
             };
             match handle_option(&mut inv, opt, &value) {
                 Ok(Keep::Both) | Ok(Keep::CompileOnly) => {
-                    push_original(&mut inv.compile_args, arg, opt, &value, inline_was(arg, opt));
+                    push_original(
+                        &mut inv.compile_args,
+                        arg,
+                        opt,
+                        &value,
+                        inline_was(arg, opt),
+                    );
                 }
                 Ok(Keep::Neither) => {}
                 Err(p) => return p,
@@ -248,7 +294,11 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "--color" | "--diagnostic-width" => return Ok(Keep::CompileOnly),
         "-L" => {
             let (kind, path) = match value.split_once('=') {
-                Some((k, p)) if ["dependency", "crate", "native", "framework", "all"].contains(&k) => (k, p),
+                Some((k, p))
+                    if ["dependency", "crate", "native", "framework", "all"].contains(&k) =>
+                {
+                    (k, p)
+                }
                 _ => ("all", value),
             };
             if kind == "dependency" {
@@ -274,7 +324,8 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                 None => (value.to_string(), None),
             };
             // The path is keyed by content by the caller; the name here.
-            inv.key_args.push(KeyArg::Literal(format!("--extern-name={name}")));
+            inv.key_args
+                .push(KeyArg::Literal(format!("--extern-name={name}")));
             inv.externs.push(Extern { name, path });
         }
         "--target" => {
@@ -426,7 +477,9 @@ fn unescape_env(v: &str) -> String {
 /// The colon ending the targets: the first `: ` (or trailing `:`) that is not escaped.
 fn find_rule_colon(line: &str) -> Option<usize> {
     let b = line.as_bytes();
-    (0..b.len()).find(|&i| b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\'))
+    (0..b.len()).find(|&i| {
+        b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\')
+    })
 }
 
 fn split_escaped(s: &str) -> Vec<String> {
@@ -464,7 +517,10 @@ pub fn env_var_uses(source: &str, var: &str) -> (usize, usize) {
     while let Some(pos) = source[from..].find(&needle) {
         let at = from + pos;
         from = at + needle.len();
-        let before: String = source[..at].chars().filter(|c| !c.is_whitespace()).collect();
+        let before: String = source[..at]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         let is_env = before.ends_with("env!(") || before.ends_with("option_env!(");
         if !is_env {
             // A string equal to the name used elsewhere (std::env::var("OUT_DIR")
@@ -493,12 +549,32 @@ mod tests {
 
     fn cargo_lib_args() -> Vec<String> {
         s(&[
-            "--crate-name", "foo", "--edition=2021", "src/lib.rs", "--error-format=json",
-            "--json=diagnostic-rendered-ansi,artifacts,future-incompat", "--diagnostic-width=120",
-            "--crate-type", "lib", "--emit=dep-info,metadata,link", "-C", "embed-bitcode=no",
-            "-C", "debuginfo=2", "-C", "metadata=abc", "-C", "extra-filename=-abc",
-            "--out-dir", "/w/target/debug/deps", "-C", "incremental=/w/target/debug/incremental",
-            "-L", "dependency=/w/target/debug/deps", "--extern", "bar=/w/target/debug/deps/libbar-1.rmeta",
+            "--crate-name",
+            "foo",
+            "--edition=2021",
+            "src/lib.rs",
+            "--error-format=json",
+            "--json=diagnostic-rendered-ansi,artifacts,future-incompat",
+            "--diagnostic-width=120",
+            "--crate-type",
+            "lib",
+            "--emit=dep-info,metadata,link",
+            "-C",
+            "embed-bitcode=no",
+            "-C",
+            "debuginfo=2",
+            "-C",
+            "metadata=abc",
+            "-C",
+            "extra-filename=-abc",
+            "--out-dir",
+            "/w/target/debug/deps",
+            "-C",
+            "incremental=/w/target/debug/incremental",
+            "-L",
+            "dependency=/w/target/debug/deps",
+            "--extern",
+            "bar=/w/target/debug/deps/libbar-1.rmeta",
         ])
     }
 
@@ -513,7 +589,14 @@ mod tests {
     fn cargo_probes_are_not_compiles() {
         assert_eq!(parse(&s(&["-vV"])), Parsed::NotACompile);
         assert_eq!(
-            parse(&s(&["-", "--crate-name", "___", "--print=file-names", "--crate-type", "bin"])),
+            parse(&s(&[
+                "-",
+                "--crate-name",
+                "___",
+                "--print=file-names",
+                "--crate-type",
+                "bin"
+            ])),
             Parsed::NotACompile
         );
     }
@@ -523,11 +606,17 @@ mod tests {
         let inv = compile(&cargo_lib_args());
         assert_eq!(inv.crate_name, "foo");
         assert_eq!(inv.emit, vec!["dep-info", "link", "metadata"]);
-        assert_eq!(inv.incremental.as_deref(), Some("/w/target/debug/incremental"));
+        assert_eq!(
+            inv.incremental.as_deref(),
+            Some("/w/target/debug/incremental")
+        );
         assert!(!inv.compile_args.iter().any(|a| a.contains("incremental")));
         assert!(inv.json_artifacts);
         let outs: Vec<String> = inv.expected_outputs().into_iter().map(|o| o.0).collect();
-        assert_eq!(outs, vec!["foo-abc.d", "libfoo-abc.rlib", "libfoo-abc.rmeta"]);
+        assert_eq!(
+            outs,
+            vec!["foo-abc.d", "libfoo-abc.rlib", "libfoo-abc.rmeta"]
+        );
         assert!(!inv.is_linked());
     }
 
@@ -536,7 +625,9 @@ mod tests {
         let a = compile(&cargo_lib_args());
         let mut other = cargo_lib_args();
         for x in other.iter_mut() {
-            *x = x.replace("/w/", "/elsewhere/").replace("width=120", "width=80");
+            *x = x
+                .replace("/w/", "/elsewhere/")
+                .replace("width=120", "width=80");
         }
         let b = compile(&other);
         // Only the extern path differs, and externs are keyed by content.
@@ -562,7 +653,10 @@ mod tests {
     fn unknown_shapes_are_refused_with_reasons() {
         let mut a = cargo_lib_args();
         a.push("--frobnicate".into());
-        assert_eq!(parse(&a), Parsed::Refuse("unknown-flag:--frobnicate".into()));
+        assert_eq!(
+            parse(&a),
+            Parsed::Refuse("unknown-flag:--frobnicate".into())
+        );
         let mut b = cargo_lib_args();
         b.push("--emit=asm".into());
         assert_eq!(parse(&b), Parsed::Refuse("emit:asm".into()));
@@ -587,7 +681,9 @@ mod tests {
         }
         let inv = compile(&a);
         assert!(inv.is_linked());
-        assert!(inv.expected_outputs().contains(&("libfoo-abc.so".to_string(), true)));
+        assert!(inv
+            .expected_outputs()
+            .contains(&("libfoo-abc.so".to_string(), true)));
     }
 
     #[test]
@@ -600,7 +696,10 @@ mod tests {
         assert_eq!(d.files, vec!["src/lib.rs", "src/a b.rs", "/t/out/gen.rs"]);
         assert_eq!(
             d.env,
-            vec![("OUT_DIR".into(), Some("/t/out".into())), ("MISSING".into(), None)]
+            vec![
+                ("OUT_DIR".into(), Some("/t/out".into())),
+                ("MISSING".into(), None)
+            ]
         );
     }
 
