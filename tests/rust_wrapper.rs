@@ -36,7 +36,10 @@ fn clean_rebuild_hits_every_unit_without_running_rustc() {
         "a hit must not start rustc"
     );
     assert_eq!(run_app(&a, "debug"), expected);
-    assert!(expected.contains("csys: 5") && expected.contains("gen: 42"), "{expected}");
+    assert!(
+        expected.contains("csys: 5") && expected.contains("gen: 42"),
+        "{expected}"
+    );
 }
 
 #[test]
@@ -49,7 +52,11 @@ fn second_worktree_hits_workspace_crates_and_carries_no_first_path() {
     let units = counter(&stats(&store), "rust", "misses");
     let out_b = build(&b, &store);
     let s = stats(&store);
-    assert_eq!(counter(&s, "rust", "hits"), units, "every unit hits in B: {s}");
+    assert_eq!(
+        counter(&s, "rust", "hits"),
+        units,
+        "every unit hits in B: {s}"
+    );
     assert_eq!(counter(&s, "rust", "misses"), units);
     assert_eq!(run_app(&a, "debug"), run_app(&b, "debug"));
     // Warnings of the cached compile are replayed on the hit.
@@ -59,7 +66,10 @@ fn second_worktree_hits_workspace_crates_and_carries_no_first_path() {
         String::from_utf8_lossy(&out_b.stderr)
     );
     let leaked = files_containing(&b.join("target"), a.to_str().unwrap().as_bytes());
-    assert!(leaked.is_empty(), "first worktree's path found in: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "first worktree's path found in: {leaked:?}"
+    );
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -83,7 +93,10 @@ fn edits_miss_exactly_where_inputs_changed() {
     let mut rebuilt = compiled_units(&out);
     rebuilt.sort();
     assert_eq!(rebuilt, vec!["app", "fixture-core"]);
-    assert_eq!(counter(&s, "rust", "misses") - counter(&base, "rust", "misses"), 2);
+    assert_eq!(
+        counter(&s, "rust", "misses") - counter(&base, "rust", "misses"),
+        2
+    );
     assert!(run_app(&a, "debug").contains("core: hi, fixture"));
 
     // An include_str! file.
@@ -112,14 +125,21 @@ fn edits_miss_exactly_where_inputs_changed() {
     c.env("RUSTFLAGS", "--cfg fixture_flag");
     run_ok(c);
     let after = stats(&store);
-    assert_eq!(counter(&after, "rust", "hits"), counter(&before, "rust", "hits"), "{after}");
+    assert_eq!(
+        counter(&after, "rust", "hits"),
+        counter(&before, "rust", "hits"),
+        "{after}"
+    );
     assert!(counter(&after, "rust", "misses") > counter(&before, "rust", "misses"));
 
     // The release profile misses too.
     let before = stats(&store);
     run_ok(cargo(&a, &store, &["build", "--release"]));
     let after = stats(&store);
-    assert_eq!(counter(&after, "rust", "hits"), counter(&before, "rust", "hits"));
+    assert_eq!(
+        counter(&after, "rust", "hits"),
+        counter(&before, "rust", "hits")
+    );
     assert!(run_app(&a, "release").contains("core: hi, fixture"));
 }
 
@@ -144,7 +164,10 @@ fn check_and_build_never_serve_each_other() {
     run_ok(cargo(&b, &store, &["check"]));
     let s = stats(&store);
     assert!(counter(&s, "rust", "hits") >= 7, "{s}");
-    assert!(!b.join("target/debug/app").exists(), "check must not produce the binary");
+    assert!(
+        !b.join("target/debug/app").exists(),
+        "check must not produce the binary"
+    );
 }
 
 #[test]
@@ -162,7 +185,11 @@ fn two_worktrees_building_at_once_compile_each_unit_once() {
     assert!(oa.status.success() && ob.status.success());
     let s = stats(&store);
     let units = units_of(&s) / 2;
-    assert_eq!(counter(&s, "rust", "misses"), units, "each unit compiled once in total: {s}");
+    assert_eq!(
+        counter(&s, "rust", "misses"),
+        units,
+        "each unit compiled once in total: {s}"
+    );
     assert_eq!(counter(&s, "rust", "hits"), units);
     assert_eq!(run_app(&a, "debug"), run_app(&b, "debug"));
 }

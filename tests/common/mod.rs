@@ -51,7 +51,8 @@ pub fn fixture_at(dir: &Path) -> PathBuf {
 /// whatever the outer build set (target dir, flags, wrappers).
 pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
-    c.current_dir(dir).args(args).arg("--offline");
+    // `--offline` right after the subcommand, before any `--` for rustc.
+    c.current_dir(dir).arg(args[0]).arg("--offline").args(&args[1..]);
     for v in [
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET_DIR",
@@ -70,7 +71,9 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     ] {
         c.env_remove(v);
     }
-    c.env("RUSTC_WRAPPER", kache_bin()).env("KACHE_DIR", store).env("CARGO_TERM_COLOR", "never");
+    c.env("RUSTC_WRAPPER", kache_bin())
+        .env("KACHE_DIR", store)
+        .env("CARGO_TERM_COLOR", "never");
     c
 }
 
@@ -96,7 +99,11 @@ pub fn stats(store: &Path) -> serde_json::Value {
         .env("KACHE_DIR", store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -106,7 +113,9 @@ pub fn counter(v: &serde_json::Value, lang: &str, name: &str) -> u64 {
 
 /// Runs the fixture binary and returns its stdout.
 pub fn run_app(dir: &Path, profile: &str) -> String {
-    let out = Command::new(dir.join("target").join(profile).join("app")).output().unwrap();
+    let out = Command::new(dir.join("target").join(profile).join("app"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
