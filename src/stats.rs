@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use kache_platform::{write_atomic, FileLock, LockMode};
+use kache_platform::{replace_unsynced, FileLock, LockMode};
 use serde_json::{json, Map, Value};
 
 use crate::store::{Store, Usage};
@@ -61,7 +61,7 @@ pub fn bump(store: &Store, updates: &[(String, u64)]) -> io::Result<()> {
             .collect();
         *c.entry(k).or_insert(0) += v;
     }
-    write_atomic(&store.tmp_dir(), &path, render(&c).as_bytes(), None)
+    replace_unsynced(&store.tmp_dir(), &path, render(&c).as_bytes())
 }
 
 /// Sets counters to exact values (used by gc for its measurements).
@@ -72,12 +72,15 @@ pub fn set(store: &Store, values: &[(&str, u64)]) -> io::Result<()> {
     for (k, v) in values {
         c.insert(k.to_string(), *v);
     }
-    write_atomic(&store.tmp_dir(), &path, render(&c).as_bytes(), None)
+    replace_unsynced(&store.tmp_dir(), &path, render(&c).as_bytes())
 }
 
 fn read_file(path: &Path) -> io::Result<Counters> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(parse(&t)),
+    // Lossy: a stats file damaged from outside (bad sector, a stray editor)
+    // loses its unreadable lines, instead of failing every later `bump` and
+    // `kache stats` with "stream did not contain valid UTF-8".
+    match fs::read(path) {
+        Ok(b) => Ok(parse(&String::from_utf8_lossy(&b))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Counters::new()),
         Err(e) => Err(e),
     }
@@ -90,7 +93,7 @@ pub fn read(store: &Store) -> io::Result<Counters> {
 /// Resets every counter to zero.
 pub fn zero(store: &Store) -> io::Result<()> {
     let _lock = FileLock::acquire(&store.lock_path("stats"), LockMode::Exclusive)?;
-    write_atomic(&store.tmp_dir(), &store.root().join("stats"), b"", None)
+    replace_unsynced(&store.tmp_dir(), &store.root().join("stats"), b"")
 }
 
 fn insert_dotted(root: &mut Map<String, Value>, key: &str, v: u64) {

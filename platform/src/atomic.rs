@@ -47,9 +47,22 @@ impl AtomicFile {
     }
 
     /// fsyncs, applies `mode` (Unix permission bits), renames onto `dest`.
-    pub fn commit(mut self, dest: &Path, mode: Option<u32>) -> io::Result<()> {
+    pub fn commit(self, dest: &Path, mode: Option<u32>) -> io::Result<()> {
+        self.finish(dest, mode, true)
+    }
+
+    /// Like [`AtomicFile::commit`] without the fsync: for files that are
+    /// only accelerators or counters, where after a power loss an empty or
+    /// old file is acceptable but a torn one is not (rename still gives that).
+    pub fn commit_unsynced(self, dest: &Path, mode: Option<u32>) -> io::Result<()> {
+        self.finish(dest, mode, false)
+    }
+
+    fn finish(mut self, dest: &Path, mode: Option<u32>, sync: bool) -> io::Result<()> {
         let file = self.file.take().expect("file present until commit");
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         if let Some(mode) = mode {
             set_mode(&file, mode)?;
         }
@@ -90,6 +103,14 @@ pub fn write_atomic(
     let mut f = AtomicFile::new_in(tmp_dir)?;
     f.file().write_all(bytes)?;
     f.commit(dest, mode)
+}
+
+/// Replaces `dest` with `bytes` by rename, without fsync (see
+/// [`AtomicFile::commit_unsynced`]).
+pub fn replace_unsynced(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::new_in(tmp_dir)?;
+    f.file().write_all(bytes)?;
+    f.commit_unsynced(dest, None)
 }
 
 #[cfg(test)]

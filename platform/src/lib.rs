@@ -7,11 +7,13 @@
 //! Nothing in this crate knows about compilers or the store's layout.
 
 pub mod atomic;
+pub mod ipc;
+pub mod service;
 pub mod lock;
 pub mod path;
 pub mod place;
 
-pub use atomic::{write_atomic, AtomicFile};
+pub use atomic::{replace_unsynced, write_atomic, AtomicFile};
 pub use lock::{FileLock, LockMode};
 pub use path::{normalize_path, NormalizedPath, PathKind};
 pub use place::{

@@ -12,9 +12,10 @@
 //!   (through the descriptor, `futimens(fd, NULL)`), so cargo's mtime
 //!   comparisons against files written by build scripts hold.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How a file was placed; reported in stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +49,8 @@ pub enum HardlinkPolicy {
 ///
 /// The caller opens the blob before calling: an open descriptor keeps the
 /// bytes alive even if eviction unlinks the blob's name meanwhile, so a
-/// restore in progress never loses its source.
+/// restore in progress never loses its source. A restore of many files
+/// should use one [`Placer`] for all of them.
 pub fn place_file(
     blob: &File,
     blob_path: &Path,
@@ -56,17 +58,46 @@ pub fn place_file(
     mode: u32,
     hardlink: HardlinkPolicy,
 ) -> io::Result<PlaceMethod> {
-    remove_if_present(dest)?;
-    if sys::reflink_new(blob, dest, mode)? {
-        return Ok(PlaceMethod::Reflink);
+    Placer::default().place(blob, blob_path, dest, mode, hardlink)
+}
+
+/// Places the files of one restore, remembering the destination directories
+/// where a clone has already failed (a filesystem without reflink, or not
+/// the store's), so the files after the first go straight to a hardlink or a
+/// copy. On ext4 a failed clone attempt costs a create, an ioctl and an
+/// unlink per file, more than the hardlink it precedes. A wrong guess (a
+/// clone refused for one file only) costs speed, never correctness.
+#[derive(Debug, Default)]
+pub struct Placer {
+    no_clone_dirs: HashSet<PathBuf>,
+}
+
+impl Placer {
+    /// As [`place_file`].
+    pub fn place(
+        &mut self,
+        blob: &File,
+        blob_path: &Path,
+        dest: &Path,
+        mode: u32,
+        hardlink: HardlinkPolicy,
+    ) -> io::Result<PlaceMethod> {
+        remove_if_present(dest)?;
+        let dir = dest.parent().unwrap_or(Path::new(""));
+        if !self.no_clone_dirs.contains(dir) {
+            if sys::reflink_new(blob, dest, mode)? {
+                return Ok(PlaceMethod::Reflink);
+            }
+            self.no_clone_dirs.insert(dir.to_path_buf());
+        }
+        if hardlink == HardlinkPolicy::IfSoleConsumer
+            && sys::try_sole_hardlink(blob, blob_path, dest, mode)?
+        {
+            return Ok(PlaceMethod::Hardlink);
+        }
+        copy_new(blob, dest, mode)?;
+        Ok(PlaceMethod::Copy)
     }
-    if hardlink == HardlinkPolicy::IfSoleConsumer
-        && sys::try_sole_hardlink(blob, blob_path, dest, mode)?
-    {
-        return Ok(PlaceMethod::Hardlink);
-    }
-    copy_new(blob, dest, mode)?;
-    Ok(PlaceMethod::Copy)
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {

@@ -32,7 +32,7 @@ fn write_memo(store: &Store, path: &Path, text: &str) {
             return;
         }
     }
-    let _ = kache_platform::write_atomic(&store.tmp_dir(), path, text.as_bytes(), None);
+    let _ = kache_platform::replace_unsynced(&store.tmp_dir(), path, text.as_bytes());
 }
 
 fn stat_sig(meta: &fs::Metadata) -> String {
@@ -71,11 +71,14 @@ pub fn remember_digest(store: &Store, path: &Path, meta: &fs::Metadata, hash: &s
     write_memo(store, &mp, &format!("{} {hash}", stat_sig(meta)));
 }
 
-/// Same as [`remember_digest`] but stats the file itself; for outputs kache
-/// just wrote, whose content hash it already knows.
+/// Records the digest of a file kache itself just placed or verified
+/// (a restored output, a blob it hardlinked and re-stamped). Unlike
+/// [`remember_digest`] this trusts a fresh stat: the content is known, not
+/// read back, so no write in the same clock tick can hide behind it.
 pub fn remember_output(store: &Store, path: &Path, hash: &str) {
     if let Ok(meta) = fs::metadata(path) {
-        remember_digest(store, path, &meta, hash);
+        let mp = memo_path(store, "files", &path.to_string_lossy());
+        write_memo(store, &mp, &format!("{} {hash}", stat_sig(&meta)));
     }
 }
 

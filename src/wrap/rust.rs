@@ -468,10 +468,43 @@ fn restore(
         }
     }
     let allow_hardlink = w.ctx.config.bool("cache.hardlink");
+    // The outputs to place are every output but dep-info (rewritten for this
+    // worktree below). Only the last step differs in a kache-mounted target:
+    // large outputs are placed by reference (no bytes copied), small ones are
+    // restored like anywhere else. A failed placement falls back to restoring.
+    let mut by_reference: Vec<&str> = Vec::new();
+    let mut mount_bytes = 0;
+    let mounted = roots
+        .target
+        .as_deref()
+        .map(Path::new)
+        .filter(|t| kache_fs::is_kache_mount(t));
+    if let Some((root, rel)) = mounted.and_then(|t| Some((t, out_dir.strip_prefix(t).ok()?))) {
+        let large: Vec<crate::mount::ToPlace> = entry
+            .outputs
+            .iter()
+            .filter(|o| !o.name.ends_with(".d") && o.size >= crate::mount::PLACE_MIN_BYTES)
+            .map(|o| crate::mount::ToPlace {
+                path: rel.join(&o.name),
+                blob: &o.blob,
+                size: o.size,
+                mode: o.mode,
+            })
+            .collect();
+        match crate::mount::place_outputs(root, &large) {
+            Ok(bytes) => {
+                w.count("restore.mount_bytes", bytes);
+                w.count("restore.mount_files", large.len() as u64);
+                mount_bytes = bytes;
+                by_reference = large.iter().map(|p| p.blob).collect();
+            }
+            Err(_) => w.count("restore.mount_errors", 1),
+        }
+    }
     let report = w
         .store
         .restore(entry, &opened, |out| {
-            if out.name.ends_with(".d") {
+            if out.name.ends_with(".d") || by_reference.contains(&out.blob.as_str()) {
                 return None;
             }
             let policy = if allow_hardlink && out.mode & 0o111 == 0 {
@@ -494,6 +527,13 @@ fn restore(
             memo::remember_output(&w.store, &out_dir.join(&out.name), &out.blob);
         }
     }
+    if report.hardlink_bytes > 0 {
+        // A hardlink restore re-stamped the blob's inode; its content was
+        // verified above, so refresh its memo instead of re-hashing next time.
+        for out in &entry.outputs {
+            memo::remember_output(&w.store, &w.store.blob_path(&out.blob), &out.blob);
+        }
+    }
     w.count("restore.reflink_bytes", report.reflink_bytes);
     w.count("restore.hardlink_bytes", report.hardlink_bytes);
     w.count("restore.copy_bytes", report.copy_bytes);
@@ -502,7 +542,7 @@ fn restore(
         &roots.expand(&String::from_utf8_lossy(&entry.stderr)),
         &entry.stdout,
     );
-    Ok(report.total_bytes())
+    Ok(report.total_bytes() + mount_bytes)
 }
 
 fn replay(stderr: &str, stdout: &[u8]) {

@@ -1,0 +1,469 @@
+//! Mounting, unmounting and checking mounts; statistics over a mount's state directory.
+//!
+//! Owns: the fuser session, the read-only bind of the blob directory, mount discovery through
+//! `/proc/self/mountinfo`. Must never: block the caller forever on a wedged mount (health checks
+//! time out), or unmount anything that is not a kache mount.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+
+use crate::fs::{xattr_name, Blob, KacheFs, Shared, CONTROL_ID, CONTROL_NAME};
+use crate::sys;
+use crate::BlobSource;
+
+/// Type shown in `/proc/self/mountinfo` (`fuse.kache`) and its source name.
+const FS_NAME: &str = "kache";
+/// Serving threads: enough that a slow copy-up or an invalidation never stalls the others.
+const THREADS: usize = 4;
+
+/// Where and how to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// The directory to cover, usually a worktree's `target/`.
+    pub mountpoint: PathBuf,
+    /// Per-mount state: `upper/` holds every ordinary file and every placement marker.
+    pub state_dir: PathBuf,
+    /// Use kernel FUSE passthrough for reads (needs root); falls back to served reads.
+    pub passthrough: bool,
+}
+
+impl MountOptions {
+    /// Options with passthrough on.
+    pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MountOptions {
+        MountOptions {
+            mountpoint: mountpoint.into(),
+            state_dir: state_dir.into(),
+            passthrough: true,
+        }
+    }
+}
+
+/// A live mount served by background threads. Dropping it unmounts.
+pub struct MountHandle {
+    session: Option<BackgroundSession>,
+    shared: Arc<Shared>,
+    mountpoint: PathBuf,
+}
+
+impl MountHandle {
+    /// The mounted directory.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether reads currently go through kernel passthrough (negotiated and permitted).
+    pub fn passthrough_active(&self) -> bool {
+        self.shared.passthrough_on.load(Ordering::Relaxed)
+    }
+
+    /// Unmount and wait for the serving threads to finish.
+    pub fn unmount(mut self) -> io::Result<()> {
+        match self.session.take() {
+            Some(session) => session.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.umount_and_join();
+        }
+    }
+}
+
+/// How a mount point looks from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountHealth {
+    /// A kache mount that answers.
+    Healthy,
+    /// No kache mount there.
+    NotMounted,
+    /// A kache mount whose server is gone or does not answer; `unmount(_, true)` clears it.
+    Broken(String),
+}
+
+/// Counts over a mount's state directory (works mounted or not).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountStats {
+    /// Files whose bytes are a blob.
+    pub placed_files: u64,
+    /// Their logical size.
+    pub placed_bytes: u64,
+    /// Bytes of ordinary files written into the mount.
+    pub upper_bytes: u64,
+}
+
+/// One placed file found in a state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedFile {
+    /// Path relative to the mount root (one of its names if hard-linked).
+    pub path: PathBuf,
+    /// Blob hash.
+    pub hash: String,
+    /// Blob size.
+    pub size: u64,
+}
+
+struct Prepared {
+    fs: KacheFs,
+    shared: Arc<Shared>,
+    config: Config,
+}
+
+fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepared> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "/dev/fuse is missing: the FUSE kernel module is not available",
+        ));
+    }
+    let upper = opts.state_dir.join("upper");
+    std::fs::create_dir_all(&upper)?;
+    check_user_xattrs(&opts.state_dir)?;
+    raise_fd_limit();
+    let upper_fd: OwnedFd = File::open(&upper)?.into();
+    let blob_view = blobs.blob_root().and_then(|root| {
+        let view = read_only_view(&root, &opts.state_dir.join("blobs-ro")).ok()?;
+        Some((root, view))
+    });
+    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view, opts.passthrough)?);
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(FS_NAME.to_string()),
+        MountOption::Subtype(FS_NAME.to_string()),
+        MountOption::DefaultPermissions,
+    ];
+    // A root daemon serves users' worktrees: let them in; permissions are checked by the kernel.
+    config.acl = if unsafe { libc::geteuid() } == 0 {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    Ok(Prepared {
+        fs: KacheFs {
+            shared: shared.clone(),
+        },
+        shared,
+        config,
+    })
+}
+
+/// Mount in the background; the returned handle unmounts when dropped.
+pub fn mount(opts: MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<MountHandle> {
+    let p = prepare(&opts, blobs)?;
+    let session = Session::new(p.fs, &opts.mountpoint, &p.config)?;
+    let _ = p.shared.notifier.set(session.notifier());
+    let session = session.spawn()?;
+    Ok(MountHandle {
+        session: Some(session),
+        shared: p.shared,
+        mountpoint: opts.mountpoint,
+    })
+}
+
+/// Mount and serve on this thread until the filesystem is unmounted.
+pub fn mount_foreground(opts: MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<()> {
+    let p = prepare(&opts, blobs)?;
+    let session = Session::new(p.fs, &opts.mountpoint, &p.config)?;
+    let _ = p.shared.notifier.set(session.notifier());
+    session.run()
+}
+
+/// Unmount the kache mount at `mountpoint`. With `force`, first abort its FUSE connection
+/// (so a hung or dead server cannot block), then detach lazily.
+pub fn unmount(mountpoint: &Path, force: bool) -> io::Result<()> {
+    let Some(info) = find_mount(mountpoint)? else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a kache mount", mountpoint.display()),
+        ));
+    };
+    if force {
+        abort_connection(info.minor);
+    }
+    let path = CString::new(info.mountpoint.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if force { libc::MNT_DETACH } else { 0 };
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: the setuid helper may unmount what the user mounted.
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if force {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(&info.mountpoint).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "fusermount3 -u failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Check the mount at `mountpoint` without ever hanging the caller (2 s limit).
+pub fn mount_health(mountpoint: &Path) -> MountHealth {
+    match find_mount(mountpoint) {
+        Ok(Some(_)) => {}
+        Ok(None) => return MountHealth::NotMounted,
+        Err(e) => return MountHealth::Broken(format!("reading mountinfo: {e}")),
+    }
+    let control = mountpoint.join(CONTROL_NAME);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // An open always reaches the server (a stat may be answered from the kernel's cache).
+    // A wedged server would block it forever: run it aside and stop waiting.
+    let spawned = std::thread::Builder::new()
+        .name("kache-fs-health".into())
+        .spawn(move || {
+            let _ = tx.send(File::open(&control).and_then(|f| f.metadata()));
+        });
+    if let Err(e) = spawned {
+        return MountHealth::Broken(format!("cannot check: {e}"));
+    }
+    match rx.recv_timeout(Duration::from_secs(2)) {
+        Ok(Ok(meta)) if std::os::unix::fs::MetadataExt::ino(&meta) == CONTROL_ID => {
+            MountHealth::Healthy
+        }
+        Ok(Ok(_)) => MountHealth::Broken("control file has the wrong identity".into()),
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            MountHealth::Broken("server is gone (transport endpoint is not connected)".into())
+        }
+        Ok(Err(e)) => MountHealth::Broken(e.to_string()),
+        Err(_) => MountHealth::Broken("server does not answer within 2 s".into()),
+    }
+}
+
+/// Every placed file in a mount's state directory: what eviction must keep.
+pub fn scan_placements(state_dir: &Path) -> io::Result<Vec<PlacedFile>> {
+    let upper = state_dir.join("upper");
+    let mut found = Vec::new();
+    let mut upper_bytes = 0;
+    walk(
+        &upper,
+        &upper,
+        &mut Default::default(),
+        &mut found,
+        &mut upper_bytes,
+    )?;
+    Ok(found)
+}
+
+/// Placed files and bytes, and ordinary bytes, of a mount's state directory.
+pub fn mount_stats(state_dir: &Path) -> io::Result<MountStats> {
+    let upper = state_dir.join("upper");
+    let mut found = Vec::new();
+    let mut upper_bytes = 0;
+    walk(
+        &upper,
+        &upper,
+        &mut Default::default(),
+        &mut found,
+        &mut upper_bytes,
+    )?;
+    Ok(MountStats {
+        placed_files: found.len() as u64,
+        placed_bytes: found.iter().map(|p| p.size).sum(),
+        upper_bytes,
+    })
+}
+
+/// Each inode is counted once, under the first name met (hard links share a placement).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    seen: &mut std::collections::HashSet<u64>,
+    found: &mut Vec<PlacedFile>,
+    upper_bytes: &mut u64,
+) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            walk(root, &path, seen, found, upper_bytes)?;
+        } else if kind.is_file() {
+            if !seen.insert(std::os::unix::fs::DirEntryExt::ino(&entry)) {
+                continue;
+            }
+            let fd: OwnedFd = match File::open(&path) {
+                Ok(f) => f.into(),
+                Err(_) => continue,
+            };
+            match sys::getxattr_fd(fd.as_fd(), &xattr_name())?.and_then(|v| Blob::parse(&v)) {
+                Some(blob) => found.push(PlacedFile {
+                    path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
+                    hash: blob.hash,
+                    size: blob.size,
+                }),
+                None => *upper_bytes += entry.metadata()?.len(),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_user_xattrs(state_dir: &Path) -> io::Result<()> {
+    let probe_path = state_dir.join(".xattr-probe");
+    let probe = File::create(&probe_path)?;
+    let set = sys::fsetxattr(&probe, c"user.kache.probe", b"1");
+    let _ = std::fs::remove_file(&probe_path);
+    set.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: the filesystem does not keep user xattrs ({e}); kache placements need them",
+                state_dir.display()
+            ),
+        )
+    })
+}
+
+/// Every inode the kernel knows holds one descriptor: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+struct MountInfo {
+    mountpoint: PathBuf,
+    minor: u32,
+}
+
+/// The topmost kache mount at `mountpoint`, from `/proc/self/mountinfo` (never touches the
+/// mount itself, so a dead server cannot block it).
+fn find_mount(mountpoint: &Path) -> io::Result<Option<MountInfo>> {
+    let wanted = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name),
+        _ => mountpoint.to_path_buf(),
+    };
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut found = None;
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(devs), Some(point), Some(fstype), Some(source)) = (
+            fields.get(2),
+            fields.get(4),
+            fields.get(sep + 1),
+            fields.get(sep + 2),
+        ) else {
+            continue;
+        };
+        // A direct mount(2) shows type `fuse` with our source name; fusermount3 `fuse.kache`.
+        let ours = *fstype == "fuse.kache" || (*fstype == "fuse" && *source == FS_NAME);
+        if !ours || Path::new(&unescape(point)) != wanted {
+            continue;
+        }
+        let minor = devs
+            .split(':')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        found = Some(MountInfo {
+            mountpoint: wanted.clone(),
+            minor,
+        });
+    }
+    Ok(found)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let code = u8::from_str_radix(&field[i + 1..i + 4], 8).unwrap_or(b'?');
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn abort_connection(minor: u32) {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if !dir.join(minor.to_string()).exists() {
+        let _ = unsafe {
+            libc::mount(
+                c"fusectl".as_ptr(),
+                c"/sys/fs/fuse/connections".as_ptr(),
+                c"fusectl".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+    }
+    let _ = std::fs::write(dir.join(minor.to_string()).join("abort"), b"1");
+}
+
+/// A read-only view of the blob directory: bind-mounted read-only, opened, then detached at
+/// once, so it lives exactly as long as the returned descriptor (nothing is left in the mount
+/// table if the server dies). Blobs opened through it cannot be written even by root, so a
+/// mistake fails with EROFS instead of corrupting the store.
+fn read_only_view(source: &Path, target: &Path) -> io::Result<OwnedFd> {
+    std::fs::create_dir_all(target)?;
+    let src = CString::new(source.as_os_str().as_bytes())?;
+    let dst = CString::new(target.as_os_str().as_bytes())?;
+    let mount = |flags: libc::c_ulong| {
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    mount(libc::MS_BIND)?;
+    let view = mount(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY)
+        .and_then(|()| sys::openat(libc::AT_FDCWD, &dst, libc::O_PATH | libc::O_DIRECTORY, 0));
+    unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+    view
+}
