@@ -98,6 +98,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "`strip`: drop -C incremental and cache; `passthrough`: leave such compiles uncached",
     },
     KeyDef {
+        name: "rust.env",
+        env: "KACHE_RUST_ENV",
+        kind: Kind::List,
+        default: "",
+        doc: "extra environment variables read by proc-macros that dep-info cannot see; their values join the key",
+    },
+    KeyDef {
         name: "remote.url",
         env: "KACHE_REMOTE",
         kind: Kind::Str,
@@ -117,6 +124,97 @@ pub const KEYS: &[KeyDef] = &[
         kind: Kind::Int,
         default: "2000",
         doc: "time budget of a remote lookup",
+    },
+    KeyDef {
+        name: "remote.endpoint",
+        env: "KACHE_S3_ENDPOINT",
+        kind: Kind::Str,
+        default: "",
+        doc: "S3 endpoint URL (default AWS_ENDPOINT_URL, else AWS for the region)",
+    },
+    KeyDef {
+        name: "remote.region",
+        env: "KACHE_S3_REGION",
+        kind: Kind::Str,
+        default: "",
+        doc: "S3 region (default AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)",
+    },
+    KeyDef {
+        name: "remote.access_key_id",
+        env: "KACHE_S3_ACCESS_KEY_ID",
+        kind: Kind::Str,
+        default: "",
+        doc: "S3 access key (default: AWS variables, then ~/.aws profile files)",
+    },
+    KeyDef {
+        name: "remote.secret_access_key",
+        env: "KACHE_S3_SECRET_ACCESS_KEY",
+        kind: Kind::Str,
+        default: "",
+        doc: "S3 secret key (default: AWS variables, then ~/.aws profile files)",
+    },
+    KeyDef {
+        name: "remote.session_token",
+        env: "KACHE_S3_SESSION_TOKEN",
+        kind: Kind::Str,
+        default: "",
+        doc: "S3 session token for temporary credentials",
+    },
+    KeyDef {
+        name: "remote.ec2_metadata",
+        env: "KACHE_S3_EC2_METADATA",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "also ask the EC2 instance metadata service for credentials",
+    },
+    KeyDef {
+        name: "remote.transfer_timeout_ms",
+        env: "KACHE_REMOTE_TRANSFER_TIMEOUT_MS",
+        kind: Kind::Int,
+        default: "60000",
+        doc: "time limit of one upload or status request (background work)",
+    },
+    KeyDef {
+        name: "remote.max_blob_size",
+        env: "KACHE_REMOTE_MAX_BLOB_SIZE",
+        kind: Kind::Size,
+        default: "1GiB",
+        doc: "largest blob downloaded or uploaded",
+    },
+    KeyDef {
+        name: "remote.max_entry_size",
+        env: "KACHE_REMOTE_MAX_ENTRY_SIZE",
+        kind: Kind::Size,
+        default: "16MiB",
+        doc: "largest entry or manifest downloaded",
+    },
+    KeyDef {
+        name: "remote.negative_ttl_s",
+        env: "KACHE_REMOTE_NEGATIVE_TTL_S",
+        kind: Kind::Int,
+        default: "30",
+        doc: "seconds a remote 'not found' is remembered",
+    },
+    KeyDef {
+        name: "remote.breaker_failures",
+        env: "KACHE_REMOTE_BREAKER_FAILURES",
+        kind: Kind::Int,
+        default: "3",
+        doc: "consecutive remote failures that open the circuit breaker",
+    },
+    KeyDef {
+        name: "remote.breaker_cooldown_s",
+        env: "KACHE_REMOTE_BREAKER_COOLDOWN_S",
+        kind: Kind::Int,
+        default: "60",
+        doc: "seconds the remote is not asked once the breaker opened",
+    },
+    KeyDef {
+        name: "remote.background_drain",
+        env: "KACHE_REMOTE_BACKGROUND_DRAIN",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "after queueing an upload, start `kache remote drain --background` if none runs",
     },
     KeyDef {
         name: "log.level",
@@ -405,6 +503,13 @@ impl Config {
 
     pub fn bool(&self, name: &str) -> bool {
         matches!(self.get(name), Value::Bool(true))
+    }
+
+    pub fn list(&self, name: &str) -> &[String] {
+        match self.get(name) {
+            Value::List(l) => l,
+            _ => &[],
+        }
     }
 
     pub fn int(&self, name: &str) -> u64 {

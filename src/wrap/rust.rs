@@ -356,7 +356,17 @@ fn direct_key(
     }
 
     k.group("env");
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(n, _)| keyed_env(n)).collect();
+    // Declared extra inputs (lesson 7): variables a proc-macro reads at
+    // expansion time, which no dep-info records.
+    let declared = w.ctx.config.list("rust.env").to_vec();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(n, _)| keyed_env(n) || declared.contains(n))
+        .collect();
+    for name in &declared {
+        if std::env::var_os(name).is_none() {
+            env.push((name.clone(), "\0unset".to_string()));
+        }
+    }
     env.sort();
     for (n, v) in &env {
         let v = if PATH_VARS.contains(&n.as_str()) {
