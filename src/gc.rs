@@ -65,22 +65,8 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Blobs that must survive any collection: those placed in mounted target
-/// directories (recorded by the mount layer under `mounts/`).
+/// Blobs that must survive any collection: every blob placed in a kache
+/// mount's state directory (`mounts/<id>/`), mounted or not.
 pub fn pinned_blobs(store: &Store) -> HashSet<String> {
-    let mut keep = HashSet::new();
-    let Ok(mounts) = std::fs::read_dir(store.root().join("mounts")) else {
-        return keep;
-    };
-    for m in mounts.flatten() {
-        let Ok(text) = std::fs::read_to_string(m.path().join("pinned-blobs")) else {
-            continue;
-        };
-        keep.extend(
-            text.lines()
-                .filter(|l| crate::store::is_valid_hash(l))
-                .map(String::from),
-        );
-    }
-    keep
+    crate::mount::placed_blobs(store.root())
 }

@@ -5,11 +5,18 @@
 //! counters, the configuration, and the wrappers' glue between the pure
 //! argument understanding in `kache-wrapper` and the store.
 
+pub mod cli_ops;
 pub mod config;
+pub mod daemon;
 pub mod debug;
+pub mod doctor;
 pub mod env;
 pub mod gc;
+pub mod init;
+pub mod mount;
 pub mod remote;
+pub mod report;
+pub mod shims;
 pub mod stats;
 pub mod store;
 pub mod wrap;

@@ -2,13 +2,12 @@
 //! (`RUSTC_WRAPPER=kache`, `CC="kache cc"`, a compiler-named shim), CLI mode
 //! otherwise. Each CLI subcommand is one function below.
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use kache::config::{self, KEYS};
+use kache::config::KEYS;
 use kache::env::Context;
 use kache::stats;
 
@@ -35,13 +34,89 @@ enum Command {
         /// Size to shrink to (default: the configured cache.max_size).
         #[arg(long)]
         max_size: Option<String>,
+        /// Also remove entries unused for longer than this (e.g. 30d, 12h).
+        #[arg(long)]
+        older_than: Option<String>,
     },
     /// Re-hash every blob and check every entry; remove what is corrupt.
     Verify,
+    /// Wire cargo to kache, install the daemon as a login service, start it.
+    Init {
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Print what would change and change nothing (exit 1 if something would).
+        #[arg(long)]
+        check: bool,
+        /// Do not install the login service.
+        #[arg(long)]
+        no_service: bool,
+    },
+    /// Check the setup (cargo wiring, conflicting wrappers, store, daemon, service, compilers).
+    Doctor {
+        /// Repair what can be repaired.
+        #[arg(long)]
+        fix: bool,
+        /// Also re-hash every blob of the store.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The background daemon.
+    Daemon {
+        #[command(subcommand)]
+        command: kache::cli_ops::DaemonCommand,
+    },
+    /// What kache did, from the event log: top misses, passthrough reasons and flags, restores.
+    Report {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Only events newer than this (e.g. 30m, 2h, 1d).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Which part of the key changed since CRATE was last cached.
+    WhyMiss {
+        /// The crate name (as cargo prints it).
+        #[arg(value_name = "CRATE")]
+        krate: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Compiler-named symlinks to kache, to put first on PATH.
+    Shims {
+        #[command(subcommand)]
+        command: kache::shims::ShimsCommand,
+    },
+    /// The remote cache (S3-compatible storage or a shared directory).
+    Remote {
+        #[command(subcommand)]
+        command: kache::remote::cli::RemoteCommand,
+    },
+    /// Mount a worktree's target/ as a FUSE filesystem backed by the store.
+    Mount(kache::mount::cli::MountArgs),
+    /// Unmount a worktree's target/ (its files are kept for the next mount).
+    Unmount(kache::mount::cli::UnmountArgs),
+    /// List mounts: target, state, placed files and bytes, upper bytes.
+    Mounts {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Git worktrees with a mounted target/ (for agents).
+    Worktree {
+        #[command(subcommand)]
+        command: kache::mount::WorktreeCommand,
     },
     /// Store operations for tests and benchmarks (not a stable interface).
     #[command(hide = true)]
@@ -59,6 +134,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = kache::shims::run_if_shim(&args) {
+        return code;
+    }
     if let Some(first) = args.get(1) {
         if kache::wrap::is_compiler(first) {
             return kache::wrap::run(&args[1..]);
@@ -83,11 +161,34 @@ fn try_main(cli: Cli) -> CliResult {
     }
     match cli.command {
         Command::Stats { json, zero } => cmd_stats(&ctx, json, zero),
-        Command::Gc { max_size } => cmd_gc(&ctx, max_size),
+        Command::Gc {
+            max_size,
+            older_than,
+        } => kache::cli_ops::gc(&ctx, max_size, older_than),
+        Command::Init {
+            yes,
+            check,
+            no_service,
+        } => kache::init::run(&ctx, yes, check, no_service),
+        Command::Doctor { fix, verify } => {
+            kache::doctor::run(&ctx, kache::doctor::Options { fix, verify })
+        }
+        Command::Daemon { command } => kache::cli_ops::daemon(ctx, command),
+        Command::Report { json, since } => kache::report::run_report(&ctx, json, since),
+        Command::WhyMiss { krate, json } => kache::report::run_why_miss(&ctx, &krate, json),
+        Command::Completions { shell } => {
+            kache::cli_ops::completions(shell, <Cli as clap::CommandFactory>::command())
+        }
         Command::Verify => cmd_verify(&ctx),
         Command::Config {
             command: ConfigCommand::Show,
         } => cmd_config_show(&ctx),
+        Command::Shims { command } => kache::shims::run(command),
+        Command::Remote { command } => Ok(ExitCode::from(kache::remote::cli::run(&ctx, command)? as u8)),
+        Command::Mount(args) => kache::mount::cli::mount(&ctx, args),
+        Command::Unmount(args) => kache::mount::cli::unmount(&ctx, args),
+        Command::Mounts { json } => kache::mount::cli::mounts(&ctx, json),
+        Command::Worktree { command } => kache::mount::cli::worktree(&ctx, command),
         Command::Debug { command } => Ok(ExitCode::from(kache::debug::run(&ctx, command)? as u8)),
     }
 }
@@ -137,29 +238,6 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kache gc`: shrink the store to its limit.
-fn cmd_gc(ctx: &Context, max_size: Option<String>) -> CliResult {
-    let limit = match max_size {
-        Some(s) => {
-            config::parse_size(&s).ok_or_else(|| format!("--max-size {s:?} is not a size"))?
-        }
-        None => ctx
-            .config
-            .max_size()
-            .ok_or("no size limit configured (cache.max_size); pass --max-size")?,
-    };
-    let store = ctx.open_store()?;
-    let r = store.gc(limit, &HashSet::new())?;
-    println!(
-        "gc: {} -> {} ({} entries and {} blobs removed)",
-        human(r.bytes_before),
-        human(r.bytes_after),
-        r.entries_removed,
-        r.blobs_removed
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `kache verify`: full integrity check of the store.
 fn cmd_verify(ctx: &Context) -> CliResult {
     let store = ctx.open_store()?;
@@ -184,7 +262,10 @@ fn cmd_verify(ctx: &Context) -> CliResult {
 fn cmd_config_show(ctx: &Context) -> CliResult {
     for def in KEYS {
         let (v, origin) = &ctx.config.values[def.name];
-        println!("{:<20} = {:<24} # {origin}", def.name, v.to_string());
+        // Never print credentials (remote.secret_access_key, remote.session_token).
+        let secret = (def.name.contains("secret") || def.name.contains("token")) && v.to_string() != "\"\"";
+        let shown = if secret { "\"<redacted>\"".to_string() } else { v.to_string() };
+        println!("{:<20} = {:<24} # {origin}", def.name, shown);
     }
     println!(
         "{:<20} = {:<24} # resolved",

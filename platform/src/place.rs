@@ -12,7 +12,7 @@
 //!   (through the descriptor, `futimens(fd, NULL)`), so cargo's mtime
 //!   comparisons against files written by build scripts hold.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -69,7 +69,8 @@ pub fn place_file(
 /// clone refused for one file only) costs speed, never correctness.
 #[derive(Debug, Default)]
 pub struct Placer {
-    no_clone_dirs: HashSet<PathBuf>,
+    // Ordered, not hashed: a HashSet seeds its hasher with a getrandom call.
+    no_clone_dirs: BTreeSet<PathBuf>,
 }
 
 impl Placer {

@@ -133,7 +133,9 @@ const SUBDIRS: [&str; 5] = ["blobs", "entries", "manifests", "tmp", "locks"];
 /// A blob hash or key is 64 lowercase hex digits; anything else is refused
 /// before it can become a path.
 pub fn is_valid_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn sharded(dir: &Path, name: &str) -> PathBuf {
@@ -266,7 +268,10 @@ impl Store {
         let mut files = Vec::with_capacity(entry.outputs.len());
         for out in &entry.outputs {
             if !is_valid_hash(&out.blob) {
-                return Err(MissReason::CorruptEntry(format!("bad blob name {:?}", out.blob)));
+                return Err(MissReason::CorruptEntry(format!(
+                    "bad blob name {:?}",
+                    out.blob
+                )));
             }
             let path = self.blob_path(&out.blob);
             let f = match File::open(&path) {
@@ -276,7 +281,10 @@ impl Store {
                 }
                 Err(e) => return Err(MissReason::Io(e.to_string())),
             };
-            let len = f.metadata().map_err(|e| MissReason::Io(e.to_string()))?.len();
+            let len = f
+                .metadata()
+                .map_err(|e| MissReason::Io(e.to_string()))?
+                .len();
             if len != out.size {
                 // A truncated or damaged blob: remove it so the next miss repairs it.
                 let _ = fs::remove_file(&path);
@@ -296,11 +304,12 @@ impl Store {
         mut dest_of: impl FnMut(&OutputFile) -> Option<(PathBuf, HardlinkPolicy)>,
     ) -> io::Result<RestoreReport> {
         let mut report = RestoreReport::default();
+        let mut placer = kache_platform::place::Placer::default();
         for (out, (file, path)) in entry.outputs.iter().zip(&opened.files) {
             let Some((dest, policy)) = dest_of(out) else {
                 continue;
             };
-            let method = kache_platform::place_file(file, path, &dest, out.mode, policy)?;
+            let method = placer.place(file, path, &dest, out.mode, policy)?;
             report.add(method, out.size);
         }
         Ok(report)
@@ -393,9 +402,13 @@ impl Store {
     // ----------------------------------------------------- usage, gc, verify
 
     fn walk_sharded(dir: &Path, mut f: impl FnMut(&str, &Path, &fs::Metadata)) {
-        let Ok(shards) = fs::read_dir(dir) else { return };
+        let Ok(shards) = fs::read_dir(dir) else {
+            return;
+        };
         for shard in shards.flatten() {
-            let Ok(files) = fs::read_dir(shard.path()) else { continue };
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
             for file in files.flatten() {
                 let name = file.file_name();
                 let Some(name) = name.to_str() else { continue };
@@ -436,7 +449,10 @@ impl Store {
         // Stale temporaries from killed processes.
         if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
             for t in rd.flatten() {
-                if t.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < tmp_cutoff) {
+                if t.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m < tmp_cutoff)
+                {
                     let _ = fs::remove_file(t.path());
                 }
             }
@@ -474,7 +490,11 @@ impl Store {
         Self::walk_sharded(&self.root.join("blobs"), |name, p, m| {
             blob_sizes.insert(
                 name.to_string(),
-                (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p.to_path_buf()),
+                (
+                    m.len(),
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    p.to_path_buf(),
+                ),
             );
         });
 
@@ -487,21 +507,23 @@ impl Store {
 
         // Newest first; keep items while the referenced set fits. A blob
         // counts once, however many entries share it.
-        items.sort_by(|a, b| b.mtime.cmp(&a.mtime));
+        items.sort_by_key(|i| std::cmp::Reverse(i.mtime));
         let mut kept_blobs: HashSet<String> = keep.clone();
-        let mut total: u64 = keep.iter().filter_map(|b| blob_sizes.get(b)).map(|b| b.0).sum();
-        // Young unreferenced blobs are kept too (see above); count them.
-        for (name, (size, mtime, _)) in &blob_sizes {
-            if *mtime >= started && kept_blobs.insert(name.clone()) {
-                total += size;
-            }
-        }
+        let mut total: u64 = keep
+            .iter()
+            .filter_map(|b| blob_sizes.get(b))
+            .map(|b| b.0)
+            .sum();
         let mut doomed: Vec<&Item> = Vec::new();
         for item in &items {
+            // Each blob is charged once, by the newest entry that uses it (a
+            // set: two outputs with the same bytes share one blob).
             let extra: u64 = item
                 .blobs
                 .iter()
                 .filter(|b| !kept_blobs.contains(*b))
+                .collect::<HashSet<_>>()
+                .into_iter()
                 .filter_map(|b| blob_sizes.get(b))
                 .map(|b| b.0)
                 .sum();
@@ -513,7 +535,33 @@ impl Store {
                 doomed.push(item);
             }
         }
+        // Young blobs no kept entry uses are kept too (see above), and only
+        // now charged. Charging them before the entries (as this once did)
+        // let a burst of fresh blobs push every entry, the newest included,
+        // out of the store while freeing nothing: a gc right after a few
+        // puts over the limit emptied the cache.
+        for (name, (size, mtime, _)) in &blob_sizes {
+            if *mtime >= started && kept_blobs.insert(name.clone()) {
+                total += size;
+            }
+        }
         for item in doomed {
+            // Re-check just before removing: an entry used or re-published
+            // since the scan has a newer mtime, and removing it would throw
+            // away the last publication (lesson 23) or the entry a hit just
+            // used. It stays, and so do the blobs it was scanned with.
+            let unchanged = fs::symlink_metadata(&item.path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m == item.mtime);
+            if !unchanged {
+                for b in &item.blobs {
+                    if kept_blobs.insert(b.clone()) {
+                        total += blob_sizes.get(b).map_or(0, |b| b.0);
+                    }
+                }
+                total += item.size;
+                continue;
+            }
             if fs::remove_file(&item.path).is_ok() {
                 report.entries_removed += 1;
             }
@@ -525,6 +573,25 @@ impl Store {
         }
         report.bytes_after = total;
         Ok(report)
+    }
+
+    /// Removes entries and manifests not used for longer than `age` (an
+    /// entry's mtime is its last use); returns how many. Their blobs go with
+    /// the next [`Store::gc`] (for `kache gc --older-than`).
+    pub fn evict_unused_for(&self, age: Duration) -> io::Result<u64> {
+        let _lock = FileLock::acquire(&self.lock_path("gc"), LockMode::Exclusive)?;
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut old = Vec::new();
+        for dir in ["entries", "manifests"] {
+            Self::walk_sharded(&self.root.join(dir), |_, p, m| {
+                if m.modified().is_ok_and(|t| t < cutoff) {
+                    old.push(p.to_path_buf());
+                }
+            });
+        }
+        Ok(old.iter().filter(|p| fs::remove_file(p).is_ok()).count() as u64)
     }
 
     /// Re-hashes every blob and decodes every entry; removes what is corrupt.
