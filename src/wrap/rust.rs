@@ -312,12 +312,7 @@ fn direct_key(
                         memo::file_digest(&w.store, &p).map_err(|_| "target-spec-unreadable")?;
                     k.str("target-spec", &h)
                 } else {
-                    let abs = if Path::new(path).is_absolute() {
-                        path.clone()
-                    } else {
-                        path.clone()
-                    };
-                    k.str("arg", &format!("{prefix}{}", roots.key_path(&abs)))
+                    k.str("arg", &format!("{prefix}{}", roots.key_path(path)))
                 }
             }
         };
