@@ -23,21 +23,39 @@ const OBJECT: &str = "object";
 const DEPFILE: &str = "depfile";
 
 /// Finds the real compiler for `name`: a path as given, or the first match
-/// on PATH that is not kache itself (a shim named `cc` must not find itself).
+/// on PATH that is not a kache binary (a shim named `cc` must not find
+/// itself, nor a shim of another kache install). A path that leads to kache
+/// (the launcher form given a shim) is searched by its file name instead.
 pub fn resolve_compiler(name: &OsStr) -> Option<PathBuf> {
     let name_s = name.to_string_lossy();
     if name_s.contains('/') {
         let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
+        if !p.is_file() {
+            return None;
+        }
+        if !p.canonicalize().is_ok_and(|c| is_kache_binary(&c)) {
+            return Some(p);
+        }
+        return resolve_compiler(p.file_name()?);
     }
-    let me = std::env::current_exe()
-        .ok()
-        .and_then(|m| m.canonicalize().ok());
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .filter(|p| p.is_file())
-        .find(|p| p.canonicalize().ok() != me)
+        .find(|p| !p.canonicalize().is_ok_and(|c| is_kache_binary(&c)))
+}
+
+/// True when `canonical` (a resolved path) is this kache binary or another
+/// one (any file named `kache`): running it as the compiler would loop.
+pub fn is_kache_binary(canonical: &Path) -> bool {
+    let stem = canonical.file_stem().map(|s| s.to_string_lossy());
+    if stem.as_deref() == Some("kache") {
+        return true;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|m| m.canonicalize().ok())
+        .is_some_and(|me| me == canonical)
 }
 
 /// The worktree root for prefix maps: the nearest ancestor holding `.git`,
@@ -263,12 +281,40 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
         _ => return None,
     };
     let stderr = cc::paths::diagnostics_from_placeholders(&entry.stderr, base)?;
+    // The object is the one output to place. Only the last step differs in a
+    // kache-mounted target dir (a build script's OUT_DIR): a large object is
+    // placed by reference; otherwise, or if placing fails, it is restored.
+    let obj_dest = cwd.join(&inv.output);
+    let mut mount_bytes = 0;
+    if let Some(obj) = entry
+        .outputs
+        .iter()
+        .find(|o| o.name == OBJECT && o.size >= crate::mount::PLACE_MIN_BYTES)
+    {
+        let root = obj_dest.parent().and_then(crate::mount::mount_root_of);
+        if let Some((root, rel)) = root.and_then(|r| Some((r, obj_dest.strip_prefix(r).ok()?))) {
+            let one = [crate::mount::ToPlace {
+                path: rel.to_path_buf(),
+                blob: &obj.blob,
+                size: obj.size,
+                mode: obj.mode,
+            }];
+            match crate::mount::place_outputs(root, &one) {
+                Ok(bytes) => mount_bytes = bytes,
+                Err(_) => w.count("restore.mount_errors", 1),
+            }
+        }
+    }
     let report = w
         .store
         .restore(&entry, &opened, |o| {
-            (o.name == OBJECT).then(|| (cwd.join(&inv.output), HardlinkPolicy::Never))
+            (o.name == OBJECT && mount_bytes == 0).then(|| (obj_dest.clone(), HardlinkPolicy::Never))
         })
         .ok()?;
+    if mount_bytes > 0 {
+        w.count("restore.mount_bytes", mount_bytes);
+        w.count("restore.mount_files", 1);
+    }
     if let (Some(text), Some(d)) = (dep_text, &inv.dep_file) {
         let dest = cwd.join(&d.path);
         let _ = fs::remove_file(&dest);
@@ -279,7 +325,7 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
     w.count("restore.files", report.files);
     let _ = io::stdout().write_all(&entry.stdout);
     let _ = io::stderr().write_all(&stderr);
-    Some(report.total_bytes())
+    Some(report.total_bytes() + mount_bytes)
 }
 
 fn store(

@@ -102,8 +102,14 @@ fn run_cc(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
     cc::run(w, compiler, args)
 }
 
-/// Runs the compiler with no cache and nothing counted.
+/// Runs the compiler with no cache and nothing counted. A C/C++ name is
+/// resolved past kache first, so a shim never runs itself.
 fn plain(compiler: &OsStr, args: &[OsString]) -> ExitCode {
+    let real = match is_rustc(compiler) {
+        true => None,
+        false => cc::resolve_compiler(compiler),
+    };
+    let compiler = real.as_deref().map_or(compiler, |p| p.as_os_str());
     match exec::run_inherited(compiler, args) {
         Ok(s) => ExitCode::from(exec::exit_code_of(&s).clamp(0, 255) as u8),
         Err(e) => {

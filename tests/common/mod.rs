@@ -52,7 +52,10 @@ pub fn fixture_at(dir: &Path) -> PathBuf {
 pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     // `--offline` right after the subcommand, before any `--` for rustc.
-    c.current_dir(dir).arg(args[0]).arg("--offline").args(&args[1..]);
+    c.current_dir(dir)
+        .arg(args[0])
+        .arg("--offline")
+        .args(&args[1..]);
     for v in [
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET_DIR",
@@ -147,4 +150,122 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+/// Fails (never skips) when a tool a C/C++ test needs is missing; `scripts/test`
+/// installs it.
+pub fn need_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is missing from PATH: install it (scripts/test installs the test tools)"
+    );
+}
+
+/// A command run in `dir` with store `store` and no user configuration,
+/// isolated from the kache and compiler settings of the outer environment.
+pub fn isolated(program: impl AsRef<std::ffi::OsStr>, dir: &Path, store: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.current_dir(dir);
+    for v in [
+        "KACHE_FALLBACK",
+        "KACHE_DISABLE",
+        "KACHE_EXCLUDE",
+        "KACHE_MAX_SIZE",
+        "SOURCE_DATE_EPOCH",
+        "CC",
+        "CXX",
+        "CFLAGS",
+        "CPATH",
+        "C_INCLUDE_PATH",
+        "MAKEFLAGS",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("KACHE_DIR", store)
+        .env("XDG_CONFIG_HOME", store.with_extension("config"));
+    c
+}
+
+/// `kache <compiler> <args…>` in `dir` with store `store`.
+pub fn kache_cc(dir: &Path, store: &Path, compiler: &str, args: &[&str]) -> Command {
+    let mut c = isolated(kache_bin(), dir, store);
+    c.arg(compiler).args(args);
+    c
+}
+
+/// A C project in a temporary directory (a worktree root: it holds `.git`)
+/// with its own private kache store, for the `cc_*` tests.
+pub struct CcProject {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub store: PathBuf,
+}
+
+impl CcProject {
+    pub fn new() -> CcProject {
+        Self::at_name("proj")
+    }
+
+    /// The project at `<tmp>/<name>` (names make paths easy to spot in objects).
+    pub fn at_name(name: &str) -> CcProject {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(name);
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        let store = tmp.path().join("store");
+        CcProject {
+            _tmp: tmp,
+            root,
+            store,
+        }
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.root.join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    /// `kache <compiler> <args…>` in the project root; not checked.
+    pub fn cmd(&self, compiler: &str, args: &[&str]) -> Command {
+        kache_cc(&self.root, &self.store, compiler, args)
+    }
+
+    /// `kache <compiler> <args…>`, which must succeed.
+    pub fn cc(&self, compiler: &str, args: &[&str]) -> Output {
+        run_ok(self.cmd(compiler, args))
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        stats(&self.store)
+    }
+
+    /// Links `objects` with the plain system compiler and runs the program.
+    pub fn link_and_run(&self, objects: &[&str]) -> String {
+        let exe = self.root.join("prog");
+        let _ = std::fs::remove_file(&exe);
+        let mut link = Command::new("cc");
+        link.current_dir(&self.root)
+            .args(objects)
+            .arg("-o")
+            .arg(&exe);
+        run_ok(link);
+        let out = run_ok(Command::new(&exe));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A counter by its dotted path in `kache stats --json` (0 when absent).
+pub fn counter_at(v: &serde_json::Value, dotted: &str) -> u64 {
+    dotted
+        .split('.')
+        .fold(v, |v, k| &v[k])
+        .as_u64()
+        .unwrap_or(0)
 }

@@ -84,6 +84,10 @@ impl Refusal {
     /// `-fflag=value` forms only the part before `=` is given, so values do not split counts.
     pub fn flag(&self) -> Option<&str> {
         let whole = match self {
+            // A probe (`cc --version`) is nothing a user would classify.
+            Refusal::RefusedFlag {
+                reason: "cc:probe", ..
+            } => return None,
             Refusal::UnknownFlag(f)
             | Refusal::RefusedFlag { flag: f, .. }
             | Refusal::MissingArgument(f)
@@ -169,6 +173,11 @@ pub struct CcInvocation {
     pub dep_phony: bool,
     /// Codegen flags for the key, in order.
     pub modeled: Vec<ModeledFlag>,
+    /// Diagnostic flags (`-W…`, `-w`, `-pedantic`, `-fdiagnostics-…`, error limits), one
+    /// argument per element, in order. They cannot change a successful compile's object, but
+    /// they decide which warnings a hit replays and whether the compile fails at all
+    /// (`-Werror`), so the key holds them (lesson 13).
+    pub diagnostic_flags: Vec<String>,
     /// Files named by `-include` (a `.gch`/`.pch` next to one is a precompiled header).
     pub forced_includes: Vec<PathBuf>,
     /// Debug info is (probably) on: some `-g…` flag other than `-g0`/`-ggdb0` is last.
@@ -205,6 +214,7 @@ pub fn parse(compiler: &str, args: &[OsString]) -> Result<CcInvocation, Refusal>
     let mut dep_targets = Vec::new();
     let mut dep_phony = false;
     let mut modeled = Vec::new();
+    let mut diagnostic_flags = Vec::new();
     let mut forced_includes = Vec::new();
     let mut arch_seen = false;
     // Indices of arguments the preprocessor run leaves out.
@@ -312,9 +322,12 @@ pub fn parse(compiler: &str, args: &[OsString]) -> Result<CcInvocation, Refusal>
                     dep_phony = true;
                     skip_in_preprocessor = true;
                 }
-                // `-w` would hide the -Wdate-time probe; warnings do not change -E output.
-                "-w" => skip_in_preprocessor = true,
-                _ => {}
+                "-pipe" => {}
+                _ => {
+                    // `-w` would hide the -Wdate-time probe; warnings do not change -E output.
+                    skip_in_preprocessor = name == "-w";
+                    diagnostic_flags.extend(strs[i..i + m.consumed].iter().map(|a| a.to_string()));
+                }
             },
         }
         if skip_in_preprocessor {
@@ -377,6 +390,7 @@ pub fn parse(compiler: &str, args: &[OsString]) -> Result<CcInvocation, Refusal>
         dep_targets,
         dep_phony,
         modeled,
+        diagnostic_flags,
         forced_includes,
         debug_info,
         preprocess_args,
@@ -598,6 +612,27 @@ mod tests {
     }
 
     #[test]
+    fn compiler_probes_pass_through_without_a_flag_to_classify() {
+        for probe in [
+            &["--version"][..],
+            &["-v"],
+            &["-dumpmachine"],
+            &["-print-file-name=libc.so"],
+            &["-c", "x.c", "-v"],
+        ] {
+            let r = parse("cc", &os(probe)).unwrap_err();
+            assert_eq!(r.reason(), "cc:probe", "{probe:?}");
+            assert_eq!(r.flag(), None, "{probe:?}");
+        }
+    }
+
+    #[test]
+    fn diagnostic_flags_are_kept_in_order_for_the_key() {
+        let inv = ok(&["-c", "x.c", "-Wall", "-pipe", "-Werror", "-w", "-MD"]);
+        assert_eq!(inv.diagnostic_flags, ["-Wall", "-Werror", "-w"]);
+    }
+
+    #[test]
     fn polarity_changes_the_modeled_set() {
         let a = ok(&["-c", "x.c", "-fPIC"]).modeled;
         let b = ok(&["-c", "x.c", "-fno-PIC"]).modeled;
@@ -806,7 +841,6 @@ mod tests {
     /// Flags that have no row in the table.
     const UNCLASSIFIED: &[&str] = &[
         "-flto",
-        "-v",
         "-fsyntax-only",
         "-fno-fast-math-x",
         "-ofoo",

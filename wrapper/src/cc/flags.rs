@@ -314,6 +314,13 @@ pub static FLAGS: &[FlagRow] = &[
     row(Jo("-fsanitize-ignorelist="), R("cc:unkeyed-input"), "reads a file that is not in the key"),
     row(Ex("-ObjC"), R("cc:language"), "Objective-C (and not an -O level)"),
     row(Ex("-ObjC++"), R("cc:language"), "Objective-C++ (and not an -O level)"),
+    row(Ex("--version"), R("cc:probe"), "a query of the compiler, not a compile"),
+    row(Ex("-v"), R("cc:probe"), "prints the driver's commands (a probe, or a verbose compile)"),
+    row(Ex("-###"), R("cc:probe"), "prints the driver's commands without running them"),
+    row(Ex("--help"), R("cc:probe"), "a query of the compiler, not a compile"),
+    row(Jo("-dump"), R("cc:probe"), "-dumpversion, -dumpmachine, -dumpspecs: queries"),
+    row(Jo("-print-"), R("cc:probe"), "-print-file-name= and friends: queries"),
+    row(Jo("--print-"), R("cc:probe"), "queries"),
 ];
 
 /// A table row matched against an argument (and possibly the one after it).
@@ -547,7 +554,6 @@ mod tests {
         for f in [
             "-fsyntax-only",
             "-flto",
-            "-v",
             "-ofoo.o",
             "-O9",
             "-fno-fast-math-x",

@@ -248,6 +248,14 @@ pub fn cache_key(input: &KeyInput<'_>) -> String {
         }
     }
 
+    h.field(
+        "diagnostics.count",
+        &(inv.diagnostic_flags.len() as u64).to_le_bytes(),
+    );
+    for d in &inv.diagnostic_flags {
+        h.field("diagnostic", d.as_bytes());
+    }
+
     let dep_kind: &[u8] = match inv.dep_file.as_ref().map(|d| d.kind) {
         None => b"none",
         Some(DepKind::Md) => b"MD",
@@ -370,7 +378,7 @@ mod tests {
     #[test]
     fn no_effect_flags_do_not_change_the_key() {
         let k = key(BASE);
-        assert_eq!(k, key(&with(&["-Wall", "-Wextra", "-Werror", "-pipe"])));
+        assert_eq!(k, key(&with(&["-pipe"])));
         assert_eq!(
             k,
             key(&with(&["-DX=1", "-I/w/a/inc"])),
@@ -379,6 +387,22 @@ mod tests {
         assert_eq!(
             k,
             key(&["-c", "src/x.c", "-O2", "-fPIC", "-o", "elsewhere/x.o"])
+        );
+    }
+
+    #[test]
+    fn diagnostic_flags_change_the_key_so_hits_replay_the_right_warnings() {
+        // Lesson 13: a hit must not replay warnings and exit 0 where the real compile
+        // (with -Werror) would fail, nor hide warnings a new -W flag would show.
+        let k = key(BASE);
+        let wall = key(&with(&["-Wall"]));
+        let werror = key(&with(&["-Wall", "-Werror"]));
+        assert_ne!(k, wall);
+        assert_ne!(wall, werror);
+        assert_ne!(k, key(&with(&["-w"])));
+        assert_ne!(
+            key(&with(&["-Wall", "-Wextra"])),
+            key(&with(&["-Wextra", "-Wall"]))
         );
     }
 
