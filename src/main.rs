@@ -85,9 +85,7 @@ enum Command {
         json: bool,
     },
     /// Print a shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -184,7 +182,9 @@ fn try_main(cli: Cli) -> CliResult {
             command: ConfigCommand::Show,
         } => cmd_config_show(&ctx),
         Command::Shims { command } => kache::shims::run(command),
-        Command::Remote { command } => Ok(ExitCode::from(kache::remote::cli::run(&ctx, command)? as u8)),
+        Command::Remote { command } => {
+            Ok(ExitCode::from(kache::remote::cli::run(&ctx, command)? as u8))
+        }
         Command::Mount(args) => kache::mount::cli::mount(&ctx, args),
         Command::Unmount(args) => kache::mount::cli::unmount(&ctx, args),
         Command::Mounts { json } => kache::mount::cli::mounts(&ctx, json),
@@ -263,8 +263,13 @@ fn cmd_config_show(ctx: &Context) -> CliResult {
     for def in KEYS {
         let (v, origin) = &ctx.config.values[def.name];
         // Never print credentials (remote.secret_access_key, remote.session_token).
-        let secret = (def.name.contains("secret") || def.name.contains("token")) && v.to_string() != "\"\"";
-        let shown = if secret { "\"<redacted>\"".to_string() } else { v.to_string() };
+        let secret =
+            (def.name.contains("secret") || def.name.contains("token")) && v.to_string() != "\"\"";
+        let shown = if secret {
+            "\"<redacted>\"".to_string()
+        } else {
+            v.to_string()
+        };
         println!("{:<20} = {:<24} # {origin}", def.name, shown);
     }
     println!(

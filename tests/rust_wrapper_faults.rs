@@ -28,7 +28,10 @@ fn require_root() -> bool {
     if is_root() {
         return true;
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "this test mounts filesystems and needs root in CI");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test mounts filesystems and needs root in CI"
+    );
     eprintln!("not root: this test needs to mount a filesystem; not run");
     false
 }
@@ -41,7 +44,12 @@ impl Drop for Mount {
 }
 
 fn sh(cmd: &str) {
-    let ok = Command::new("sh").arg("-c").arg(cmd).status().unwrap().success();
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "command failed: {cmd}");
 }
 
@@ -70,7 +78,11 @@ fn damaged_blobs_are_misses_and_the_build_output_stays_right() {
     build(&b, &store);
     assert_eq!(run_app(&b, "debug"), expected);
     let s = stats(&store);
-    assert_eq!(counter(&s, "rust", "hits"), 0, "a damaged blob must never be served: {s}");
+    assert_eq!(
+        counter(&s, "rust", "hits"),
+        0,
+        "a damaged blob must never be served: {s}"
+    );
 }
 
 #[test]
@@ -104,7 +116,12 @@ fn read_only_store_still_serves_hits_and_never_fails_a_build() {
     build(&a, &store);
     let ro = tmp.path().join("ro-store");
     std::fs::create_dir(&ro).unwrap();
-    sh(&format!("mount --bind {} {} && mount -o remount,ro,bind {}", store.display(), ro.display(), ro.display()));
+    sh(&format!(
+        "mount --bind {} {} && mount -o remount,ro,bind {}",
+        store.display(),
+        ro.display(),
+        ro.display()
+    ));
     let _guard = Mount(ro.clone());
     let b = fixture_at(&tmp.path().join("b"));
     edit_core(&b);
@@ -115,7 +132,9 @@ fn read_only_store_still_serves_hits_and_never_fails_a_build() {
 
 fn edit_core(dir: &Path) {
     let p = dir.join("core/src/lib.rs");
-    let t = std::fs::read_to_string(&p).unwrap().replace("hello, {name}", "howdy, {name}");
+    let t = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("hello, {name}", "howdy, {name}");
     std::fs::write(p, t).unwrap();
 }
 
@@ -127,7 +146,10 @@ fn full_store_filesystem_degrades_to_plain_compiles() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("tiny");
     std::fs::create_dir(&store).unwrap();
-    sh(&format!("mount -t tmpfs -o size=600k tmpfs {}", store.display()));
+    sh(&format!(
+        "mount -t tmpfs -o size=600k tmpfs {}",
+        store.display()
+    ));
     let _guard = Mount(store.clone());
     let a = fixture_at(&tmp.path().join("a"));
     let out = build(&a, &store);
@@ -149,7 +171,11 @@ fn disabled_kache_is_a_plain_passthrough() {
     run_ok(c);
     assert!(run_app(&a, "debug").contains("core: hello, fixture"));
     let s = stats(&store);
-    assert_eq!(counter(&s, "rust", "misses") + counter(&s, "rust", "hits"), 0, "{s}");
+    assert_eq!(
+        counter(&s, "rust", "misses") + counter(&s, "rust", "hits"),
+        0,
+        "{s}"
+    );
     assert_eq!(s["store"]["entries"], 0);
 }
 
@@ -159,8 +185,18 @@ fn refused_invocations_are_counted_with_their_reason() {
     let store = tmp.path().join("store");
     let a = fixture_at(&tmp.path().join("a"));
     // --emit=asm is not something kache caches: every unit passes through.
-    run_ok(cargo(&a, &store, &["rustc", "-p", "fixture-core", "--", "--emit=asm"]));
+    run_ok(cargo(
+        &a,
+        &store,
+        &["rustc", "-p", "fixture-core", "--", "--emit=asm"],
+    ));
     let s = stats(&store);
-    assert!(s["rust"]["passthrough_reasons"]["emit:asm"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(
+        s["rust"]["passthrough_reasons"]["emit:asm"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{s}"
+    );
     assert!(counter(&s, "rust", "passthroughs") >= 1);
 }

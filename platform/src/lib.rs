@@ -8,10 +8,10 @@
 
 pub mod atomic;
 pub mod ipc;
-pub mod service;
 pub mod lock;
 pub mod path;
 pub mod place;
+pub mod service;
 
 pub use atomic::{replace_unsynced, write_atomic, AtomicFile};
 pub use lock::{FileLock, LockMode};

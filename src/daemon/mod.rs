@@ -69,7 +69,50 @@ pub fn registry() -> Vec<Box<dyn Task>> {
     vec![
         Box::new(Eviction),
         Box::new(crate::mount::MountSupervisor::default()),
+        Box::new(RemoteDrain::default()),
     ]
+}
+
+/// Drains the remote upload spool in the background, so uploads continue
+/// (and resume after a restart) without any build waiting for them.
+#[derive(Default)]
+struct RemoteDrain {
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Task for RemoteDrain {
+    fn name(&self) -> &'static str {
+        "remote-drain"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn tick(&mut self, d: &DaemonCtx) -> Result<(), String> {
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        let config = match Context::load() {
+            Ok(c) => c.config,
+            Err(_) => d.ctx.config.clone(),
+        };
+        if config.str("remote.url").is_empty() {
+            return Ok(());
+        }
+        let store = d.store.clone();
+        // drain_spool blocks on the network: keep it off the task thread.
+        self.running = Some(std::thread::spawn(move || {
+            let _ = crate::remote::drain_spool(&store, &config);
+        }));
+        Ok(())
+    }
+
+    fn stop(&mut self, _d: &DaemonCtx) {
+        if let Some(h) = self.running.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Keeps the store under `cache.max_size` (the wrappers also collect on

@@ -282,15 +282,11 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
     };
     let stderr = cc::paths::diagnostics_from_placeholders(&entry.stderr, base)?;
     // The object is the one output to place. Only the last step differs in a
-    // kache-mounted target dir (a build script's OUT_DIR): a large object is
+    // kache-mounted target dir (a build script's OUT_DIR): the object is
     // placed by reference; otherwise, or if placing fails, it is restored.
     let obj_dest = cwd.join(&inv.output);
     let mut mount_bytes = 0;
-    if let Some(obj) = entry
-        .outputs
-        .iter()
-        .find(|o| o.name == OBJECT && o.size >= crate::mount::PLACE_MIN_BYTES)
-    {
+    if let Some(obj) = entry.outputs.iter().find(|o| o.name == OBJECT) {
         let root = obj_dest.parent().and_then(crate::mount::mount_root_of);
         if let Some((root, rel)) = root.and_then(|r| Some((r, obj_dest.strip_prefix(r).ok()?))) {
             let one = [crate::mount::ToPlace {
@@ -308,7 +304,8 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
     let report = w
         .store
         .restore(&entry, &opened, |o| {
-            (o.name == OBJECT && mount_bytes == 0).then(|| (obj_dest.clone(), HardlinkPolicy::Never))
+            (o.name == OBJECT && mount_bytes == 0)
+                .then(|| (obj_dest.clone(), HardlinkPolicy::Never))
         })
         .ok()?;
     if mount_bytes > 0 {

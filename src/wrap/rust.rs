@@ -114,10 +114,12 @@ fn plain_path(p: &str) -> bool {
 }
 
 fn find_target_dir(out_dir: &Path) -> Option<PathBuf> {
-    // cargo marks its target directory with CACHEDIR.TAG.
+    // cargo marks its target directory with CACHEDIR.TAG and .rustc_info.json.
     let mut d = Some(out_dir);
     while let Some(dir) = d {
-        if dir.join("CACHEDIR.TAG").is_file() {
+        // `.rustc_info.json` covers a target dir cargo did not create
+        // itself (made beforehand, or a mount point), which has no tag.
+        if dir.join("CACHEDIR.TAG").is_file() || dir.join(".rustc_info.json").is_file() {
             return Some(dir.to_path_buf());
         }
         d = dir.parent();
@@ -475,8 +477,9 @@ fn restore(
     let allow_hardlink = w.ctx.config.bool("cache.hardlink");
     // The outputs to place are every output but dep-info (rewritten for this
     // worktree below). Only the last step differs in a kache-mounted target:
-    // large outputs are placed by reference (no bytes copied), small ones are
-    // restored like anywhere else. A failed placement falls back to restoring.
+    // they are placed by reference, in one request, instead of restored (see
+    // `crate::mount::place_outputs` for why small ones are placed too). A
+    // failed placement falls back to restoring.
     let mut by_reference: Vec<&str> = Vec::new();
     let mut mount_bytes = 0;
     let mounted = roots
@@ -488,7 +491,7 @@ fn restore(
         let large: Vec<crate::mount::ToPlace> = entry
             .outputs
             .iter()
-            .filter(|o| !o.name.ends_with(".d") && o.size >= crate::mount::PLACE_MIN_BYTES)
+            .filter(|o| !o.name.ends_with(".d"))
             .map(|o| crate::mount::ToPlace {
                 path: rel.join(&o.name),
                 blob: &o.blob,
