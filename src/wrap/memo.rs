@@ -8,6 +8,11 @@
 //!
 //! A memo is only an accelerator: an unreadable or damaged memo is ignored
 //! and the fact recomputed.
+//!
+//! File memos are named by (path, stat signature) and never rewritten: a
+//! changed file gets a new memo name, and the old one ages out (`prune`).
+//! Rewriting one name (rename over it, or truncate it) would make ext4 flush
+//! synchronously (`auto_da_alloc`) on every hit.
 
 use std::fs;
 use std::io;
@@ -27,12 +32,48 @@ fn memo_path(store: &Store, kind: &str, id: &str) -> PathBuf {
 }
 
 fn write_memo(store: &Store, path: &Path, text: &str) {
+    if path.exists() {
+        return;
+    }
     if let Some(dir) = path.parent() {
         if !dir.is_dir() && fs::create_dir_all(dir).is_err() {
             return;
         }
     }
     let _ = kache_platform::replace_unsynced(&store.tmp_dir(), path, text.as_bytes());
+}
+
+fn file_memo_path(store: &Store, path: &Path, sig: &str) -> PathBuf {
+    memo_path(
+        store,
+        "files",
+        &format!("{}\0{sig}", path.to_string_lossy()),
+    )
+}
+
+/// Removes file memos not created in the last `max_age` (they are recomputed
+/// on demand). Returns how many were removed.
+pub fn prune(store: &Store, max_age: std::time::Duration) -> u64 {
+    let cutoff = SystemTime::now() - max_age;
+    let mut removed = 0;
+    let Ok(shards) = fs::read_dir(store.root().join("memo").join("files")) else {
+        return 0;
+    };
+    for shard in shards.flatten() {
+        let Ok(files) = fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < cutoff);
+            if old && fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 fn stat_sig(meta: &fs::Metadata) -> String {
@@ -43,12 +84,10 @@ fn stat_sig(meta: &fs::Metadata) -> String {
 pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
     let meta = fs::metadata(path)?;
     let sig = stat_sig(&meta);
-    let mp = memo_path(store, "files", &path.to_string_lossy());
+    let mp = file_memo_path(store, path, &sig);
     if let Ok(text) = fs::read_to_string(&mp) {
-        if let Some((s, hash)) = text.rsplit_once(' ') {
-            if s == sig && hash.len() == 64 {
-                return Ok((hash.to_string(), meta.len()));
-            }
+        if crate::store::is_valid_hash(&text) {
+            return Ok((text, meta.len()));
         }
     }
     let (hash, size) = hash_file(path)?;
@@ -67,8 +106,7 @@ pub fn remember_digest(store: &Store, path: &Path, meta: &fs::Metadata, hash: &s
     if kache_platform::file_signature(meta).changed_secs() >= now - 2 {
         return;
     }
-    let mp = memo_path(store, "files", &path.to_string_lossy());
-    write_memo(store, &mp, &format!("{} {hash}", stat_sig(meta)));
+    write_memo(store, &file_memo_path(store, path, &stat_sig(meta)), hash);
 }
 
 /// Records the digest of a file kache itself just placed or verified
@@ -77,8 +115,7 @@ pub fn remember_digest(store: &Store, path: &Path, meta: &fs::Metadata, hash: &s
 /// read back, so no write in the same clock tick can hide behind it.
 pub fn remember_output(store: &Store, path: &Path, hash: &str) {
     if let Ok(meta) = fs::metadata(path) {
-        let mp = memo_path(store, "files", &path.to_string_lossy());
-        write_memo(store, &mp, &format!("{} {hash}", stat_sig(&meta)));
+        write_memo(store, &file_memo_path(store, path, &stat_sig(&meta)), hash);
     }
 }
 
