@@ -199,6 +199,13 @@ impl Store {
     /// Stores the bytes of the file at `src` and returns their blob.
     /// Where the filesystem can clone, the blob shares extents with `src`.
     pub fn put_blob_from_path(&self, src: &Path) -> io::Result<BlobRef> {
+        self.put_blob_from_path_as(src, false)
+    }
+
+    /// Like [`Store::put_blob_from_path`]; a blob first stored from an
+    /// executable is published 0555 instead of 0444, so executables (whose
+    /// restored mode must carry exec bits) can be hardlink-restored too.
+    pub fn put_blob_from_path_as(&self, src: &Path, executable: bool) -> io::Result<BlobRef> {
         let file = File::open(src)?;
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
         // Clone first (no bytes copied), then hash what we hold, so the name
@@ -225,7 +232,7 @@ impl Store {
             *tmp.file() = out;
             r
         };
-        self.finish_blob(tmp, hash, size)
+        self.finish_blob(tmp, hash, size, executable)
     }
 
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> io::Result<BlobRef> {
@@ -239,7 +246,7 @@ impl Store {
         }
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
         tmp.file().write_all(bytes)?;
-        self.finish_blob(tmp, hash, bytes.len() as u64)
+        self.finish_blob(tmp, hash, bytes.len() as u64, false)
     }
 
     fn blob_present(&self, dest: &Path, size: u64) -> bool {
@@ -254,10 +261,16 @@ impl Store {
         }
     }
 
-    fn finish_blob(&self, tmp: AtomicFile, hash: String, size: u64) -> io::Result<BlobRef> {
+    fn finish_blob(
+        &self,
+        tmp: AtomicFile,
+        hash: String,
+        size: u64,
+        executable: bool,
+    ) -> io::Result<BlobRef> {
         let dest = self.blob_path(&hash);
         if !self.blob_present(&dest, size) {
-            self.publish(tmp, &dest, Some(0o444))?;
+            self.publish(tmp, &dest, Some(if executable { 0o555 } else { 0o444 }))?;
         }
         Ok(BlobRef { hash, size })
     }

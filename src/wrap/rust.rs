@@ -515,7 +515,9 @@ fn restore(
             if out.name.ends_with(".d") || by_reference.contains(&out.blob.as_str()) {
                 return None;
             }
-            let policy = if allow_hardlink && out.mode & 0o111 == 0 {
+            // Executables too: their blob is stored 0555, and placement
+            // only hardlinks when the blob's exec bits match the output's.
+            let policy = if allow_hardlink {
                 HardlinkPolicy::IfSoleConsumer
             } else {
                 HardlinkPolicy::Never
@@ -733,7 +735,7 @@ fn store_result(
         let meta = fs::metadata(&p).map_err(|_| format!("output-missing:{name}"))?;
         let blob = w
             .store
-            .put_blob_from_path(&p)
+            .put_blob_from_path_as(&p, *exec_bit)
             .map_err(|e| format!("store:{}", e.kind()))?;
         memo::remember_output(&w.store, &p, &blob.hash);
         let mode = kache_platform::file_mode(&meta) | if *exec_bit { 0o111 } else { 0 };
