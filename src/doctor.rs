@@ -583,8 +583,53 @@ fn check_daemon(setup: &Setup, fix: bool) -> Check {
 /// subsystem: return one `Check` per problem found (repairing it when `fix`
 /// is true), or one ok line. Nothing is reported until mounts exist.
 pub fn mount_checks(ctx: &Context, fix: bool) -> Vec<Check> {
-    let _ = (ctx, fix);
-    Vec::new()
+    let mounts = crate::mount::list(&ctx.store_dir);
+    if mounts.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for m in &mounts {
+        // A mount the user asked for that is broken or gone.
+        let broken = m.state == "broken" || (m.wanted && m.state != "healthy");
+        if !broken {
+            continue;
+        }
+        let what = format!(
+            "{} is {}{}",
+            m.target.display(),
+            m.state,
+            m.problem
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        );
+        if fix {
+            match crate::mount::mount_worktree(&ctx.store_dir, &m.worktree, false, false) {
+                Ok(_) => {
+                    out.push(Check::ok("mounts", format!("{what}: remounted")));
+                    continue;
+                }
+                Err(e) => out.push(Check::problem(
+                    "mounts",
+                    format!("{what}; remount failed: {e}"),
+                    format!("kache unmount --force {}", m.worktree.display()),
+                )),
+            }
+        } else {
+            out.push(Check::problem(
+                "mounts",
+                what,
+                format!("kache mount {}", m.worktree.display()),
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push(Check::ok(
+            "mounts",
+            format!("{} mount(s) healthy", mounts.len()),
+        ));
+    }
+    out
 }
 
 /// rustc (required) and a C compiler (for `-sys` crates) are found.

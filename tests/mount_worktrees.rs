@@ -418,3 +418,43 @@ fn without_fuse_mount_says_why_in_one_line_and_the_build_still_hits() {
     assert_eq!(counter(&s, "rust", "hits"), units, "{s}");
     assert_eq!(counter_at(&s, "restore.mount_files"), 0, "{s}");
 }
+
+#[test]
+fn doctor_names_a_broken_mount_and_fix_remounts_it() {
+    need_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = fixture_at(&tmp.path().join("wt"));
+    let _m = Mount::new(&store, &a);
+    let pid = mount_row(&store, &a)["pid"].as_u64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let doctor = |fix: bool| {
+        let mut c = kache(&store, &["doctor"]);
+        if fix {
+            c.arg("--fix");
+        }
+        c.env("HOME", tmp.path())
+            .env("KACHE_SERVICE_MANAGER", "none");
+        let o = c.output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let report = doctor(false);
+    let line = report
+        .lines()
+        .find(|l| l.contains("mounts:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with("problem") && line.contains("broken"),
+        "{report}"
+    );
+    let fixed = doctor(true);
+    assert!(
+        fixed
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("mounts:")),
+        "{fixed}"
+    );
+    assert_eq!(mount_row(&store, &a)["state"], "healthy");
+}
