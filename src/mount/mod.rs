@@ -43,7 +43,48 @@ pub fn find_worktree(dir: &Path) -> Option<PathBuf> {
 
 /// The target directory `kache mount` covers for `worktree`.
 pub fn target_of(worktree: &Path) -> PathBuf {
+    // cargo's own precedence: CARGO_TARGET_DIR, then `build.target-dir` in
+    // the worktree's `.cargo/config.toml` (relative to the worktree), then
+    // `target/`. Config files further up (e.g. ~/.cargo) are not consulted.
+    let anchored = |p: PathBuf| if p.is_absolute() { p } else { worktree.join(p) };
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        return anchored(PathBuf::from(t));
+    }
+    for name in ["config.toml", "config"] {
+        let Ok(text) = fs::read_to_string(worktree.join(".cargo").join(name)) else {
+            continue;
+        };
+        let dir = text.parse::<toml::Table>().ok().and_then(|t| {
+            t.get("build")?
+                .get("target-dir")?
+                .as_str()
+                .map(PathBuf::from)
+        });
+        if let Some(d) = dir {
+            return anchored(d);
+        }
+    }
     worktree.join("target")
+}
+
+#[cfg(test)]
+mod target_dir_tests {
+    use super::*;
+
+    #[test]
+    fn build_target_dir_in_the_worktree_config_is_honoured() {
+        let wt = tempfile::tempdir().unwrap();
+        assert_eq!(target_of(wt.path()), wt.path().join("target"));
+        fs::create_dir(wt.path().join(".cargo")).unwrap();
+        fs::write(
+            wt.path().join(".cargo/config.toml"),
+            "[build]\ntarget-dir = \"out/t\"\n",
+        )
+        .unwrap();
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            assert_eq!(target_of(wt.path()), wt.path().join("out/t"));
+        }
+    }
 }
 
 /// Why FUSE cannot be used here, in one line; `None` when it can.
