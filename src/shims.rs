@@ -135,15 +135,6 @@ fn remove(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(unix)]
 fn symlink(target: &Path, link: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "compiler shims need symlinks (Unix only for now)",
-    ))
+    kache_platform::symlink_file(target, link)
 }

@@ -21,4 +21,4 @@ pub use place::{
 };
 
 pub mod stat;
-pub use stat::{file_mode, file_signature, FileSignature};
+pub use stat::{file_mode, file_signature, symlink_file, FileSignature};

@@ -67,3 +67,18 @@ pub fn file_mode(m: &Metadata) -> u32 {
         0o644
     }
 }
+
+/// Creates a symlink `link` → `target` (a file). Windows needs a privilege
+/// or developer mode for symlinks; there it reports `Unsupported` for now.
+#[cfg(unix)]
+pub fn symlink_file(target: &std::path::Path, link: &std::path::Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+pub fn symlink_file(_target: &std::path::Path, _link: &std::path::Path) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "symlinked compiler shims are Unix-only for now",
+    ))
+}
