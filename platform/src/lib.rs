@@ -11,6 +11,7 @@ pub mod ipc;
 pub mod lock;
 pub mod path;
 pub mod place;
+pub mod process;
 pub mod service;
 
 pub use atomic::{replace_unsynced, write_atomic, AtomicFile};

@@ -58,17 +58,7 @@ pub fn run_inherited(program: &OsStr, args: &[std::ffi::OsString]) -> io::Result
     Command::new(program).args(args).status()
 }
 
-/// An exit status as a process exit code (signals become 128+n like a shell).
+/// An exit status as a process exit code (see the platform layer).
 pub fn exit_code_of(status: &ExitStatus) -> i32 {
-    if let Some(c) = status.code() {
-        return c;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            return 128 + sig;
-        }
-    }
-    1
+    kache_platform::process::exit_code_of(status)
 }
