@@ -40,6 +40,42 @@ pub struct Event {
     pub bytes: u64,
     #[serde(default)]
     pub groups: Option<BTreeMap<String, String>>,
+    /// The cargo process the call ran under (pid-starttime), when known.
+    #[serde(default)]
+    pub build: Option<String>,
+}
+
+/// Per-build summaries (newest last) of the events that carry a build id.
+pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: BTreeMap<String, (u64, u64, u64, u64, u64, u64)> = BTreeMap::new();
+    for e in events {
+        let Some(b) = &e.build else { continue };
+        let s = by.entry(b.clone()).or_insert_with(|| {
+            order.push(b.clone());
+            (e.t, e.t, 0, 0, 0, 0)
+        });
+        s.1 = s.1.max(e.t);
+        match e.outcome.as_str() {
+            "hit" => s.2 += 1,
+            "miss" => {
+                s.3 += 1;
+                s.5 += e.ms;
+            }
+            "passthrough" => s.4 += 1,
+            _ => {}
+        }
+    }
+    let skip = order.len().saturating_sub(keep);
+    order
+        .iter()
+        .skip(skip)
+        .map(|b| {
+            let (first, last, hits, misses, pass, miss_ms) = by[b];
+            json!({"build": b, "first_t": first, "last_t": last, "hits": hits,
+                   "misses": misses, "passthroughs": pass, "miss_ms": miss_ms})
+        })
+        .collect()
 }
 
 /// Reads every well-formed event of the store's log.
@@ -142,6 +178,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
             "last_t": events.last().map(|e| e.t),
         },
         "languages": langs,
+        "builds": builds(&events, 10),
         "top_misses": top,
         "miss_reasons": miss_reasons,
         "passthrough_reasons": reasons,
@@ -202,6 +239,20 @@ pub fn run_report(
                 v["passthroughs"].as_u64().unwrap_or(0),
                 v["miss_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
                 human_bytes(v["hit_bytes"].as_u64().unwrap_or(0)),
+            );
+        }
+    }
+    if let Some(bs) = r["builds"].as_array().filter(|b| !b.is_empty()) {
+        println!("\nrecent builds (by cargo process)");
+        for b in bs {
+            println!(
+                "  {:<22} hits {:>5}  misses {:>5}  passthroughs {:>4}  {:>4}s wall  {:.1}s compiling misses",
+                b["build"].as_str().unwrap_or("?"),
+                b["hits"].as_u64().unwrap_or(0),
+                b["misses"].as_u64().unwrap_or(0),
+                b["passthroughs"].as_u64().unwrap_or(0),
+                b["last_t"].as_u64().unwrap_or(0).saturating_sub(b["first_t"].as_u64().unwrap_or(0)),
+                b["miss_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             );
         }
     }
@@ -487,5 +538,33 @@ mod tests {
         let v = explain_miss(&events, "core");
         assert_eq!(v["changed"], json!(["result.sources"]));
         assert!(v["explanation"].as_str().unwrap().contains("sources"));
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+
+    #[test]
+    fn events_group_by_build_in_order() {
+        let ev = |b: &str, outcome: &str, t: u64| Event {
+            t,
+            outcome: outcome.into(),
+            ms: 10,
+            build: Some(b.into()),
+            ..Default::default()
+        };
+        let events = vec![
+            ev("1-5", "miss", 100),
+            ev("1-5", "miss", 104),
+            ev("2-9", "hit", 200),
+            ev("2-9", "hit", 201),
+        ];
+        let b = builds(&events, 10);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0]["misses"], 2);
+        assert_eq!(b[0]["last_t"], 104);
+        assert_eq!(b[1]["hits"], 2);
+        assert_eq!(builds(&events, 1).len(), 1);
     }
 }

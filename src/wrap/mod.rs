@@ -221,6 +221,7 @@ impl Wrapper {
             "unit": unit,
             "ms": self.started.elapsed().as_millis() as u64,
             "bytes": bytes,
+            "build": kache_platform::process::build_id(),
             "groups": if self.key_groups.is_empty() { serde_json::Value::Null } else { serde_json::json!(self.key_groups) },
         });
         let mut line = rec.to_string();
