@@ -124,6 +124,21 @@ fn mounted_second_worktree_hits_everything_and_stores_only_what_was_not_cached()
         expected.contains("csys: 5") && expected.contains("gen: 42"),
         "{expected}"
     );
+    // Even the cold worktree keeps its compiled outputs only once: what rustc
+    // wrote into the upper dir was replaced by placements of the new blobs.
+    let cold_row = mount_row(&store, &a);
+    let cold_upper = cold_row["upper_bytes"].as_u64().unwrap();
+    let cold_placed = cold_row["placed_bytes"].as_u64().unwrap();
+    assert!(
+        cold_upper * 10 < cold_placed,
+        "cold mount: upper {cold_upper} B vs placed {cold_placed} B"
+    );
+    let cold_again = build(&a, &store);
+    assert!(
+        compiled_units(&cold_again).is_empty(),
+        "{}",
+        stderr(&cold_again)
+    );
 
     build(&b, &store);
     let warm = stats(&store);
