@@ -213,10 +213,12 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
     println!("store            {}", store.root().display());
     println!(
         "size             {} in {} blobs, {} entries (limit {})",
-        human(usage.bytes),
+        kache::report::human_bytes(usage.bytes),
         usage.blobs,
         usage.entries,
-        ctx.config.max_size().map_or("none".into(), human)
+        ctx.config
+            .max_size()
+            .map_or("none".into(), kache::report::human_bytes)
     );
     for lang in stats::LANGUAGES {
         let sec = &v[lang];
@@ -278,19 +280,4 @@ fn cmd_config_show(ctx: &Context) -> CliResult {
         format!("{:?}", ctx.store_dir.display().to_string())
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut x = n as f64;
-    let mut i = 0;
-    while x >= 1024.0 && i < U.len() - 1 {
-        x /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{x:.1} {}", U[i])
-    }
 }

@@ -115,20 +115,7 @@ pub fn mounts(ctx: &Context, json: bool) -> CliResult {
     })
 }
 
-pub(crate) fn human(n: u64) -> String {
-    const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut x = n as f64;
-    let mut i = 0;
-    while x >= 1024.0 && i < U.len() - 1 {
-        x /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{x:.1} {}", U[i])
-    }
-}
+pub(crate) use crate::report::human_bytes as human;
 
 /// `kache worktree add|remove|list`.
 pub fn worktree(ctx: &Context, cmd: super::WorktreeCommand) -> CliResult {

@@ -488,17 +488,7 @@ fn restore(
         .map(Path::new)
         .filter(|t| kache_fs::is_kache_mount(t));
     if let Some((root, rel)) = mounted.and_then(|t| Some((t, out_dir.strip_prefix(t).ok()?))) {
-        let large: Vec<crate::mount::ToPlace> = entry
-            .outputs
-            .iter()
-            .filter(|o| !o.name.ends_with(".d"))
-            .map(|o| crate::mount::ToPlace {
-                path: rel.join(&o.name),
-                blob: &o.blob,
-                size: o.size,
-                mode: o.mode,
-            })
-            .collect();
+        let large = mount_placements(entry, rel);
         match crate::mount::place_outputs(root, &large) {
             Ok(bytes) => {
                 w.count("restore.mount_bytes", bytes);
@@ -781,6 +771,23 @@ fn store_result(
     Ok(bytes)
 }
 
+/// The placements for an entry's outputs in a mounted target (`rel`: the
+/// out-dir below the mount root): every output but dep-info, which is
+/// rewritten for the worktree and written as a plain file.
+fn mount_placements<'a>(entry: &'a Entry, rel: &Path) -> Vec<crate::mount::ToPlace<'a>> {
+    entry
+        .outputs
+        .iter()
+        .filter(|o| !o.name.ends_with(".d"))
+        .map(|o| crate::mount::ToPlace {
+            path: rel.join(&o.name),
+            blob: &o.blob,
+            size: o.size,
+            mode: o.mode,
+        })
+        .collect()
+}
+
 /// In a kache-mounted target, what rustc just wrote sits in the mount's
 /// upper directory while the same bytes are now blobs: replace those files
 /// by placements so a miss costs the disk once, not twice. Measured on the
@@ -801,17 +808,7 @@ fn dedup_into_mount(w: &mut Wrapper, entry: &Entry, out_dir: &Path, roots: &Root
     let Ok(rel) = out_dir.strip_prefix(root) else {
         return;
     };
-    let outs: Vec<crate::mount::ToPlace> = entry
-        .outputs
-        .iter()
-        .filter(|o| !o.name.ends_with(".d"))
-        .map(|o| crate::mount::ToPlace {
-            path: rel.join(&o.name),
-            blob: &o.blob,
-            size: o.size,
-            mode: o.mode,
-        })
-        .collect();
+    let outs = mount_placements(entry, rel);
     // Placement stamps "now"; put back the times rustc gave the files, or a
     // dependent that already compiled against the rmeta (pipelining) would
     // look older than its dependency to cargo's next freshness check.
