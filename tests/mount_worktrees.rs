@@ -449,7 +449,11 @@ fn doctor_names_a_broken_mount_and_fix_remounts_it() {
         if fix {
             c.arg("--fix");
         }
+        // A private HOME, CARGO_HOME and config dir: `doctor --fix` edits
+        // cargo's config, and `cargo test` exports the real CARGO_HOME.
         c.env("HOME", tmp.path())
+            .env("CARGO_HOME", tmp.path().join("cargo-home"))
+            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
             .env("KACHE_SERVICE_MANAGER", "none");
         let o = c.output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
