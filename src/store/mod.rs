@@ -639,20 +639,7 @@ impl Store {
 
 /// blake3 of everything `r` yields, with its length.
 pub fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n_total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        n_total += n as u64;
-    }
-    Ok((hasher.finalize().to_hex().to_string(), n_total))
+    copy_hashing(r, &mut io::sink())
 }
 
 /// blake3 of a file's contents.
@@ -660,6 +647,7 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     hash_reader(&mut File::open(path)?)
 }
 
+/// Copies `r` into `w`, hashing what passes (the one read loop of the store).
 fn copy_hashing(r: &mut impl Read, w: &mut impl Write) -> io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
