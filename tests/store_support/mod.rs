@@ -225,6 +225,8 @@ fn run_tool(cmd: &mut Command, what: &str) {
 /// test panics), then its backing directory removed.
 pub struct Mount {
     pub dir: PathBuf,
+    /// The loop device of a loop-mounted image, detached on drop.
+    loop_dev: Option<String>,
     _scratch: tempfile::TempDir,
 }
 
@@ -259,16 +261,20 @@ impl Mount {
                 }
             ),
         );
+        // An explicit new loop device, never `mount -o loop`: that reuses a
+        // device already attached to a file with the same inode number, and a
+        // lazily unmounted image of an earlier test (its file deleted, its
+        // inode number recycled) then came back full instead of the fresh
+        // image: a flaky ENOSPC in the full-disk test.
+        let dev = attach_loop(&img);
         Self::mount(
-            Command::new("mount")
-                .args(["-t", fstype, "-o", "loop"])
-                .arg(&img)
-                .arg(&dir),
+            Command::new("mount").args(["-t", fstype, &dev]).arg(&dir),
             &dir,
             fstype,
         );
         Mount {
             dir,
+            loop_dev: Some(dev),
             _scratch: scratch,
         }
     }
@@ -287,6 +293,7 @@ impl Mount {
         );
         Mount {
             dir,
+            loop_dev: None,
             _scratch: scratch,
         }
     }
@@ -303,6 +310,7 @@ impl Mount {
         );
         let m = Mount {
             dir,
+            loop_dev: None,
             _scratch: scratch,
         };
         run_tool(
@@ -340,7 +348,36 @@ impl Drop for Mount {
             // is freed as soon as it is idle.
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
+        if let Some(dev) = &self.loop_dev {
+            // After a lazy unmount this only marks the device to be freed
+            // when idle (autoclear); either way it is never reused stale.
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
     }
+}
+
+/// Attaches `img` to a new loop device and returns its path. `losetup -f`
+/// can race with another process taking the same free device: retried.
+fn attach_loop(img: &Path) -> String {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(img)
+            .output()
+        {
+            Ok(o) if o.status.success() => return text(&o.stdout).trim().to_string(),
+            Ok(o) => last = text(&o.stderr),
+            Err(e) => panic!("cannot run losetup: {e} (install util-linux / mount)"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "cannot attach {} to a loop device: {} — this test needs root and a free loop device \
+         (/dev/loop-control)",
+        img.display(),
+        last.trim()
+    )
 }
 
 /// Writes `len` bytes of `content_of(seed)` to `dir/name` and returns the path.
