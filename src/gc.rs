@@ -49,7 +49,7 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     let target = (limit as f64 * LOW_WATER) as u64;
     let report = store.gc(target, &pinned_blobs(store))?;
     // Digest memos are cheap to recompute; keep a week of them.
-    crate::wrap::memo::prune(store, std::time::Duration::from_secs(7 * 24 * 3600));
+    crate::store::memo::prune(store, std::time::Duration::from_secs(7 * 24 * 3600));
     stats::set(
         store,
         &[

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 use kache_wrapper::cc::{self, depfile, key, paths, CcInvocation};
 
-use super::{exec, memo, Lang, Wrapper};
+use super::{exec, Lang, Wrapper};
+use crate::store::memo;
 use crate::store::{Entry, OutputFile};
 
 const OBJECT: &str = "object";

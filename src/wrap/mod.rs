@@ -9,7 +9,6 @@
 
 pub mod cc;
 pub mod exec;
-pub mod memo;
 pub mod rust;
 
 use std::ffi::{OsStr, OsString};
@@ -20,6 +19,7 @@ use std::time::Instant;
 
 use crate::env::Context;
 use crate::stats;
+use crate::store::memo;
 use crate::store::Store;
 
 /// The language section a call is counted in.

@@ -19,18 +19,15 @@ use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 use kache_wrapper::key::KeyBuilder;
 use kache_wrapper::paths::{from_placeholders, Normalizer};
 use kache_wrapper::rustc::{self, KeyArg, Parsed, RustcInvocation};
-use serde::{Deserialize, Serialize};
 
-use super::{exec, memo, Lang, Wrapper};
-use crate::store::{Entry, OutputFile, Store};
+use super::{exec, Lang, Wrapper};
+use crate::store::{memo, Entry, ManifestMiss, OutputFile, Record, Store};
 
 const WS_TOKEN: &str = "@KACHE_WS@";
 const TARGET_TOKEN: &str = "@KACHE_TARGET@";
 /// What the worktree root and target dir become inside outputs.
 const WS_REMAP: &str = ".";
 const TARGET_REMAP: &str = "/kache/target";
-/// How many (inputs → result) records a manifest keeps, newest first.
-const MANIFEST_RECORDS: usize = 8;
 
 /// Env variables that can change rustc's output without appearing in
 /// dep-info (rustc itself, cargo's package facts that proc-macros read).
@@ -54,21 +51,6 @@ fn keyed_env(name: &str) -> bool {
 /// Variables whose values are worktree paths: normalized in the direct key,
 /// and only kept normalized in the result key when every use is an include.
 const PATH_VARS: [&str; 2] = ["CARGO_MANIFEST_DIR", "OUT_DIR"];
-
-/// One (inputs → result key) record of a manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Record {
-    /// (path in token form, blake3, size)
-    files: Vec<(String, String, u64)>,
-    /// (name, value in token form or raw, or None when unset)
-    env: Vec<(String, Option<String>)>,
-    result: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    records: Vec<Record>,
-}
 
 /// The roots of one compile and the normalization built from them.
 struct Roots {
@@ -390,11 +372,10 @@ fn lookup(
     out_dir: &Path,
     roots: &Roots,
 ) -> Lookup {
-    let Some(bytes) = w.store.get_manifest(direct) else {
-        return Lookup::Miss("no-manifest".into());
-    };
-    let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
-        return Lookup::Miss("bad-manifest".into());
+    let manifest = match w.store.get_manifest(direct) {
+        Ok(m) => m,
+        Err(ManifestMiss::Absent) => return Lookup::Miss("no-manifest".into()),
+        Err(ManifestMiss::Damaged) => return Lookup::Miss("bad-manifest".into()),
     };
     let mut last = "inputs-changed".to_string();
     for rec in &manifest.records {
@@ -748,24 +729,20 @@ fn store_result(
         .put_entry(&result_key, &entry)
         .map_err(|e| format!("store:{}", e.kind()))?;
 
-    let mut manifest = w
-        .store
-        .get_manifest(direct)
-        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-        .unwrap_or_default();
-    let rec = Record {
+    let mut manifest = w.store.get_manifest(direct).unwrap_or_default();
+    manifest.add(Record {
         files,
         env,
         result: result_key,
-    };
-    manifest.records.retain(|r| r != &rec);
-    manifest.records.insert(0, rec);
-    manifest.records.truncate(MANIFEST_RECORDS);
-    let bytes_json = serde_json::to_vec(&manifest).map_err(|_| "manifest-encode")?;
+    });
     w.store
-        .put_manifest(direct, &bytes_json)
+        .put_manifest(direct, &manifest)
         .map_err(|e| format!("store:{}", e.kind()))?;
-    crate::remote::queue_upload(w, Some(direct), &entry_key_for_upload(&manifest));
+    crate::remote::queue_upload(
+        w,
+        Some(direct),
+        manifest.newest_result().unwrap_or_default(),
+    );
     dedup_into_mount(w, &entry, out_dir, roots);
     crate::gc::maybe_collect(w, bytes);
     Ok(bytes)
@@ -836,13 +813,6 @@ fn dedup_into_mount(w: &mut Wrapper, entry: &Entry, out_dir: &Path, roots: &Root
         }
         Err(_) => w.count("mount.dedup_errors", 1),
     }
-}
-
-fn entry_key_for_upload(m: &Manifest) -> String {
-    m.records
-        .first()
-        .map(|r| r.result.clone())
-        .unwrap_or_default()
 }
 
 fn every_use_is_include(sources: &[PathBuf], var: &str) -> bool {
