@@ -15,7 +15,7 @@ use kache_platform::service;
 use crate::daemon::client::{self, State};
 use crate::env::{process_env, Context};
 use crate::init::{self, wrapper_stem, Setup, Wiring};
-use crate::store::memo::which;
+use crate::path_search::which;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

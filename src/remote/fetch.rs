@@ -121,7 +121,7 @@ pub fn lookup(store: &Store, rc: &RemoteConfig, kind: Kind, key: &str) -> Outcom
     let backend = match Backend::open(rc) {
         Ok(b) => b,
         Err(e) => {
-            crate::wrap::log_warn(&e);
+            crate::log::debug(&e);
             return Outcome::Error {
                 reason: "config".into(),
             };

@@ -25,6 +25,7 @@ use super::backend::{self, get_bounded, Backend, Got, RemoteError};
 use super::local::LocalState;
 use super::{blob_path, entry_path, manifest_path, RemoteConfig};
 use crate::config::Config;
+use crate::stats::{Counter, Tally};
 use crate::store::{is_valid_hash, manifest, Manifest, Store};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,7 +100,7 @@ pub fn start_background_drain(store: &Store) {
         .stderr(Stdio::null())
         .spawn();
     if let Err(e) = spawned {
-        crate::wrap::log_warn(&format!("cannot start a background drain: {e}"));
+        crate::log::debug(&format!("cannot start a background drain: {e}"));
     }
 }
 
@@ -206,13 +207,10 @@ pub fn drain(store: &Store, config: &Config, wait: bool) -> Result<DrainReport, 
 
 fn bump(store: &Store, objects: u64, bytes: u64) {
     if objects > 0 {
-        let _ = crate::stats::bump(
-            store,
-            &[
-                ("remote.uploads".to_string(), objects),
-                ("remote.bytes_up".to_string(), bytes),
-            ],
-        );
+        let mut t = Tally::default();
+        t.add_store(Counter::RemoteUploads, objects);
+        t.add_store(Counter::RemoteBytesUp, bytes);
+        let _ = t.flush(store);
     }
 }
 

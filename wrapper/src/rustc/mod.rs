@@ -5,14 +5,64 @@
 //! Anything not understood is a refusal with a reason: the real compiler runs
 //! and nothing is cached.
 
+pub mod key;
+
 /// The outcome of parsing a rustc command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// `-vV`, `--print …`, `-` (stdin) probes: run rustc, count nothing.
     NotACompile,
-    /// A compile kache will not cache; the string is the stable reason.
-    Refuse(String),
+    /// A compile kache will not cache, and why.
+    Refuse(Refusal),
     Compile(Box<RustcInvocation>),
+}
+
+/// Why a rustc compile is not cached. Each has a stable label (counted in
+/// `kache stats` as `rust.passthrough_reasons.<label>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `@file` arguments: their content is not visible here.
+    ResponseFile,
+    /// A valued option given as the last argument.
+    MissingValue(String),
+    UnknownFlag(String),
+    MultipleInputs,
+    NoCrateName,
+    NoOutDir,
+    CrateType(String),
+    /// `--emit kind=path`: outputs outside `--out-dir`.
+    EmitPath,
+    /// An emit kind other than dep-info, metadata, link.
+    Emit(String),
+    ExplicitOutputFile,
+    /// `-Z` options that change where or how outputs are written.
+    Unstable(String),
+    Unsupported(String),
+    SplitDebuginfo,
+    /// Profile-guided or coverage codegen: reads or writes profile files.
+    Codegen(String),
+}
+
+impl Refusal {
+    /// The stable label (the spelling `kache stats` has always shown).
+    pub fn label(&self) -> String {
+        match self {
+            Refusal::ResponseFile => "response-file".into(),
+            Refusal::MissingValue(o) => format!("missing-value:{o}"),
+            Refusal::UnknownFlag(f) => format!("unknown-flag:{f}"),
+            Refusal::MultipleInputs => "multiple-inputs".into(),
+            Refusal::NoCrateName => "no-crate-name".into(),
+            Refusal::NoOutDir => "no-out-dir".into(),
+            Refusal::CrateType(t) => format!("crate-type:{t}"),
+            Refusal::EmitPath => "emit-path".into(),
+            Refusal::Emit(e) => format!("emit:{e}"),
+            Refusal::ExplicitOutputFile => "explicit-output-file".into(),
+            Refusal::Unstable(v) => format!("unstable:{v}"),
+            Refusal::Unsupported(o) => format!("unsupported:{o}"),
+            Refusal::SplitDebuginfo => "split-debuginfo".into(),
+            Refusal::Codegen(k) => format!("codegen:{k}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +192,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('@') {
-            return Parsed::Refuse("response-file".into());
+            return Parsed::Refuse(Refusal::ResponseFile);
         }
         if SIMPLE_FLAGS.contains(&arg.as_str()) {
             if arg == "--test" {
@@ -160,7 +210,7 @@ pub fn parse(args: &[String]) -> Parsed {
                         i += 1;
                         v.clone()
                     }
-                    None => return Parsed::Refuse(format!("missing-value:{opt}")),
+                    None => return Parsed::Refuse(Refusal::MissingValue(opt.to_string())),
                 },
             };
             match handle_option(&mut inv, opt, &value) {
@@ -182,7 +232,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('-') {
-            return Parsed::Refuse(format!("unknown-flag:{arg}"));
+            return Parsed::Refuse(Refusal::UnknownFlag(arg.clone()));
         }
         inputs.push(arg.clone());
         inv.compile_args.push(arg.clone());
@@ -191,7 +241,7 @@ pub fn parse(args: &[String]) -> Parsed {
         return Parsed::NotACompile;
     }
     if inputs.len() > 1 {
-        return Parsed::Refuse("multiple-inputs".into());
+        return Parsed::Refuse(Refusal::MultipleInputs);
     }
     inv.input = inputs.remove(0);
     inv.key_args.push(KeyArg::Path {
@@ -199,10 +249,10 @@ pub fn parse(args: &[String]) -> Parsed {
         path: inv.input.clone(),
     });
     if inv.crate_name.is_empty() {
-        return Parsed::Refuse("no-crate-name".into());
+        return Parsed::Refuse(Refusal::NoCrateName);
     }
     if inv.out_dir.is_empty() {
-        return Parsed::Refuse("no-out-dir".into());
+        return Parsed::Refuse(Refusal::NoOutDir);
     }
     if inv.crate_types.is_empty() {
         // rustc's default crate type (and the only one for `--test`).
@@ -254,7 +304,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                     "lib" | "rlib" | "staticlib" | "proc-macro" | "dylib" | "cdylib" | "bin" => {
                         inv.crate_types.push(t.to_string())
                     }
-                    _ => return Err(Parsed::Refuse(format!("crate-type:{t}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::CrateType(t.to_string()))),
                 }
             }
             lit(inv, opt, value);
@@ -262,11 +312,11 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "--emit" => {
             for e in value.split(',') {
                 if e.contains('=') {
-                    return Err(Parsed::Refuse("emit-path".into()));
+                    return Err(Parsed::Refuse(Refusal::EmitPath));
                 }
                 match e {
                     "dep-info" | "metadata" | "link" => inv.emit.push(e.to_string()),
-                    _ => return Err(Parsed::Refuse(format!("emit:{e}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::Emit(e.to_string()))),
                 }
             }
             let mut kinds: Vec<&str> = value.split(',').collect();
@@ -278,7 +328,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
             inv.out_dir = value.to_string();
             return Ok(Keep::CompileOnly);
         }
-        "-o" => return Err(Parsed::Refuse("explicit-output-file".into())),
+        "-o" => return Err(Parsed::Refuse(Refusal::ExplicitOutputFile)),
         "--print" => return Err(Parsed::NotACompile),
         "--explain" => return Err(Parsed::NotACompile),
         "--error-format" => {
@@ -350,12 +400,12 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "-C" | "--codegen" => return codegen(inv, value),
         "-Z" => {
             if value.starts_with("incremental") || value.starts_with("split-dwarf") {
-                return Err(Parsed::Refuse(format!("unstable:{value}")));
+                return Err(Parsed::Refuse(Refusal::Unstable(value.to_string())));
             }
             lit(inv, "-Z", value);
         }
         "--env-set" | "--extern-location" => {
-            return Err(Parsed::Refuse(format!("unsupported:{opt}")));
+            return Err(Parsed::Refuse(Refusal::Unsupported(opt.to_string())));
         }
         _ => lit(inv, opt, value),
     }
@@ -379,10 +429,10 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
             return Ok(Keep::Both);
         }
         "split-debuginfo" if v != "off" => {
-            return Err(Parsed::Refuse("split-debuginfo".into()));
+            return Err(Parsed::Refuse(Refusal::SplitDebuginfo));
         }
         "profile-generate" | "profile-use" | "profile-sample-use" | "instrument-coverage" => {
-            return Err(Parsed::Refuse(format!("codegen:{k}")));
+            return Err(Parsed::Refuse(Refusal::Codegen(k.to_string())));
         }
         _ => {}
     }
@@ -655,20 +705,20 @@ mod tests {
         a.push("--frobnicate".into());
         assert_eq!(
             parse(&a),
-            Parsed::Refuse("unknown-flag:--frobnicate".into())
+            Parsed::Refuse(Refusal::UnknownFlag("--frobnicate".into()))
         );
         let mut b = cargo_lib_args();
         b.push("--emit=asm".into());
-        assert_eq!(parse(&b), Parsed::Refuse("emit:asm".into()));
+        assert_eq!(parse(&b), Parsed::Refuse(Refusal::Emit("asm".into())));
         let mut c = cargo_lib_args();
         c.push("@args.txt".into());
-        assert_eq!(parse(&c), Parsed::Refuse("response-file".into()));
+        assert_eq!(parse(&c), Parsed::Refuse(Refusal::ResponseFile));
         let mut d = cargo_lib_args();
         d.extend(s(&["-C", "split-debuginfo=packed"]));
-        assert_eq!(parse(&d), Parsed::Refuse("split-debuginfo".into()));
+        assert_eq!(parse(&d), Parsed::Refuse(Refusal::SplitDebuginfo));
         let mut e = cargo_lib_args();
         e.push("other.rs".into());
-        assert_eq!(parse(&e), Parsed::Refuse("multiple-inputs".into()));
+        assert_eq!(parse(&e), Parsed::Refuse(Refusal::MultipleInputs));
     }
 
     #[test]
