@@ -22,12 +22,12 @@ use kache_platform::HardlinkPolicy;
 use kache_wrapper::cc::{self, compiler, depfile, key, paths, CcInvocation};
 
 use super::exec::Captured;
-use super::outcome::{MissReason, NotStored, Passthrough, Tool};
-use super::pipeline::{self, Content, Dest, Language, Observed, Produced};
-use super::Call;
+use super::outcome::{MissReason, NotStored, Passthrough};
+use super::pipeline::{self, Content, Dest, Language, Produced};
+use super::{tools, Call};
 use crate::path_search;
 use crate::stats::Counter;
-use crate::store::{hash_file, memo, Entry};
+use crate::store::Entry;
 
 const OBJECT: &str = "object";
 const DEPFILE: &str = "depfile";
@@ -87,21 +87,6 @@ struct Cc {
 }
 
 impl Cc {
-    /// Version banner and binary content hash, memoized per compiler binary.
-    fn identity(&self, call: &mut Call) -> Result<String, Passthrough> {
-        let bin = PathBuf::from(&self.real);
-        let (id, probed) = memo::tool_identity(&call.store, &bin, "cc", || {
-            let out = Command::new(&bin).arg("--version").output()?;
-            let (hash, _) = hash_file(&bin)?;
-            Ok(format!("{}\n{hash}", String::from_utf8_lossy(&out.stdout)))
-        })
-        .map_err(|_| Passthrough::ToolIdentity(Tool::Cc))?;
-        if probed {
-            call.count(Counter::CompilerRuns, 1);
-        }
-        Ok(id)
-    }
-
     fn dep_path(&self) -> Option<PathBuf> {
         self.inv.dep_file.as_ref().map(|d| self.cwd.join(&d.path))
     }
@@ -112,12 +97,8 @@ impl Language for Cc {
         self.inv.source.to_string_lossy().into_owned()
     }
 
-    fn direct_key(&mut self, _: &mut Call) -> Result<Option<String>, Passthrough> {
-        Ok(None)
-    }
-
     fn key_ahead(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough> {
-        let ident = self.identity(call)?;
+        let ident = tools::cc(call, Path::new(&self.real))?;
         let version = compiler::parse_version_banner(&ident);
         let plan = paths::plan(&self.inv, &self.base, &self.cwd, version);
         let sde = key::source_date_epoch(
@@ -217,21 +198,6 @@ impl Language for Cc {
             .env("SOURCE_DATE_EPOCH", &self.sde)
             .current_dir(&self.cwd);
         cmd
-    }
-
-    /// The preprocessed source is the key; nothing else needs validating.
-    fn observed_inputs(
-        &mut self,
-        _: &mut Call,
-        _: &Captured,
-        _: SystemTime,
-    ) -> Result<Observed, NotStored> {
-        Ok(Observed::default())
-    }
-
-    fn result_key(&self, _: Option<&str>, _: &Observed) -> (String, BTreeMap<String, String>) {
-        // Never asked: the key is known ahead of the compile.
-        (String::new(), BTreeMap::new())
     }
 
     fn produced(&self, _: &Captured) -> Result<Vec<Produced>, NotStored> {

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod outcome;
 pub mod pipeline;
 pub mod rust;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -150,6 +150,9 @@ pub enum NotStored {
     InputModifiedDuringCompile,
     InputUnreadable,
     OutputMissing,
+    /// The language gave no result key to store under (an adapter without
+    /// either key kind).
+    NoResultKey,
     /// The store refused a write.
     Store(std::io::ErrorKind),
 }
@@ -169,6 +172,7 @@ impl NotStored {
             NotStored::InputModifiedDuringCompile => "input-modified-during-compile".into(),
             NotStored::InputUnreadable => "input-unreadable".into(),
             NotStored::OutputMissing => "output-missing".into(),
+            NotStored::NoResultKey => "no-result-key".into(),
             NotStored::Store(kind) => format!("store:{kind}"),
         }
     }

@@ -67,6 +67,9 @@ pub struct Observed {
     pub env: Vec<(String, Option<String>)>,
 }
 
+/// A key and the digests of its groups (what `why-miss` compares).
+pub type KeyAndGroups = (String, BTreeMap<String, String>);
+
 /// Where one stored output goes in this call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
@@ -105,11 +108,15 @@ pub trait Language {
     /// A key from what is known before compiling, looked up through its
     /// manifest (the recorded inputs decide the result key). `None` when the
     /// language has no direct mode.
-    fn direct_key(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough>;
+    fn direct_key(&mut self, _call: &mut Call) -> Result<Option<String>, Passthrough> {
+        Ok(None)
+    }
 
     /// A result key that can be computed without compiling (C/C++: from the
     /// preprocessed source), asked only after the direct lookup missed.
-    fn key_ahead(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough>;
+    fn key_ahead(&mut self, _call: &mut Call) -> Result<Option<String>, Passthrough> {
+        Ok(None)
+    }
 
     /// Absolute path text → token form (stored records, text, diagnostics).
     fn tokenize(&self, text: &str) -> String;
@@ -125,8 +132,11 @@ pub trait Language {
     /// served (a dep file naming a path that does not exist here).
     fn rewrite(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason>;
 
-    /// Stored diagnostics as this worktree prints them.
-    fn replay_stderr(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason>;
+    /// Stored diagnostics as this worktree prints them (by default
+    /// rewritten like any stored text).
+    fn replay_stderr(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason> {
+        self.rewrite(stored)
+    }
 
     /// Files the real compile writes (read-only restored ones are unlinked
     /// first, so the compiler can replace them).
@@ -137,21 +147,23 @@ pub trait Language {
 
     /// What the successful compile `run` read, which a later call must find
     /// unchanged to hit. From dep-info today; from a recorder's log when the
-    /// compiler runs under one. Files changed since `started` refuse.
+    /// compiler runs under one. Files changed since `started` refuse. None
+    /// for a language whose key ahead already covers everything read.
     fn observed_inputs(
         &mut self,
-        call: &mut Call,
-        run: &Captured,
-        started: SystemTime,
-    ) -> Result<Observed, NotStored>;
+        _call: &mut Call,
+        _run: &Captured,
+        _started: SystemTime,
+    ) -> Result<Observed, NotStored> {
+        Ok(Observed::default())
+    }
 
-    /// The result key of a compile that read `observed`, when no key was
-    /// known ahead; with its key groups (for `why-miss`).
-    fn result_key(
-        &self,
-        direct: Option<&str>,
-        observed: &Observed,
-    ) -> (String, BTreeMap<String, String>);
+    /// The result key of a compile with direct key `direct` that read
+    /// `observed`, with its key groups (for `why-miss`). Asked only when no
+    /// key was known ahead, so a language with a key ahead never is.
+    fn result_key(&self, _direct: &str, _observed: &Observed) -> Option<KeyAndGroups> {
+        None
+    }
 
     /// What to store of a successful compile.
     fn produced(&self, run: &Captured) -> Result<Vec<Produced>, NotStored>;
@@ -194,7 +206,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
     let mut first_miss = None;
     if keys.direct.is_some() {
-        match look_up(call, lang, &keys, mount.as_deref()) {
+        match look_up(call, &target(lang, &mount), &keys) {
             Ok(bytes) => return hit(call, &unit, bytes, false),
             Err(r) => first_miss = Some(r),
         }
@@ -204,7 +216,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         Err(p) => return call.passthrough(compiler, args, p),
     };
     if keys.ahead.is_some() {
-        match look_up(call, lang, &keys, mount.as_deref()) {
+        match look_up(call, &target(lang, &mount), &keys) {
             Ok(bytes) => return hit(call, &unit, bytes, false),
             Err(r) => first_miss = Some(r),
         }
@@ -217,7 +229,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
 
     if import_from_remote(call, &keys) {
-        if let Ok(bytes) = look_up(call, lang, &keys, mount.as_deref()) {
+        if let Ok(bytes) = look_up(call, &target(lang, &mount), &keys) {
             return hit(call, &unit, bytes, true);
         }
     }
@@ -231,13 +243,20 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     )
     .ok()
     .flatten();
-    let reason = match look_up(call, lang, &keys, mount.as_deref()) {
+    let reason = match look_up(call, &target(lang, &mount), &keys) {
         Ok(bytes) => return hit(call, &unit, bytes, false),
         Err(r) => r,
     };
     let code = compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
     drop(lock);
     code
+}
+
+fn target<'a, L>(lang: &'a L, mount: &'a Option<PathBuf>) -> Target<'a, L> {
+    Target {
+        lang,
+        mount: mount.as_deref(),
+    }
 }
 
 fn hit(call: &mut Call, unit: &str, bytes: u64, remote: bool) -> i32 {
@@ -265,24 +284,26 @@ fn import_from_remote(call: &mut Call, keys: &Keys) -> bool {
     false
 }
 
+/// Where a call's outputs go: its language adapter and the kache mount
+/// holding its output directory, if any.
+struct Target<'a, L> {
+    lang: &'a L,
+    mount: Option<&'a Path>,
+}
+
 /// Looks the call up by its keys; on success the outputs are in place, the
 /// diagnostics replayed, and the bytes provided returned.
-fn look_up<L: Language>(
-    call: &mut Call,
-    lang: &L,
-    keys: &Keys,
-    mount: Option<&Path>,
-) -> Result<u64, MissReason> {
+fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u64, MissReason> {
     let mut miss = MissReason::NoManifest;
     if let Some(direct) = &keys.direct {
         match call.store.get_manifest(direct) {
             Ok(manifest) => {
                 miss = MissReason::InputsChanged;
                 for rec in &manifest.records {
-                    if !inputs_match(call, lang, rec) {
+                    if !inputs_match(call, t.lang, rec) {
                         continue;
                     }
-                    match serve(call, lang, &rec.result, mount) {
+                    match serve(call, t, &rec.result) {
                         Ok(bytes) => return Ok(bytes),
                         Err(r) => miss = r,
                     }
@@ -293,7 +314,7 @@ fn look_up<L: Language>(
         }
     }
     match &keys.ahead {
-        Some(key) => serve(call, lang, key, mount),
+        Some(key) => serve(call, t, key),
         None => Err(miss),
     }
 }
@@ -326,12 +347,8 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
 }
 
 /// Serves entry `key`: verified, rewritten for this worktree, then placed.
-fn serve<L: Language>(
-    call: &mut Call,
-    lang: &L,
-    key: &str,
-    mount: Option<&Path>,
-) -> Result<u64, MissReason> {
+fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, MissReason> {
+    let lang = t.lang;
     let entry = call.store.get_entry(key).map_err(MissReason::Entry)?;
     let opened = call.store.open_blobs(&entry).map_err(MissReason::Entry)?;
     // Sizes are checked by open_blobs; content is checked through the digest
@@ -360,22 +377,8 @@ fn serve<L: Language>(
     }
     let stderr = lang.replay_stderr(&entry.stderr)?;
 
-    let to_place: Vec<ToPlace> = entry
-        .outputs
-        .iter()
-        .zip(&dests)
-        .enumerate()
-        .filter_map(|(i, (out, d))| match d {
-            Dest::Place { path, hardlink } => Some(ToPlace {
-                index: i,
-                out,
-                path: path.clone(),
-                hardlink: *hardlink,
-            }),
-            Dest::Rewrite { .. } => None,
-        })
-        .collect();
-    let placed = restore(call, &entry, &opened, &to_place, mount)?;
+    let to_place = outputs_to_place(&entry, &dests);
+    let placed = restore(call, &entry, &opened, &to_place, t.mount)?;
     for (path, text) in texts {
         let _ = fs::remove_file(path);
         fs::write(path, text).map_err(|_| MissReason::TextUnwritable)?;
@@ -405,6 +408,23 @@ struct ToPlace<'a> {
     out: &'a OutputFile,
     path: PathBuf,
     hardlink: HardlinkPolicy,
+}
+
+/// The outputs to place: those of `entry` whose destination is a placement
+/// (text outputs are rewritten instead).
+fn outputs_to_place<'a>(entry: &'a Entry, dests: &[Dest]) -> Vec<ToPlace<'a>> {
+    let mut list = Vec::new();
+    for (index, (out, d)) in entry.outputs.iter().zip(dests).enumerate() {
+        if let Dest::Place { path, hardlink } = d {
+            list.push(ToPlace {
+                index,
+                out,
+                path: path.clone(),
+                hardlink: *hardlink,
+            });
+        }
+    }
+    list
 }
 
 /// What a restore placed, per method.
@@ -524,9 +544,12 @@ fn store<L: Language>(
     mount: Option<&Path>,
 ) -> Result<u64, NotStored> {
     let observed = lang.observed_inputs(call, run, started)?;
-    let (result, groups) = match &keys.ahead {
-        Some(k) => (k.clone(), BTreeMap::new()),
-        None => lang.result_key(keys.direct.as_deref(), &observed),
+    let (result, groups) = match (&keys.ahead, &keys.direct) {
+        (Some(k), _) => (k.clone(), BTreeMap::new()),
+        (None, Some(d)) => lang
+            .result_key(d, &observed)
+            .ok_or(NotStored::NoResultKey)?,
+        (None, None) => return Err(NotStored::NoResultKey),
     };
     for (g, d) in &groups {
         if g != "direct" && g != "domain" {
@@ -600,21 +623,7 @@ fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root:
     let Ok(dests) = lang.destinations(entry) else {
         return;
     };
-    let to_place: Vec<ToPlace> = entry
-        .outputs
-        .iter()
-        .zip(dests)
-        .enumerate()
-        .filter_map(|(index, (out, d))| match d {
-            Dest::Place { path, hardlink } => Some(ToPlace {
-                index,
-                out,
-                path,
-                hardlink,
-            }),
-            Dest::Rewrite { .. } => None,
-        })
-        .collect();
+    let to_place = outputs_to_place(entry, &dests);
     // Placement stamps "now"; put back the times the compiler gave the
     // files, or a dependent that already compiled against an rmeta
     // (pipelining) would look older than its dependency to cargo.

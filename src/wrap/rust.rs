@@ -9,23 +9,21 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
 use kache_wrapper::rustc::key::{self, DirectInput, Roots, PATH_VARS};
-use kache_wrapper::rustc::{self, Parsed, RustcInvocation};
+use kache_wrapper::rustc::{self, BadArtifact, Parsed, RustcInvocation};
 
 use super::exec::Captured;
-use super::outcome::{KeyedFile, MissReason, NotStored, Passthrough, Tool};
-use super::pipeline::{self, Content, Dest, Language, Observed, Produced};
-use super::Call;
+use super::outcome::{KeyedFile, MissReason, NotStored, Passthrough};
+use super::pipeline::{self, Content, Dest, KeyAndGroups, Language, Observed, Produced};
+use super::{tools, Call};
 use crate::config::Incremental;
-use crate::path_search;
-use crate::stats::Counter;
 use crate::store::{memo, Entry};
+use crate::worktree;
 
 pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
     match Rust::new(call, compiler, args) {
@@ -73,7 +71,9 @@ impl Rust {
             return Err(Passthrough::Excluded);
         }
         let out_dir = cwd.join(&inv.out_dir);
-        let roots = roots_for(&cwd, &out_dir);
+        let (ws, target) = worktree::cargo_roots(&cwd, &out_dir);
+        let text = |p: PathBuf| p.to_string_lossy().into_owned();
+        let roots = Roots::new(ws.map(text), target.map(text));
         // Roots are substituted inside JSON diagnostics as plain text.
         let plain = |p: &String| !p.chars().any(|c| c == '"' || c == '\\' || c.is_control());
         if !roots.ws.iter().chain(&roots.target).all(plain) {
@@ -101,58 +101,6 @@ impl Rust {
     }
 }
 
-/// cargo marks its target directory with CACHEDIR.TAG, and `.rustc_info.json`
-/// covers one it did not create itself (made beforehand, or a mount point).
-fn find_target_dir(out_dir: &Path) -> Option<PathBuf> {
-    out_dir
-        .ancestors()
-        .find(|d| d.join("CACHEDIR.TAG").is_file() || d.join(".rustc_info.json").is_file())
-        .map(Path::to_path_buf)
-}
-
-fn roots_for(cwd: &Path, out_dir: &Path) -> Roots {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    // A registry or git dependency is compiled with its package directory
-    // (inside CARGO_HOME) as cwd: that is not a worktree root, and remapping
-    // it would change the paths its panics print.
-    let in_cargo_home = cargo_home.as_ref().is_some_and(|h| cwd.starts_with(h));
-    let ws = (!in_cargo_home && cwd.parent().is_some()).then(|| cwd.to_string_lossy().into_owned());
-    let target = find_target_dir(out_dir).map(|t| t.to_string_lossy().into_owned());
-    Roots::new(ws, target)
-}
-
-/// A tool's identity text, memoized by the binary's stat (and `extra`);
-/// counts a compiler run when it had to be probed.
-fn identity(
-    call: &mut Call,
-    bin: &Path,
-    extra: &str,
-    probe: impl FnOnce() -> io::Result<String>,
-) -> io::Result<String> {
-    let (id, probed) = memo::tool_identity(&call.store, bin, extra, probe)?;
-    if probed {
-        call.count(Counter::CompilerRuns, 1);
-    }
-    Ok(id)
-}
-
-fn stdout_of(cmd: &mut Command) -> io::Result<String> {
-    let out = cmd.output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The host glibc, as the dynamic loader reports it (linked outputs embed
-/// its symbol versions).
-fn host_libc() -> String {
-    ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
-        .iter()
-        .filter_map(|ld| stdout_of(Command::new(ld).arg("--version")).ok())
-        .find_map(|out| out.lines().next().map(String::from))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 impl Language for Rust {
     fn unit(&self) -> String {
         self.inv.crate_name.clone()
@@ -160,35 +108,10 @@ impl Language for Rust {
 
     fn direct_key(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough> {
         let inv = &self.inv;
-        let rustc = path_search::which(&self.compiler.to_string_lossy())
-            .ok_or(Passthrough::ToolNotFound(Tool::Rustc))?;
-        let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_default();
-        let compiler = self.compiler.clone();
-        let rustc_id = identity(call, &rustc, &toolchain, || {
-            let out = Command::new(&compiler).arg("-vV").output()?;
-            if !out.status.success() {
-                return Err(io::Error::other("rustc -vV failed"));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        })
-        .map_err(|_| Passthrough::ToolIdentity(Tool::Rustc))?;
+        let rustc_id = tools::rustc(call, &self.compiler.to_string_lossy())?;
         let linker_id = match inv.is_linked() {
+            true => Some(tools::linker(call, inv.linker.as_deref().unwrap_or("cc"))?),
             false => None,
-            true => {
-                let name = inv.linker.as_deref().unwrap_or("cc");
-                let bin =
-                    path_search::which(name).ok_or(Passthrough::ToolNotFound(Tool::Linker))?;
-                let probe = || {
-                    Ok(format!(
-                        "{}\nlibc {}",
-                        stdout_of(Command::new(&bin).arg("--version"))?,
-                        host_libc()
-                    ))
-                };
-                let (id, _) = memo::tool_identity(&call.store, &bin, "linker", probe)
-                    .map_err(|_| Passthrough::ToolIdentity(Tool::Linker))?;
-                Some(id)
-            }
         };
         let target_spec = match inv.target.as_deref().filter(|t| t.ends_with(".json")) {
             Some(t) => Some(self.digest(call, Path::new(t), KeyedFile::TargetSpec)?),
@@ -202,31 +125,16 @@ impl Language for Rust {
             });
         }
         let mut static_libs = Vec::new();
-        for (kind, name) in inv
-            .native_libs
-            .iter()
-            .filter(|(k, _)| k.starts_with("static"))
-        {
-            let _ = kind;
-            let file = format!("lib{}.a", name.split(':').next().unwrap_or(name));
-            let found = inv
-                .search_paths
-                .iter()
-                .filter(|(k, _)| k == "native" || k == "all")
-                .map(|(_, d)| self.cwd.join(d).join(&file))
+        for (file, dirs) in inv.static_libs() {
+            let mut found = dirs.iter().map(|d| self.cwd.join(d).join(&file));
+            let p = found
                 .find(|p| p.is_file())
                 .ok_or(Passthrough::NativeLibNotFound)?;
-            static_libs.push((file, self.digest(call, &found, KeyedFile::NativeLib)?));
+            static_libs.push((file, self.digest(call, &p, KeyedFile::NativeLib)?));
         }
-        let mut env = Vec::new();
-        for (n, v) in std::env::vars_os() {
-            let Some(n) = n.to_str() else { continue };
-            let declared = call.ctx.config.rust_env().iter().any(|d| d == n);
-            if key::keyed_env(n) || declared {
-                let v = v.into_string().map_err(|_| Passthrough::NonUtf8Env)?;
-                env.push((n.to_string(), v));
-            }
-        }
+        let declared = call.ctx.config.rust_env();
+        let env =
+            key::keyed_vars(std::env::vars_os(), declared).map_err(|_| Passthrough::NonUtf8Env)?;
         let cwd = self.cwd.to_string_lossy();
         let (k, groups) = key::direct_key(&DirectInput {
             invocation: inv,
@@ -238,16 +146,12 @@ impl Language for Rust {
             extern_contents: &extern_contents,
             static_libs: &static_libs,
             env: &env,
-            declared_env: call.ctx.config.rust_env(),
+            declared_env: declared,
         });
         for (g, d) in groups {
             call.key_groups.insert(format!("direct.{g}"), d);
         }
         Ok(Some(k))
-    }
-
-    fn key_ahead(&mut self, _: &mut Call) -> Result<Option<String>, Passthrough> {
-        Ok(None)
     }
 
     fn tokenize(&self, text: &str) -> String {
@@ -282,10 +186,6 @@ impl Language for Rust {
         Ok(self.expand(&String::from_utf8_lossy(stored)).into_bytes())
     }
 
-    fn replay_stderr(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason> {
-        self.rewrite(stored)
-    }
-
     fn written_paths(&self) -> Vec<PathBuf> {
         let outs = self.inv.expected_outputs();
         outs.iter().map(|(n, _)| self.out_dir.join(n)).collect()
@@ -307,17 +207,11 @@ impl Language for Rust {
         if !self.inv.emit.iter().any(|e| e == "dep-info") {
             return Err(NotStored::NoDepInfo);
         }
-        // Every artifact rustc announced must be one we expect.
-        let expected = self.inv.expected_outputs();
         let stderr = std::str::from_utf8(&run.stderr).map_err(|_| NotStored::NonUtf8Output)?;
-        for line in stderr.lines().filter(|l| l.starts_with("{\"artifact\":")) {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|_| NotStored::BadArtifactLine)?;
-            let name = Path::new(v["artifact"].as_str().unwrap_or_default()).file_name();
-            if !name.is_some_and(|n| expected.iter().any(|(e, _)| n == e.as_str())) {
-                return Err(NotStored::UnexpectedArtifact);
-            }
-        }
+        rustc::check_artifacts(stderr, &self.inv.expected_outputs()).map_err(|e| match e {
+            BadArtifact::Unparsable => NotStored::BadArtifactLine,
+            BadArtifact::Unexpected => NotStored::UnexpectedArtifact,
+        })?;
         let dep_name = format!("{}{}.d", self.inv.crate_name, self.inv.extra_filename);
         let dep_text = fs::read_to_string(self.out_dir.join(dep_name))
             .map_err(|_| NotStored::DepInfoUnreadable)?;
@@ -345,32 +239,28 @@ impl Language for Rust {
                 sources.push(abs);
             }
         }
-        for (name, value) in &dep.env {
-            let value = value.as_ref().map(|v| {
-                let tokenized = self.roots.tokenize(v);
-                // A worktree path baked into the crate stays this worktree's
-                // unless every use of it is an include (then it is only read
-                // at compile time, and any worktree's copy is the same).
-                let keep_token = tokenized != *v
+        let texts = || -> Vec<Option<String>> {
+            sources.iter().map(|s| fs::read_to_string(s).ok()).collect()
+        };
+        for (name, value) in dep.env {
+            // A worktree path baked into the crate stays this worktree's
+            // unless it is only ever included.
+            let value = value.map(|v| match self.roots.tokenize(&v) {
+                t if t != v
                     && PATH_VARS.contains(&name.as_str())
-                    && every_use_is_include(&sources, name);
-                if keep_token {
-                    tokenized
-                } else {
-                    v.clone()
+                    && rustc::every_use_is_include(&texts(), &name) =>
+                {
+                    t
                 }
+                _ => v,
             });
-            seen.env.push((name.clone(), value));
+            seen.env.push((name, value));
         }
         Ok(seen)
     }
 
-    fn result_key(
-        &self,
-        direct: Option<&str>,
-        seen: &Observed,
-    ) -> (String, BTreeMap<String, String>) {
-        key::result_key(direct.unwrap_or_default(), &seen.files, &seen.env)
+    fn result_key(&self, direct: &str, seen: &Observed) -> Option<KeyAndGroups> {
+        Some(key::result_key(direct, &seen.files, &seen.env))
     }
 
     fn produced(&self, _: &Captured) -> Result<Vec<Produced>, NotStored> {
@@ -400,17 +290,4 @@ impl Language for Rust {
     fn out_dir(&self) -> &Path {
         &self.out_dir
     }
-}
-
-fn every_use_is_include(sources: &[PathBuf], var: &str) -> bool {
-    let (mut uses, mut includes) = (0, 0);
-    for s in sources {
-        let Ok(text) = fs::read_to_string(s) else {
-            return false;
-        };
-        let (u, i) = rustc::env_var_uses(&text, var);
-        uses += u;
-        includes += i;
-    }
-    uses > 0 && uses == includes
 }

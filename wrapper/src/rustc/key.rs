@@ -49,6 +49,24 @@ pub fn keyed_env(name: &str) -> bool {
         )
 }
 
+/// The variables of `vars` (the process environment) that enter the direct
+/// key: [`keyed_env`] ones and `declared` ones. `Err` names a keyed variable
+/// whose value is not UTF-8 (it cannot be keyed faithfully).
+pub fn keyed_vars(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    declared: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::new();
+    for (n, v) in vars {
+        let Some(n) = n.to_str() else { continue };
+        if keyed_env(n) || declared.iter().any(|d| d == n) {
+            let v = v.into_string().map_err(|_| n.to_string())?;
+            env.push((n.to_string(), v));
+        }
+    }
+    Ok(env)
+}
+
 /// The roots of one compile (worktree, target dir) and the normalization
 /// built from them: the same rules key paths, become rustc's
 /// `--remap-path-prefix` flags, and tokenize stored text.
@@ -360,6 +378,25 @@ mod tests {
         let one = k(&[("PM_SECRET".into(), "1".into())]);
         assert_ne!(unset, empty);
         assert_ne!(empty, one);
+    }
+
+    #[test]
+    fn only_keyed_and_declared_variables_are_kept() {
+        let os = |a: &str, b: &str| (a.into(), b.into());
+        let vars = vec![
+            os("CARGO_PKG_NAME", "foo"),
+            os("PATH", "/bin"),
+            os("PM_SECRET", "x"),
+            os("TERM", "xterm"),
+        ];
+        let kept = keyed_vars(vars, &["PM_SECRET".to_string()]).unwrap();
+        assert_eq!(
+            kept,
+            vec![
+                ("CARGO_PKG_NAME".to_string(), "foo".to_string()),
+                ("PM_SECRET".to_string(), "x".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -441,6 +441,25 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
 }
 
 impl RustcInvocation {
+    /// Each static native library (`-l static=NAME`) as its file name
+    /// (`libNAME.a`) and the search directories it may be in, in order.
+    pub fn static_libs(&self) -> Vec<(String, Vec<String>)> {
+        let dirs: Vec<String> = self
+            .search_paths
+            .iter()
+            .filter(|(k, _)| k == "native" || k == "all")
+            .map(|(_, d)| d.clone())
+            .collect();
+        self.native_libs
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("static"))
+            .map(|(_, name)| {
+                let name = name.split(':').next().unwrap_or(name);
+                (format!("lib{name}.a"), dirs.clone())
+            })
+            .collect()
+    }
+
     /// True when the outputs are produced by a linker (so the linker and the
     /// host libc are part of the key).
     pub fn is_linked(&self) -> bool {
@@ -589,6 +608,46 @@ pub fn env_var_uses(source: &str, var: &str) -> (usize, usize) {
     (uses, include_uses)
 }
 
+/// True when `var` is used in `sources` and every use is inside an
+/// include (so the path it holds is only read at compile time, and any
+/// worktree's copy of it gives the same output). `None` for a source that
+/// could not be read: then it is not known, and the answer is no.
+pub fn every_use_is_include(sources: &[Option<String>], var: &str) -> bool {
+    let (mut uses, mut includes) = (0, 0);
+    for s in sources {
+        let Some(text) = s else { return false };
+        let (u, i) = env_var_uses(text, var);
+        uses += u;
+        includes += i;
+    }
+    uses > 0 && uses == includes
+}
+
+/// Why rustc's artifact notifications cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadArtifact {
+    /// An `{"artifact":…}` line that is not JSON.
+    Unparsable,
+    /// An artifact that is not one of the expected outputs.
+    Unexpected,
+}
+
+/// Checks that every artifact rustc announced on `stderr` is one of
+/// `expected` (file names): anything else was written where kache does
+/// not look, and storing the rest would serve an incomplete result.
+pub fn check_artifacts(stderr: &str, expected: &[(String, bool)]) -> Result<(), BadArtifact> {
+    for line in stderr.lines().filter(|l| l.starts_with("{\"artifact\":")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| BadArtifact::Unparsable)?;
+        let path = v["artifact"].as_str().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !expected.iter().any(|(e, _)| e == name) {
+            return Err(BadArtifact::Unexpected);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +692,33 @@ mod tests {
             Parsed::Compile(c) => *c,
             other => panic!("not a compile: {other:?}"),
         }
+    }
+
+    #[test]
+    fn static_libs_are_searched_in_native_and_all_paths_only() {
+        let mut a = cargo_lib_args();
+        for x in [
+            "-l",
+            "static=z",
+            "-l",
+            "m",
+            "-L",
+            "native=/o",
+            "-L",
+            "crate=/c",
+            "-L",
+            "/all",
+        ] {
+            a.push(x.to_string());
+        }
+        let inv = compile(&a);
+        assert_eq!(
+            inv.static_libs(),
+            vec![(
+                "libz.a".to_string(),
+                vec!["/o".to_string(), "/all".to_string()]
+            )]
+        );
     }
 
     #[test]
@@ -751,6 +837,32 @@ mod tests {
                 ("MISSING".into(), None)
             ]
         );
+    }
+
+    #[test]
+    fn only_expected_artifacts_pass() {
+        let expected = vec![("libfoo-1.rlib".to_string(), false)];
+        let ok = "warning: x\n{\"artifact\":\"/t/deps/libfoo-1.rlib\",\"emit\":\"link\"}\n";
+        assert_eq!(check_artifacts(ok, &expected), Ok(()));
+        let other = "{\"artifact\":\"/t/deps/libbar.rlib\",\"emit\":\"link\"}";
+        assert_eq!(
+            check_artifacts(other, &expected),
+            Err(BadArtifact::Unexpected)
+        );
+        assert_eq!(
+            check_artifacts("{\"artifact\":", &expected),
+            Err(BadArtifact::Unparsable)
+        );
+    }
+
+    #[test]
+    fn a_path_variable_is_include_only_when_every_source_agrees() {
+        let inc = Some(r#"include!(concat!(env!("OUT_DIR"), "/g.rs"));"#.to_string());
+        let run = Some(r#"const D: &str = env!("OUT_DIR");"#.to_string());
+        assert!(every_use_is_include(std::slice::from_ref(&inc), "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc.clone(), run], "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc.clone(), None], "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc], "CARGO_MANIFEST_DIR"));
     }
 
     #[test]
