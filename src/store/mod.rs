@@ -566,8 +566,8 @@ impl Store {
         for item in doomed {
             // Re-check just before removing: an entry used or re-published
             // since the scan has a newer mtime, and removing it would throw
-            // away the last publication (lesson 23) or the entry a hit just
-            // used. It stays, and so do the blobs it was scanned with.
+            // away the last publication of that key (a racing re-publish
+            // would be lost) or the entry a hit just used. It stays, and so do the blobs it was scanned with.
             let unchanged = fs::symlink_metadata(&item.path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m == item.mtime);

@@ -2,7 +2,8 @@
 //! worktrees.
 //!
 //! Owns the placeholder rewrite: paths under the producing worktree's root are stored as
-//! [`BASE_TOKEN`] and expanded to the consuming worktree's root on restore (lesson 14).
+//! [`BASE_TOKEN`] and expanded to the consuming worktree's root on restore, so a
+//! restored dep file never names the producing worktree.
 //! The rewrite works token by token on the original text, so everything else (line
 //! continuations, escapes, relative paths, system headers) comes back byte for byte.
 //! Never decides whether a hit may be served: the caller checks that every named path exists

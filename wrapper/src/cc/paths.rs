@@ -3,7 +3,8 @@
 //! Owns the choice between a path-independent key (the real compile gets
 //! `-ffile-prefix-map=<base>=.`, so the object names paths below the worktree root relative to
 //! it) and a path-local key (the absolute base is keyed). Maps a *root* (the worktree), never a
-//! source's own directory, so `__FILE__` keeps its structure below the root (lesson 11).
+//! source's own directory, so `__FILE__` keeps its structure below the root (flattening it
+//! once broke a static assertion on `__FILE__`).
 //!
 //! The same `<base>` is normalized to a placeholder in the key with the compiler's own matching
 //! rule (a plain string prefix, as GCC does), so a key can only be shared when the compiler
