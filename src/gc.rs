@@ -26,9 +26,8 @@ pub fn maybe_collect(store: &Store, limit: Option<u64>, added: u64) -> bool {
         return false;
     };
     // The caller's own pending bytes are flushed later; include them now.
-    let estimate = c.get("gc.last_total").copied().unwrap_or(0)
-        + c.get("gc.pending_bytes").copied().unwrap_or(0)
-        + added;
+    let read = |k: Counter| c.get(&k.key(None)).copied().unwrap_or(0);
+    let estimate = read(Counter::GcLastTotal) + read(Counter::GcPendingBytes) + added;
     estimate > limit && collect(store, limit, false).unwrap_or(false)
 }
 
@@ -51,8 +50,8 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     stats::set(
         store,
         &[
-            ("gc.last_total", report.bytes_after),
-            ("gc.pending_bytes", 0),
+            (Counter::GcLastTotal, report.bytes_after),
+            (Counter::GcPendingBytes, 0),
         ],
     )?;
     let mut t = Tally::default();

@@ -395,11 +395,11 @@ pub fn bump(store: &Store, updates: &[(String, u64)]) -> io::Result<()> {
     })
 }
 
-/// Sets counters to exact values (used by gc for its measurements).
-pub fn set(store: &Store, values: &[(&str, u64)]) -> io::Result<()> {
+/// Sets store counters to exact values (gc's measurements).
+pub fn set(store: &Store, values: &[(Counter, u64)]) -> io::Result<()> {
     update(store, |c| {
         for (k, v) in values {
-            c.insert(k.to_string(), *v);
+            c.insert(k.key(None), *v);
         }
     })
 }
