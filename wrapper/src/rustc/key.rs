@@ -257,12 +257,20 @@ mod tests {
         }
     }
 
-    fn key(inv: &RustcInvocation, roots: &Roots, env: &[(&str, &str)]) -> String {
+    /// The direct key of `inv` under `roots` with `env`, every extern's
+    /// content `extern_content`, and `declared` variables.
+    fn key_with(
+        inv: &RustcInvocation,
+        roots: &Roots,
+        env: &[(&str, &str)],
+        extern_content: &str,
+        declared: &[String],
+    ) -> String {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        let externs = vec![Some("e1".to_string()); inv.externs.len()];
+        let externs = vec![Some(extern_content.to_string()); inv.externs.len()];
         direct_key(&DirectInput {
             invocation: inv,
             roots,
@@ -273,9 +281,13 @@ mod tests {
             extern_contents: &externs,
             static_libs: &[],
             env: &env,
-            declared_env: &[],
+            declared_env: declared,
         })
         .0
+    }
+
+    fn key(inv: &RustcInvocation, roots: &Roots, env: &[(&str, &str)]) -> String {
+        key_with(inv, roots, env, "e1", &[])
     }
 
     fn roots(ws: &str) -> Roots {
@@ -319,63 +331,17 @@ mod tests {
         let e = inv(&["--extern", "dep=/w/a/target/debug/deps/libdep-1.rlib"]);
         let env = [("CARGO_PKG_VERSION", "1.0.0")];
         let k1 = key(&e, &r, &env);
-        let mut externs = vec![Some("e2".to_string())];
-        let k2 = direct_key(&DirectInput {
-            invocation: &e,
-            roots: &r,
-            rustc_identity: "rustc 1.95",
-            linker_identity: None,
-            cwd: None,
-            target_spec: None,
-            extern_contents: &externs,
-            static_libs: &[],
-            env: &[("CARGO_PKG_VERSION".into(), "1.0.0".into())],
-            declared_env: &[],
-        })
-        .0;
-        assert_ne!(k1, k2);
-        externs[0] = Some("e1".into());
-        assert_eq!(
-            k1,
-            direct_key(&DirectInput {
-                invocation: &e,
-                roots: &roots("/w/b"),
-                rustc_identity: "rustc 1.95",
-                linker_identity: None,
-                cwd: None,
-                target_spec: None,
-                extern_contents: &externs,
-                static_libs: &[],
-                env: &[("CARGO_PKG_VERSION".into(), "1.0.0".into())],
-                declared_env: &[],
-            })
-            .0
-        );
+        assert_ne!(k1, key_with(&e, &r, &env, "e2", &[]));
+        assert_eq!(k1, key_with(&e, &roots("/w/b"), &env, "e1", &[]));
     }
 
     #[test]
     fn a_declared_variable_is_keyed_set_or_unset() {
-        let i = inv(&[]);
-        let r = roots("/w/a");
-        let declared = vec!["PM_SECRET".to_string()];
-        let k = |env: &[(String, String)]| {
-            direct_key(&DirectInput {
-                invocation: &i,
-                roots: &r,
-                rustc_identity: "rustc",
-                linker_identity: None,
-                cwd: None,
-                target_spec: None,
-                extern_contents: &[],
-                static_libs: &[],
-                env,
-                declared_env: &declared,
-            })
-            .0
-        };
-        let unset = k(&[]);
-        let empty = k(&[("PM_SECRET".into(), "".into())]);
-        let one = k(&[("PM_SECRET".into(), "1".into())]);
+        let (i, r) = (inv(&[]), roots("/w/a"));
+        let declared = ["PM_SECRET".to_string()];
+        let unset = key_with(&i, &r, &[], "", &declared);
+        let empty = key_with(&i, &r, &[("PM_SECRET", "")], "", &declared);
+        let one = key_with(&i, &r, &[("PM_SECRET", "1")], "", &declared);
         assert_ne!(unset, empty);
         assert_ne!(empty, one);
     }
