@@ -217,7 +217,10 @@ pub fn gc(ctx: &Context, max_size: Option<String>, older_than: Option<String>) -
     let r = with_spinner("collecting", || store.gc(limit, &pinned))?;
     stats::set(
         &store,
-        &[("gc.last_total", r.bytes_after), ("gc.pending_bytes", 0)],
+        &[
+            (stats::Counter::GcLastTotal, r.bytes_after),
+            (stats::Counter::GcPendingBytes, 0),
+        ],
     )?;
     if older_than.is_some() {
         println!(

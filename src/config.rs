@@ -244,6 +244,15 @@ impl fmt::Display for Value {
     }
 }
 
+/// What to do with a Rust compile that asks for incremental compilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Drop `-C incremental` and cache the compile.
+    Strip,
+    /// Leave it uncached.
+    Passthrough,
+}
+
 /// A glob from `cache.exclude`, anchored at the directory of its file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExcludeGlob {
@@ -391,8 +400,11 @@ impl Config {
             project_file: None,
         };
         for def in KEYS {
-            let v = from_text(def, def.default).expect("defaults parse");
-            cfg.values.insert(def.name, (v, Origin::Default));
+            // Every default parses (a test holds it); should one not, the
+            // key reads as empty rather than failing a build.
+            if let Some(v) = from_text(def, def.default) {
+                cfg.values.insert(def.name, (v, Origin::Default));
+            }
         }
         if let Some(user) = user_config_path(env) {
             if user.is_file() {
@@ -490,33 +502,59 @@ impl Config {
         Ok(())
     }
 
-    pub fn get(&self, name: &str) -> &Value {
-        &self.values.get(name).expect("known key").0
+    /// The value of a key; `None` only for a name that is not a row of
+    /// [`KEYS`] (a typo in kache itself), which the getters below read as
+    /// the empty value rather than panic on: wrapper mode must not fail.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name).map(|(v, _)| v)
     }
 
     pub fn str(&self, name: &str) -> &str {
         match self.get(name) {
-            Value::Str(s) => s,
+            Some(Value::Str(s)) => s,
             _ => "",
         }
     }
 
     pub fn bool(&self, name: &str) -> bool {
-        matches!(self.get(name), Value::Bool(true))
+        matches!(self.get(name), Some(Value::Bool(true)))
     }
 
     pub fn list(&self, name: &str) -> &[String] {
         match self.get(name) {
-            Value::List(l) => l,
+            Some(Value::List(l)) => l,
             _ => &[],
         }
     }
 
     pub fn int(&self, name: &str) -> u64 {
         match self.get(name) {
-            Value::Int(i) => *i,
+            Some(Value::Int(i)) => *i,
             _ => 0,
         }
+    }
+
+    /// `cache.disable`: every compile runs uncached.
+    pub fn cache_disabled(&self) -> bool {
+        self.bool("cache.disable")
+    }
+
+    /// `cache.hardlink`: hardlink restores are allowed.
+    pub fn hardlink_allowed(&self) -> bool {
+        self.bool("cache.hardlink")
+    }
+
+    /// `rust.incremental`.
+    pub fn rust_incremental(&self) -> Incremental {
+        match self.str("rust.incremental") {
+            "passthrough" => Incremental::Passthrough,
+            _ => Incremental::Strip,
+        }
+    }
+
+    /// `rust.env`: variables declared as inputs of every Rust compile.
+    pub fn rust_env(&self) -> &[String] {
+        self.list("rust.env")
     }
 
     /// The store directory: `cache.dir`, else `$XDG_CACHE_HOME/kache`, else `~/.cache/kache`.
@@ -690,6 +728,43 @@ mod tests {
         assert!(!c.is_excluded(&proj.path().join("crates/good/src/lib.rs")));
         assert!(c.is_excluded(Path::new("/opt/v/x.c")));
         assert!(!c.is_excluded(Path::new("/opt/v/sub/x.c")));
+    }
+
+    #[test]
+    fn every_default_parses() {
+        for def in KEYS {
+            assert!(from_text(def, def.default).is_some(), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn typed_getters_read_known_keys_and_unknown_names_never_panic() {
+        let c = Config::load(
+            Path::new("/"),
+            &env_of(&[
+                ("KACHE_RUST_INCREMENTAL", "passthrough"),
+                ("KACHE_RUST_ENV", "A,B"),
+            ]),
+        )
+        .unwrap();
+        for name in [
+            "cache.disable",
+            "cache.hardlink",
+            "rust.incremental",
+            "rust.env",
+            "cache.max_size",
+            "cache.fallback",
+        ] {
+            assert!(c.get(name).is_some(), "{name} is not a row of KEYS");
+        }
+        assert!(!c.cache_disabled());
+        assert!(c.hardlink_allowed());
+        assert_eq!(c.rust_incremental(), Incremental::Passthrough);
+        assert_eq!(c.rust_env(), ["A", "B"]);
+        assert_eq!(c.str("cache.no_such_key"), "");
+        assert!(!c.bool("no.such"));
+        assert_eq!(c.int("no.such"), 0);
+        assert!(c.list("no.such").is_empty());
     }
 
     #[test]

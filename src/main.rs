@@ -141,13 +141,49 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
-    match try_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    quiet_on_closed_stdout();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| try_main(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("kache: {e}");
             ExitCode::from(2)
         }
+        // The reader went away (`kache stats | head -1`): graceful termination.
+        Err(_) if stdout_reader_gone() => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+/// `println!` (and clap_complete's writer) panic when stdout is a pipe whose
+/// reader has exited. For a command whose output nobody reads any more that
+/// is not an error: the panic message is silenced here and `main` exits
+/// quietly.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !stdout_reader_gone() {
+            default(info);
+        }
+    }));
+}
+
+/// True when stdout is a pipe or socket nobody reads any more: asked of the
+/// descriptor itself, not guessed from a panic message.
+#[cfg(unix)]
+fn stdout_reader_gone() -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+fn stdout_reader_gone() -> bool {
+    false
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;

@@ -1,49 +1,24 @@
 //! `kache report` and `kache why-miss`: reading the event log.
 //!
 //! Every wrapper call appends one JSON line to `$KACHE_DIR/events.jsonl`
-//! (see `wrap::Wrapper::event`): time, language, outcome, reason, unit,
+//! (see `crate::events`): time, language, outcome, reason, unit,
 //! milliseconds, bytes, and for Rust the digest of each key group. The report
 //! aggregates a window of it (plus the cumulative counters of `stats`); the
 //! miss explainer compares one unit's records. Lines that do not parse are
 //! skipped: the log is append-only and a torn line must not hide the rest.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::env::Context;
+use crate::events::{self, Event};
 use crate::stats;
 
 /// Version of the `--json` shapes of `report` and `why-miss`.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// One line of the event log.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Event {
-    #[serde(default)]
-    pub t: u64,
-    #[serde(default)]
-    pub lang: String,
-    #[serde(default)]
-    pub outcome: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub unit: Option<String>,
-    #[serde(default)]
-    pub ms: u64,
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub groups: Option<BTreeMap<String, String>>,
-    /// The cargo process the call ran under (pid-starttime), when known.
-    #[serde(default)]
-    pub build: Option<String>,
-}
 
 /// Per-build summaries (newest last) of the events that carry a build id.
 pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
@@ -78,16 +53,6 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Reads every well-formed event of the store's log.
-pub fn read_events(store_root: &Path) -> Vec<Event> {
-    let Ok(text) = std::fs::read_to_string(store_root.join("events.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// `90s`, `15m`, `2h`, `7d`, `1w`, or plain seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -114,7 +79,7 @@ fn now_secs() -> u64 {
 /// The report as a JSON value (the text form is rendered from it).
 pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Value {
     let cutoff = since.map(|d| now_secs().saturating_sub(d.as_secs()));
-    let events: Vec<Event> = read_events(store.root())
+    let events: Vec<Event> = events::read(store.root())
         .into_iter()
         .filter(|e| cutoff.is_none_or(|c| e.t >= c))
         .collect();
@@ -122,6 +87,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
     let mut langs: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut miss_reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut not_stored: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut misses: Vec<&Event> = Vec::new();
     for e in &events {
         let l = langs.entry(e.lang.clone()).or_default();
@@ -141,6 +107,13 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
                     .or_default()
                     .entry(e.reason.clone().unwrap_or_else(|| "unknown".into()))
                     .or_default() += 1;
+                if let Some(why) = &e.not_stored {
+                    *not_stored
+                        .entry(e.lang.clone())
+                        .or_default()
+                        .entry(why.clone())
+                        .or_default() += 1;
+                }
                 misses.push(e);
             }
             "passthrough" => {
@@ -157,7 +130,10 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
     let top: Vec<Value> = misses
         .iter()
         .take(10)
-        .map(|e| json!({"lang": e.lang, "unit": e.unit, "ms": e.ms, "reason": e.reason, "t": e.t}))
+        .map(|e| {
+            json!({"lang": e.lang, "unit": e.unit, "ms": e.ms, "reason": e.reason,
+                        "not_stored": e.not_stored, "t": e.t})
+        })
         .collect();
 
     // Cumulative counters (not windowed): flags that caused C/C++
@@ -181,6 +157,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
         "builds": builds(&events, 10),
         "top_misses": top,
         "miss_reasons": miss_reasons,
+        "not_stored": not_stored,
         "passthrough_reasons": reasons,
         "passthrough_flags": section("cc.passthrough_flags."),
         "restore": section("restore."),
@@ -259,8 +236,11 @@ pub fn run_report(
     if let Some(top) = r["top_misses"].as_array().filter(|t| !t.is_empty()) {
         println!("\ntop misses by time");
         for m in top {
+            let not_stored = m["not_stored"]
+                .as_str()
+                .map_or(String::new(), |w| format!(" (not stored: {w})"));
             println!(
-                "  {:>8} ms  {:<4} {:<30} {}",
+                "  {:>8} ms  {:<4} {:<30} {}{not_stored}",
                 m["ms"].as_u64().unwrap_or(0),
                 m["lang"].as_str().unwrap_or(""),
                 m["unit"].as_str().unwrap_or("?"),
@@ -270,6 +250,7 @@ pub fn run_report(
     }
     for (title, key) in [
         ("miss reasons", "miss_reasons"),
+        ("misses compiled but not stored", "not_stored"),
         ("passthrough reasons", "passthrough_reasons"),
     ] {
         if let Some(m) = r[key].as_object().filter(|m| !m.is_empty()) {
@@ -439,7 +420,7 @@ pub fn run_why_miss(
     json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let store = ctx.open_store()?;
-    let events = read_events(store.root());
+    let events = events::read(store.root());
     // Cargo names crates with dashes; rustc (and so the log) with underscores.
     let unit = unit.replace('-', "_");
     let v = explain_miss(&events, &unit);

@@ -4,7 +4,7 @@
 //! $KACHE_DIR/
 //!   blobs/ab/abcdef…   file contents, named by blake3, mode 0444, never rewritten
 //!   entries/ab/<key>   result key → outputs, exit status, captured streams (entry.rs)
-//!   manifests/ab/<key> direct key → inputs the last compile read (owned by the wrapper)
+//!   manifests/ab/<key> direct key → inputs recent compiles read (manifest.rs)
 //!   tmp/               temporary files; everything is renamed into place from here
 //!   locks/             per-key compile locks, the gc lock
 //!   stats              counters (stats.rs)
@@ -18,6 +18,8 @@
 //! entry's mtime is its last use.
 
 pub mod entry;
+pub mod manifest;
+pub mod memo;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -27,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 pub use entry::{DecodeError, Entry, OutputFile};
 use kache_platform::{AtomicFile, FileLock, HardlinkPolicy, LockMode, PlaceMethod};
+pub use manifest::{Manifest, Record};
 
 /// Why a lookup did not produce a usable entry. The string goes into stats
 /// and reports, so it is short and stable.
@@ -61,6 +64,13 @@ impl std::fmt::Display for MissReason {
             MissReason::Io(e) => write!(f, "store I/O error: {e}"),
         }
     }
+}
+
+/// Why [`Store::get_manifest`] found no manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestMiss {
+    Absent,
+    Damaged,
 }
 
 /// A blob stored or found: its hash and size.
@@ -380,36 +390,31 @@ impl Store {
 
     // ------------------------------------------------------------ manifests
 
-    /// Stores wrapper-defined manifest bytes under a direct key, with a
-    /// trailing checksum so damage reads as absence.
-    pub fn put_manifest(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+    /// Publishes `manifest` under a direct key (sealed: damage reads as absence).
+    pub fn put_manifest(&self, key: &str, manifest: &Manifest) -> io::Result<()> {
         if !is_valid_hash(key) {
             return Err(invalid("manifest key"));
         }
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
-        tmp.file().write_all(bytes)?;
-        tmp.file().write_all(blake3::hash(bytes).as_bytes())?;
+        tmp.file().write_all(&manifest::seal(&manifest.encode()))?;
         self.publish(tmp, &self.manifest_path(key), None)
     }
 
-    pub fn get_manifest(&self, key: &str) -> Option<Vec<u8>> {
+    /// The manifest of a direct key. A damaged one (bad trailer, not a
+    /// manifest) is removed, so the next compile writes a good one.
+    /// A found manifest's mtime is refreshed (its LRU age).
+    pub fn get_manifest(&self, key: &str) -> Result<Manifest, ManifestMiss> {
         if !is_valid_hash(key) {
-            return None;
+            return Err(ManifestMiss::Absent);
         }
         let path = self.manifest_path(key);
-        let mut bytes = fs::read(&path).ok()?;
-        if bytes.len() < 32 {
+        let bytes = fs::read(&path).map_err(|_| ManifestMiss::Absent)?;
+        let Some(m) = manifest::unseal(&bytes).and_then(Manifest::decode) else {
             let _ = fs::remove_file(&path);
-            return None;
-        }
-        let body_len = bytes.len() - 32;
-        if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
-            let _ = fs::remove_file(&path);
-            return None;
-        }
-        bytes.truncate(body_len);
+            return Err(ManifestMiss::Damaged);
+        };
         let _ = kache_platform::set_mtime_now(&path);
-        Some(bytes)
+        Ok(m)
     }
 
     // ----------------------------------------------------- usage, gc, verify
@@ -561,8 +566,8 @@ impl Store {
         for item in doomed {
             // Re-check just before removing: an entry used or re-published
             // since the scan has a newer mtime, and removing it would throw
-            // away the last publication (lesson 23) or the entry a hit just
-            // used. It stays, and so do the blobs it was scanned with.
+            // away the last publication of that key (a racing re-publish
+            // would be lost) or the entry a hit just used. It stays, and so do the blobs it was scanned with.
             let unchanged = fs::symlink_metadata(&item.path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m == item.mtime);

@@ -2,7 +2,8 @@
 //!
 //! Owns what goes into the key: compiler identity, language, modeled flags (in order), the
 //! dep-file shape, the path plan's location facts, `SOURCE_DATE_EPOCH` when time macros are
-//! used, and the preprocessed source. Every field is labelled and length-prefixed (lesson 12).
+//! used, and the preprocessed source. Every field is labelled and length-prefixed, so no
+//! value can pass for a field boundary.
 //!
 //! Line markers (`# 12 "/w/a/inc/x.h" 2`) are stripped from the keyed text, and keyed apart
 //! with their file names normalized ([`PathPlan::normalize`]) and their position in the text.
@@ -179,7 +180,8 @@ pub struct SourceDateEpoch {
     pub from_env: bool,
 }
 
-/// Policy (lesson 8): keep the caller's `SOURCE_DATE_EPOCH` if set; otherwise use `now` (whole
+/// Policy (a key probe and a real compile that expand `__DATE__` differently would store
+/// wall-clock objects under a time-independent key): keep the caller's `SOURCE_DATE_EPOCH` if set; otherwise use `now` (whole
 /// seconds), so the two runs expand `__DATE__`/`__TIME__` the same even if detection misses a
 /// use. Set the result on both runs.
 pub fn source_date_epoch(env_value: Option<&OsStr>, now: SystemTime) -> SourceDateEpoch {
@@ -392,7 +394,7 @@ mod tests {
 
     #[test]
     fn diagnostic_flags_change_the_key_so_hits_replay_the_right_warnings() {
-        // Lesson 13: a hit must not replay warnings and exit 0 where the real compile
+        // A hit must not replay warnings and exit 0 where the real compile
         // (with -Werror) would fail, nor hide warnings a new -W flag would show.
         let k = key(BASE);
         let wall = key(&with(&["-Wall"]));

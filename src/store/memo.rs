@@ -3,8 +3,9 @@
 //! - file digests keyed by (path, size, mtime, ctime, inode): a hit hashes
 //!   only files whose stat changed (ccache's "inode cache");
 //! - tool identities (`rustc -vV`, `cc --version`) keyed by the tool binary's
-//!   path, size and mtime: per-compiler facts only, never per-file ones
-//!   (lesson 10).
+//!   path, size and mtime: per-compiler facts only, never per-file ones (a
+//!   memo of anything per-file, shared by concurrent compiles of different
+//!   files, would let one file's facts leak into another's key).
 //!
 //! A memo is only an accelerator: an unreadable or damaged memo is ignored
 //! and the fact recomputed.
@@ -143,16 +144,4 @@ pub fn tool_identity(
     let text = probe()?;
     write_memo(store, &mp, &text);
     Ok((text, true))
-}
-
-/// Finds `name` on PATH (or returns it if it has a slash).
-pub fn which(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }

@@ -5,14 +5,64 @@
 //! Anything not understood is a refusal with a reason: the real compiler runs
 //! and nothing is cached.
 
+pub mod key;
+
 /// The outcome of parsing a rustc command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// `-vV`, `--print …`, `-` (stdin) probes: run rustc, count nothing.
     NotACompile,
-    /// A compile kache will not cache; the string is the stable reason.
-    Refuse(String),
+    /// A compile kache will not cache, and why.
+    Refuse(Refusal),
     Compile(Box<RustcInvocation>),
+}
+
+/// Why a rustc compile is not cached. Each has a stable label (counted in
+/// `kache stats` as `rust.passthrough_reasons.<label>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `@file` arguments: their content is not visible here.
+    ResponseFile,
+    /// A valued option given as the last argument.
+    MissingValue(String),
+    UnknownFlag(String),
+    MultipleInputs,
+    NoCrateName,
+    NoOutDir,
+    CrateType(String),
+    /// `--emit kind=path`: outputs outside `--out-dir`.
+    EmitPath,
+    /// An emit kind other than dep-info, metadata, link.
+    Emit(String),
+    ExplicitOutputFile,
+    /// `-Z` options that change where or how outputs are written.
+    Unstable(String),
+    Unsupported(String),
+    SplitDebuginfo,
+    /// Profile-guided or coverage codegen: reads or writes profile files.
+    Codegen(String),
+}
+
+impl Refusal {
+    /// The stable label (the spelling `kache stats` has always shown).
+    pub fn label(&self) -> String {
+        match self {
+            Refusal::ResponseFile => "response-file".into(),
+            Refusal::MissingValue(o) => format!("missing-value:{o}"),
+            Refusal::UnknownFlag(f) => format!("unknown-flag:{f}"),
+            Refusal::MultipleInputs => "multiple-inputs".into(),
+            Refusal::NoCrateName => "no-crate-name".into(),
+            Refusal::NoOutDir => "no-out-dir".into(),
+            Refusal::CrateType(t) => format!("crate-type:{t}"),
+            Refusal::EmitPath => "emit-path".into(),
+            Refusal::Emit(e) => format!("emit:{e}"),
+            Refusal::ExplicitOutputFile => "explicit-output-file".into(),
+            Refusal::Unstable(v) => format!("unstable:{v}"),
+            Refusal::Unsupported(o) => format!("unsupported:{o}"),
+            Refusal::SplitDebuginfo => "split-debuginfo".into(),
+            Refusal::Codegen(k) => format!("codegen:{k}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +192,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('@') {
-            return Parsed::Refuse("response-file".into());
+            return Parsed::Refuse(Refusal::ResponseFile);
         }
         if SIMPLE_FLAGS.contains(&arg.as_str()) {
             if arg == "--test" {
@@ -160,7 +210,7 @@ pub fn parse(args: &[String]) -> Parsed {
                         i += 1;
                         v.clone()
                     }
-                    None => return Parsed::Refuse(format!("missing-value:{opt}")),
+                    None => return Parsed::Refuse(Refusal::MissingValue(opt.to_string())),
                 },
             };
             match handle_option(&mut inv, opt, &value) {
@@ -182,7 +232,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('-') {
-            return Parsed::Refuse(format!("unknown-flag:{arg}"));
+            return Parsed::Refuse(Refusal::UnknownFlag(arg.clone()));
         }
         inputs.push(arg.clone());
         inv.compile_args.push(arg.clone());
@@ -191,7 +241,7 @@ pub fn parse(args: &[String]) -> Parsed {
         return Parsed::NotACompile;
     }
     if inputs.len() > 1 {
-        return Parsed::Refuse("multiple-inputs".into());
+        return Parsed::Refuse(Refusal::MultipleInputs);
     }
     inv.input = inputs.remove(0);
     inv.key_args.push(KeyArg::Path {
@@ -199,10 +249,10 @@ pub fn parse(args: &[String]) -> Parsed {
         path: inv.input.clone(),
     });
     if inv.crate_name.is_empty() {
-        return Parsed::Refuse("no-crate-name".into());
+        return Parsed::Refuse(Refusal::NoCrateName);
     }
     if inv.out_dir.is_empty() {
-        return Parsed::Refuse("no-out-dir".into());
+        return Parsed::Refuse(Refusal::NoOutDir);
     }
     if inv.crate_types.is_empty() {
         // rustc's default crate type (and the only one for `--test`).
@@ -254,7 +304,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                     "lib" | "rlib" | "staticlib" | "proc-macro" | "dylib" | "cdylib" | "bin" => {
                         inv.crate_types.push(t.to_string())
                     }
-                    _ => return Err(Parsed::Refuse(format!("crate-type:{t}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::CrateType(t.to_string()))),
                 }
             }
             lit(inv, opt, value);
@@ -262,11 +312,11 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "--emit" => {
             for e in value.split(',') {
                 if e.contains('=') {
-                    return Err(Parsed::Refuse("emit-path".into()));
+                    return Err(Parsed::Refuse(Refusal::EmitPath));
                 }
                 match e {
                     "dep-info" | "metadata" | "link" => inv.emit.push(e.to_string()),
-                    _ => return Err(Parsed::Refuse(format!("emit:{e}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::Emit(e.to_string()))),
                 }
             }
             let mut kinds: Vec<&str> = value.split(',').collect();
@@ -278,7 +328,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
             inv.out_dir = value.to_string();
             return Ok(Keep::CompileOnly);
         }
-        "-o" => return Err(Parsed::Refuse("explicit-output-file".into())),
+        "-o" => return Err(Parsed::Refuse(Refusal::ExplicitOutputFile)),
         "--print" => return Err(Parsed::NotACompile),
         "--explain" => return Err(Parsed::NotACompile),
         "--error-format" => {
@@ -350,12 +400,12 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "-C" | "--codegen" => return codegen(inv, value),
         "-Z" => {
             if value.starts_with("incremental") || value.starts_with("split-dwarf") {
-                return Err(Parsed::Refuse(format!("unstable:{value}")));
+                return Err(Parsed::Refuse(Refusal::Unstable(value.to_string())));
             }
             lit(inv, "-Z", value);
         }
         "--env-set" | "--extern-location" => {
-            return Err(Parsed::Refuse(format!("unsupported:{opt}")));
+            return Err(Parsed::Refuse(Refusal::Unsupported(opt.to_string())));
         }
         _ => lit(inv, opt, value),
     }
@@ -379,10 +429,10 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
             return Ok(Keep::Both);
         }
         "split-debuginfo" if v != "off" => {
-            return Err(Parsed::Refuse("split-debuginfo".into()));
+            return Err(Parsed::Refuse(Refusal::SplitDebuginfo));
         }
         "profile-generate" | "profile-use" | "profile-sample-use" | "instrument-coverage" => {
-            return Err(Parsed::Refuse(format!("codegen:{k}")));
+            return Err(Parsed::Refuse(Refusal::Codegen(k.to_string())));
         }
         _ => {}
     }
@@ -391,6 +441,25 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
 }
 
 impl RustcInvocation {
+    /// Each static native library (`-l static=NAME`) as its file name
+    /// (`libNAME.a`) and the search directories it may be in, in order.
+    pub fn static_libs(&self) -> Vec<(String, Vec<String>)> {
+        let dirs: Vec<String> = self
+            .search_paths
+            .iter()
+            .filter(|(k, _)| k == "native" || k == "all")
+            .map(|(_, d)| d.clone())
+            .collect();
+        self.native_libs
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("static"))
+            .map(|(_, name)| {
+                let name = name.split(':').next().unwrap_or(name);
+                (format!("lib{name}.a"), dirs.clone())
+            })
+            .collect()
+    }
+
     /// True when the outputs are produced by a linker (so the linker and the
     /// host libc are part of the key).
     pub fn is_linked(&self) -> bool {
@@ -539,6 +608,46 @@ pub fn env_var_uses(source: &str, var: &str) -> (usize, usize) {
     (uses, include_uses)
 }
 
+/// True when `var` is used in `sources` and every use is inside an
+/// include (so the path it holds is only read at compile time, and any
+/// worktree's copy of it gives the same output). `None` for a source that
+/// could not be read: then it is not known, and the answer is no.
+pub fn every_use_is_include(sources: &[Option<String>], var: &str) -> bool {
+    let (mut uses, mut includes) = (0, 0);
+    for s in sources {
+        let Some(text) = s else { return false };
+        let (u, i) = env_var_uses(text, var);
+        uses += u;
+        includes += i;
+    }
+    uses > 0 && uses == includes
+}
+
+/// Why rustc's artifact notifications cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadArtifact {
+    /// An `{"artifact":…}` line that is not JSON.
+    Unparsable,
+    /// An artifact that is not one of the expected outputs.
+    Unexpected,
+}
+
+/// Checks that every artifact rustc announced on `stderr` is one of
+/// `expected` (file names): anything else was written where kache does
+/// not look, and storing the rest would serve an incomplete result.
+pub fn check_artifacts(stderr: &str, expected: &[(String, bool)]) -> Result<(), BadArtifact> {
+    for line in stderr.lines().filter(|l| l.starts_with("{\"artifact\":")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| BadArtifact::Unparsable)?;
+        let path = v["artifact"].as_str().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !expected.iter().any(|(e, _)| e == name) {
+            return Err(BadArtifact::Unexpected);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +692,33 @@ mod tests {
             Parsed::Compile(c) => *c,
             other => panic!("not a compile: {other:?}"),
         }
+    }
+
+    #[test]
+    fn static_libs_are_searched_in_native_and_all_paths_only() {
+        let mut a = cargo_lib_args();
+        for x in [
+            "-l",
+            "static=z",
+            "-l",
+            "m",
+            "-L",
+            "native=/o",
+            "-L",
+            "crate=/c",
+            "-L",
+            "/all",
+        ] {
+            a.push(x.to_string());
+        }
+        let inv = compile(&a);
+        assert_eq!(
+            inv.static_libs(),
+            vec![(
+                "libz.a".to_string(),
+                vec!["/o".to_string(), "/all".to_string()]
+            )]
+        );
     }
 
     #[test]
@@ -655,20 +791,20 @@ mod tests {
         a.push("--frobnicate".into());
         assert_eq!(
             parse(&a),
-            Parsed::Refuse("unknown-flag:--frobnicate".into())
+            Parsed::Refuse(Refusal::UnknownFlag("--frobnicate".into()))
         );
         let mut b = cargo_lib_args();
         b.push("--emit=asm".into());
-        assert_eq!(parse(&b), Parsed::Refuse("emit:asm".into()));
+        assert_eq!(parse(&b), Parsed::Refuse(Refusal::Emit("asm".into())));
         let mut c = cargo_lib_args();
         c.push("@args.txt".into());
-        assert_eq!(parse(&c), Parsed::Refuse("response-file".into()));
+        assert_eq!(parse(&c), Parsed::Refuse(Refusal::ResponseFile));
         let mut d = cargo_lib_args();
         d.extend(s(&["-C", "split-debuginfo=packed"]));
-        assert_eq!(parse(&d), Parsed::Refuse("split-debuginfo".into()));
+        assert_eq!(parse(&d), Parsed::Refuse(Refusal::SplitDebuginfo));
         let mut e = cargo_lib_args();
         e.push("other.rs".into());
-        assert_eq!(parse(&e), Parsed::Refuse("multiple-inputs".into()));
+        assert_eq!(parse(&e), Parsed::Refuse(Refusal::MultipleInputs));
     }
 
     #[test]
@@ -701,6 +837,32 @@ mod tests {
                 ("MISSING".into(), None)
             ]
         );
+    }
+
+    #[test]
+    fn only_expected_artifacts_pass() {
+        let expected = vec![("libfoo-1.rlib".to_string(), false)];
+        let ok = "warning: x\n{\"artifact\":\"/t/deps/libfoo-1.rlib\",\"emit\":\"link\"}\n";
+        assert_eq!(check_artifacts(ok, &expected), Ok(()));
+        let other = "{\"artifact\":\"/t/deps/libbar.rlib\",\"emit\":\"link\"}";
+        assert_eq!(
+            check_artifacts(other, &expected),
+            Err(BadArtifact::Unexpected)
+        );
+        assert_eq!(
+            check_artifacts("{\"artifact\":", &expected),
+            Err(BadArtifact::Unparsable)
+        );
+    }
+
+    #[test]
+    fn a_path_variable_is_include_only_when_every_source_agrees() {
+        let inc = Some(r#"include!(concat!(env!("OUT_DIR"), "/g.rs"));"#.to_string());
+        let run = Some(r#"const D: &str = env!("OUT_DIR");"#.to_string());
+        assert!(every_use_is_include(std::slice::from_ref(&inc), "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc.clone(), run], "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc.clone(), None], "OUT_DIR"));
+        assert!(!every_use_is_include(&[inc], "CARGO_MANIFEST_DIR"));
     }
 
     #[test]

@@ -1,0 +1,79 @@
+//! The identities of the tools a key names (rustc, the linker, a C/C++
+//! compiler), probed once per binary and memoized by its stat: per-compiler
+//! facts only, never per-file ones.
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+use super::outcome::{Passthrough, Tool};
+use super::Call;
+use crate::path_search;
+use crate::stats::Counter;
+use crate::store::{hash_file, memo};
+
+/// What a probe printed; `must_succeed` refuses a failed probe.
+fn stdout_of(cmd: &mut Command, must_succeed: bool) -> io::Result<String> {
+    let out = cmd.output()?;
+    if must_succeed && !out.status.success() {
+        return Err(io::Error::other("the probe failed"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `rustc -vV` of `compiler` (a name or path) under the selected rustup
+/// toolchain; a probe counts as a compiler run.
+pub fn rustc(call: &mut Call, compiler: &str) -> Result<String, Passthrough> {
+    let bin = path_search::which(compiler).ok_or(Passthrough::ToolNotFound(Tool::Rustc))?;
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_default();
+    let probe = || stdout_of(Command::new(compiler).arg("-vV"), true);
+    identity(call, &bin, &toolchain, Tool::Rustc, probe)
+}
+
+/// The memoized identity of `bin`; a probe of a compiler counts as a
+/// compiler run.
+fn identity(
+    call: &mut Call,
+    bin: &Path,
+    extra: &str,
+    tool: Tool,
+    probe: impl FnOnce() -> io::Result<String>,
+) -> Result<String, Passthrough> {
+    let (id, probed) = memo::tool_identity(&call.store, bin, extra, probe)
+        .map_err(|_| Passthrough::ToolIdentity(tool))?;
+    if probed && tool != Tool::Linker {
+        call.count(Counter::CompilerRuns, 1);
+    }
+    Ok(id)
+}
+
+/// The linker's banner and the host libc (linked outputs embed its symbol
+/// versions).
+pub fn linker(call: &mut Call, name: &str) -> Result<String, Passthrough> {
+    let bin = path_search::which(name).ok_or(Passthrough::ToolNotFound(Tool::Linker))?;
+    // A linker driver may print its version and still exit non-zero.
+    let probe = || {
+        let banner = stdout_of(Command::new(&bin).arg("--version"), false)?;
+        Ok(format!("{banner}\nlibc {}", host_libc()))
+    };
+    identity(call, &bin, "linker", Tool::Linker, probe)
+}
+
+/// The host glibc, as the dynamic loader reports it.
+fn host_libc() -> String {
+    ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .iter()
+        .filter_map(|ld| stdout_of(Command::new(ld).arg("--version"), false).ok())
+        .find_map(|out| out.lines().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A C/C++ compiler's version banner and binary content hash; a probe
+/// counts as a compiler run.
+pub fn cc(call: &mut Call, bin: &Path) -> Result<String, Passthrough> {
+    let probe = || {
+        let banner = stdout_of(Command::new(bin).arg("--version"), false)?;
+        Ok(format!("{banner}\n{}", hash_file(bin)?.0))
+    };
+    identity(call, bin, "cc", Tool::Cc, probe)
+}
