@@ -9,6 +9,9 @@
 use std::env;
 use std::path::PathBuf;
 
+#[path = "src/target_check.rs"]
+mod target_check;
+
 fn unavailable(reason: &str) {
     println!("cargo:rustc-env=KACHE_RECORDER_UNAVAILABLE={reason}");
 }
@@ -19,10 +22,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(kache_recorder_built)");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os != "linux" || target_env != "gnu" {
-        unavailable(&format!(
-            "the input recorder needs Linux with glibc (LD_PRELOAD); this build targets {os}-{target_env}"
-        ));
+    if let Some(why) = target_check::unsupported(&os, &target_env) {
+        unavailable(&why);
         return;
     }
     let Some(out_dir) = env::var_os("OUT_DIR").map(PathBuf::from) else {

@@ -33,6 +33,8 @@
 pub mod env_table;
 mod log;
 mod reduce;
+#[cfg(test)]
+mod target_check;
 
 pub use reduce::{parse, Filter, Incomplete, Lost, ObservedInputs, PSEUDO_FILESYSTEMS};
 
@@ -100,7 +102,11 @@ impl Recorder {
     /// made read-only (0555) and renamed into place) and returns a recorder using it. Session
     /// logs go to `dir/sessions/`.
     pub fn new(dir: &Path) -> Result<Recorder, Unavailable> {
-        let Some(bytes) = LIBRARY else {
+        Recorder::with_library(dir, LIBRARY)
+    }
+
+    fn with_library(dir: &Path, library: Option<&[u8]>) -> Result<Recorder, Unavailable> {
+        let Some(bytes) = library else {
             return Err(Unavailable::Platform(
                 option_env!("KACHE_RECORDER_UNAVAILABLE")
                     .unwrap_or("this build of kache has no input recorder"),
@@ -260,6 +266,32 @@ impl Drop for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_linux_with_glibc_targets_build_the_library() {
+        assert_eq!(target_check::unsupported("linux", "gnu"), None);
+        for (os, env) in [
+            ("windows", "gnu"),
+            ("windows", "msvc"),
+            ("macos", ""),
+            ("linux", "musl"),
+        ] {
+            let why = target_check::unsupported(os, env).unwrap();
+            assert!(why.contains("needs Linux with glibc"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_build_without_the_library_reports_unavailable_with_its_reason() {
+        let tmp = std::env::temp_dir().join(format!("kache-recorder-unit-{}", std::process::id()));
+        let err = Recorder::with_library(&tmp, None).unwrap_err();
+        assert!(matches!(err, Unavailable::Platform(_)));
+        assert!(
+            err.to_string().starts_with("input recorder unavailable: "),
+            "{err}"
+        );
+        assert!(!tmp.exists(), "nothing is written when there is no library");
+    }
 
     #[test]
     fn vars_put_the_library_first_and_do_not_repeat_it() {
