@@ -2,9 +2,10 @@
 //!
 //! Two kinds of rows. `Ignore`: variables that compilers and linkers read on every run and that
 //! differ between builds without changing what is produced (a jobserver's descriptors, the
-//! terminal's width); keying them would cost hits and buy nothing. `AlwaysKey`: variables glibc
-//! itself reads through internal calls that no preload library can see (the locale, the time
-//! zone, the dynamic loader's search path); they are keyed by the value the compile was given
+//! terminal's width), or whose whole effect is already in the log (a search path: what the
+//! search found and did not find is recorded); keying them would cost hits and buy nothing.
+//! `AlwaysKey`: variables glibc itself reads through internal calls that no preload library
+//! can see (the locale, the time zone); they are keyed by the value the compile was given
 //! whether a read was observed or not.
 //!
 //! Everything else that a compile was seen to read is keyed by value. Adding a row is one line
@@ -93,10 +94,13 @@ pub const ENV_TABLE: &[EnvRow] = &[
     row(Pre("GLIBC_TUNABLES"), I, "glibc tuning (malloc, CPU dispatch of string functions): speed only"),
     // Variables that exist only to run the recorder.
     row(Pre("KACHE_RECORDER_"), I, "the recorder's own wiring (log path, root process)"),
+    // Search paths whose effect is recorded: what they found (and did not find) is in the
+    // log, and their values are path-local (cargo puts target/debug/deps in LD_LIBRARY_PATH).
+    row(Ex("LD_LIBRARY_PATH"), I, "the libraries the loader mapped are recorded as read when each process starts"),
+    row(Ex("LD_PRELOAD"), I, "the user's preloaded libraries are recorded as read when each process starts"),
+    row(Ex("PATH"), I, "every program lookup along it is recorded (absent candidates and the program run)"),
 
     // Read inside glibc: invisible to the hooks, and able to change what a compile produces.
-    row(Ex("LD_LIBRARY_PATH"), K, "which shared libraries the loader maps into the compiler and its tools"),
-    row(Ex("LD_PRELOAD"), K, "libraries the user preloads into every process (the recorder's own entry removed)"),
     row(Ex("GCONV_PATH"), K, "charset converters used by iconv (gcc's -finput-charset/-fexec-charset)"),
     row(Ex("LANG"), K, "the locale's charset, which gcc uses as its default input charset"),
     row(Ex("LC_ALL"), K, "overrides the locale's charset, which gcc uses as its default input charset"),
@@ -157,7 +161,7 @@ mod tests {
     #[test]
     fn libc_internal_variables_are_always_keyed() {
         let keyed: Vec<_> = always_keyed().collect();
-        for n in ["LD_LIBRARY_PATH", "LANG", "LC_ALL", "TZ"] {
+        for n in ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "GCONV_PATH"] {
             assert!(keyed.contains(&n), "{n}");
         }
         assert!(!keyed.contains(&"TERM"));

@@ -144,7 +144,7 @@ impl std::error::Error for Incomplete {}
 /// dropped when it is a root or lies below one (by components, as recorded).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    roots: Vec<PathBuf>,
+    roots: Vec<Norm>,
 }
 
 /// Kernel pseudo-filesystems: their files describe the running system, not sources.
@@ -174,7 +174,11 @@ impl Filter {
 
     /// Whether `path` is left out.
     pub fn covers(&self, path: &Path) -> bool {
-        self.roots.iter().any(|r| path.starts_with(r))
+        self.covers_norm(&normalize(path.as_os_str().as_encoded_bytes()))
+    }
+
+    fn covers_norm(&self, path: &[u8]) -> bool {
+        self.roots.iter().any(|r| under(path, r))
     }
 }
 
@@ -205,8 +209,16 @@ fn os(bytes: &[u8]) -> OsString {
     }
 }
 
+fn path_of(norm: &[u8]) -> PathBuf {
+    PathBuf::from(os(norm))
+}
+
+/// A normalized absolute path as bytes: the reducer compares and hashes these, and builds
+/// `PathBuf`s only for its result (component-wise `Path` comparisons cost most of the time).
+type Norm = Vec<u8>;
+
 /// `/`-joined components without empty ones and `.`; `..` kept (see `ObservedInputs`).
-fn normalize(path: &[u8]) -> PathBuf {
+fn normalize(path: &[u8]) -> Norm {
     let mut out = Vec::with_capacity(path.len() + 1);
     for part in path.split(|&b| b == b'/') {
         if part.is_empty() || part == b"." {
@@ -218,41 +230,51 @@ fn normalize(path: &[u8]) -> PathBuf {
     if out.is_empty() {
         out.push(b'/');
     }
-    PathBuf::from(os(&out))
+    out
+}
+
+/// Whether normalized `path` is `dir` or lies below it.
+fn under(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && (path.len() == dir.len() || dir == b"/" || path[dir.len()] == b'/')
 }
 
 /// The absolute path of a (base, path) pair, or `None` when the base is unknown.
-fn join(base: &[u8], path: &[u8]) -> Option<PathBuf> {
+fn join(base: &[u8], path: &[u8]) -> Option<Norm> {
     if path.starts_with(b"/") {
         return Some(normalize(path));
     }
     if base.is_empty() || base == b"?" {
         return None;
     }
-    let mut full = base.to_vec();
+    let mut full = Vec::with_capacity(base.len() + path.len() + 1);
+    full.extend_from_slice(base);
     full.push(b'/');
     full.extend_from_slice(path);
     Some(normalize(&full))
 }
 
+/// Linux errno values a failed exec reports when the program is not there.
+const ENOENT: &[u8] = b"2";
+const ENOTDIR: &[u8] = b"20";
+
 struct Reducer<'a> {
     library: &'a [u8],
     lost: Vec<Lost>,
     /// Paths the compile wrote, created, renamed or removed, with the first record doing so.
-    made: HashMap<PathBuf, usize>,
+    made: HashMap<Norm, usize>,
     /// Directories the compile created: everything below was made by the compile.
-    made_dirs: Vec<(PathBuf, usize)>,
-    read: BTreeSet<PathBuf>,
-    present: BTreeSet<PathBuf>,
-    absent: BTreeSet<PathBuf>,
-    listed: BTreeSet<PathBuf>,
-    links: BTreeMap<PathBuf, PathBuf>,
-    programs: BTreeSet<PathBuf>,
+    made_dirs: Vec<(Norm, usize)>,
+    read: HashSet<Norm>,
+    present: HashSet<Norm>,
+    absent: HashSet<Norm>,
+    listed: HashSet<Norm>,
+    links: HashMap<Norm, Norm>,
+    programs: HashSet<Norm>,
     env_reads: Vec<(&'a [u8], Option<&'a [u8]>)>,
     root_env: Option<HashMap<&'a [u8], &'a [u8]>>,
     started: HashSet<u32>,
-    pending_exec: HashMap<u32, PathBuf>,
-    spawned: Vec<(u32, PathBuf)>,
+    pending_exec: HashMap<u32, Norm>,
+    spawned: Vec<(u32, Norm)>,
     processes: usize,
 }
 
@@ -263,12 +285,12 @@ impl<'a> Reducer<'a> {
             lost: Vec::new(),
             made: HashMap::new(),
             made_dirs: Vec::new(),
-            read: BTreeSet::new(),
-            present: BTreeSet::new(),
-            absent: BTreeSet::new(),
-            listed: BTreeSet::new(),
-            links: BTreeMap::new(),
-            programs: BTreeSet::new(),
+            read: HashSet::new(),
+            present: HashSet::new(),
+            absent: HashSet::new(),
+            listed: HashSet::new(),
+            links: HashMap::new(),
+            programs: HashSet::new(),
             env_reads: Vec::new(),
             root_env: None,
             started: HashSet::new(),
@@ -285,7 +307,7 @@ impl<'a> Reducer<'a> {
     }
 
     /// The absolute path of fields (i, i+1), noting a loss when it cannot be known.
-    fn path(&mut self, rec: &Record<'a>, i: usize) -> Option<PathBuf> {
+    fn path(&mut self, rec: &Record<'a>, i: usize) -> Option<Norm> {
         let p = join(rec.field(i), rec.field(i + 1));
         if p.is_none() {
             self.lose(Lost::UnknownDirectory(os(rec.field(i + 1))));
@@ -297,7 +319,7 @@ impl<'a> Reducer<'a> {
     /// temporaries, files written then read back) are not taken for inputs.
     fn collect_made(&mut self, records: &[Record<'a>]) {
         for (i, rec) in records.iter().enumerate() {
-            let mut mark = |p: Option<PathBuf>| {
+            let mut mark = |p: Option<Norm>| {
                 if let Some(p) = p {
                     self.made.entry(p).or_insert(i);
                 }
@@ -319,15 +341,15 @@ impl<'a> Reducer<'a> {
     }
 
     /// The record index from which `p` counts as made by the compile, if it ever does.
-    fn made_from(&self, p: &Path) -> Option<usize> {
+    fn made_from(&self, p: &[u8]) -> Option<usize> {
         let direct = self.made.get(p).copied();
-        let under = self
+        let below = self
             .made_dirs
             .iter()
-            .filter(|(d, _)| p.starts_with(d))
+            .filter(|(d, _)| under(p, d))
             .map(|(_, i)| *i)
             .min();
-        match (direct, under) {
+        match (direct, below) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -361,7 +383,7 @@ impl<'a> Reducer<'a> {
                     // Reading a file the compile later replaces: its old content was an
                     // input, and it is gone.
                     if rec.kind == b'R' && i < from && self.made.contains_key(&p) {
-                        self.lose(Lost::InputOverwritten(p));
+                        self.lose(Lost::InputOverwritten(path_of(&p)));
                     }
                     return;
                 }
@@ -385,7 +407,7 @@ impl<'a> Reducer<'a> {
                         let target = normalize_target(rec.kind, rec.field(2));
                         if let Some(old) = self.links.insert(p.clone(), target.clone()) {
                             if old != target {
-                                self.lose(Lost::ChangedDuringCompile(p));
+                                self.lose(Lost::ChangedDuringCompile(path_of(&p)));
                             }
                         }
                     }
@@ -405,7 +427,7 @@ impl<'a> Reducer<'a> {
                 self.pending_exec.remove(&rec.pid);
                 let Some(p) = self.path(rec, 0) else { return };
                 if self.made_from(&p).is_none() {
-                    if rec.field(2) == b"2" || rec.field(2) == b"20" {
+                    if rec.field(2) == ENOENT || rec.field(2) == ENOTDIR {
                         self.absent.insert(p.clone());
                     } else {
                         self.present.insert(p.clone());
@@ -422,7 +444,7 @@ impl<'a> Reducer<'a> {
                     .and_then(|s| s.parse().ok());
                 match child {
                     Some(c) => self.spawned.push((c, p)),
-                    None => self.lose(Lost::NotObserved(p)),
+                    None => self.lose(Lost::NotObserved(path_of(&p))),
                 }
             }
             b'H' => {
@@ -436,8 +458,8 @@ impl<'a> Reducer<'a> {
     }
 
     /// Losses an exec's class and preload state imply.
-    fn classify(&mut self, p: &Path, class: &[u8], state: &[u8]) {
-        let p = p.to_path_buf();
+    fn classify(&mut self, p: &[u8], class: &[u8], state: &[u8]) {
+        let p = path_of(p);
         match class {
             b"s" => self.lose(Lost::StaticProgram(p.clone())),
             b"u" => self.lose(Lost::PrivilegedProgram(p.clone())),
@@ -467,40 +489,52 @@ impl<'a> Reducer<'a> {
     }
 
     fn finish(mut self, records: usize, filter: &Filter) -> Result<ObservedInputs, Incomplete> {
-        let mut pending: Vec<PathBuf> = self.pending_exec.drain().map(|(_, p)| p).collect();
+        let mut pending: Vec<Norm> = self.pending_exec.drain().map(|(_, p)| p).collect();
         pending.sort();
         for p in pending {
-            self.lose(Lost::NotObserved(p));
+            self.lose(Lost::NotObserved(path_of(&p)));
         }
         for (child, p) in std::mem::take(&mut self.spawned) {
             if !self.started.contains(&child) {
-                self.lose(Lost::NotObserved(p));
+                self.lose(Lost::NotObserved(path_of(&p)));
             }
         }
         if self.root_env.is_none() {
             self.lose(Lost::RootNotObserved);
         }
-        let both: Vec<PathBuf> = self
+        let mut both: Vec<&Norm> = self
             .absent
             .iter()
             .filter(|p| self.read.contains(*p) || self.present.contains(*p))
-            .cloned()
             .collect();
+        both.sort();
+        let both: Vec<PathBuf> = both.into_iter().map(|p| path_of(p)).collect();
         for p in both {
             self.lose(Lost::ChangedDuringCompile(p));
         }
-        self.present.retain(|p| !self.read.contains(p));
+        let read = &self.read;
+        self.present.retain(|p| !read.contains(p));
 
-        let env = self.env(filter);
-        let keep = |p: &PathBuf| !filter.covers(p);
+        let env = self.env();
+        let paths = |set: HashSet<Norm>| -> BTreeSet<PathBuf> {
+            set.into_iter()
+                .filter(|p| !filter.covers_norm(p))
+                .map(|p| path_of(&p))
+                .collect()
+        };
         let observed = ObservedInputs {
-            files_read: self.read.into_iter().filter(keep).collect(),
-            paths_present: self.present.into_iter().filter(keep).collect(),
-            paths_absent: self.absent.into_iter().filter(keep).collect(),
-            dirs_listed: self.listed.into_iter().filter(keep).collect(),
-            links: self.links.into_iter().filter(|(p, _)| keep(p)).collect(),
+            files_read: paths(self.read),
+            paths_present: paths(self.present),
+            paths_absent: paths(self.absent),
+            dirs_listed: paths(self.listed),
+            links: self
+                .links
+                .into_iter()
+                .filter(|(p, _)| !filter.covers_norm(p))
+                .map(|(p, t)| (path_of(&p), path_of(&t)))
+                .collect(),
             env,
-            programs: self.programs.into_iter().filter(keep).collect(),
+            programs: paths(self.programs),
             records,
             processes: self.processes,
         };
@@ -516,7 +550,7 @@ impl<'a> Reducer<'a> {
 
     /// Variables read with the value the root process was given; reads that saw another
     /// value saw one a process of the compile set.
-    fn env(&self, _filter: &Filter) -> BTreeMap<OsString, Option<OsString>> {
+    fn env(&self) -> BTreeMap<OsString, Option<OsString>> {
         let empty = HashMap::new();
         let root = self.root_env.as_ref().unwrap_or(&empty);
         let mut out = BTreeMap::new();
@@ -540,11 +574,11 @@ impl<'a> Reducer<'a> {
 
 /// A readlink target is kept as written (it may be relative to the link); a realpath result
 /// is absolute.
-fn normalize_target(kind: u8, target: &[u8]) -> PathBuf {
+fn normalize_target(kind: u8, target: &[u8]) -> Norm {
     if kind == b'Q' {
         normalize(target)
     } else {
-        PathBuf::from(os(target))
+        target.to_vec()
     }
 }
 
@@ -638,15 +672,30 @@ mod tests {
                 10,
                 &["CARGO_MAKEFLAGS", "=", "-j --jobserver-auth=3,4"],
             )
-            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"]);
+            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"])
+            .add('V', 10, &["PATH", "=", "/usr/bin"]);
         let o = l.parse().unwrap();
         let get = |n: &str| o.env.get(&OsString::from(n)).cloned();
         assert_eq!(get("KEEP"), Some(Some("1".into())));
         assert_eq!(get("UNSET"), Some(None));
         assert_eq!(get("SET_BY_RUSTC"), None);
         assert_eq!(get("CARGO_MAKEFLAGS"), None);
-        assert_eq!(get("LD_PRELOAD"), Some(Some("/u/mine.so".into())));
+        assert_eq!(
+            get("LD_PRELOAD"),
+            None,
+            "its libraries are recorded as read instead"
+        );
+        assert_eq!(get("PATH"), None, "its lookups are recorded instead");
         assert_eq!(get("TZ"), Some(None), "always keyed even when not seen");
+    }
+
+    #[test]
+    fn ld_preload_values_are_compared_without_the_recorder() {
+        let r = Reducer::new(Path::new("/k/rec.so"));
+        let v = |s: &'static str| r.without_library(b"LD_PRELOAD", Some(s.as_bytes()));
+        assert_eq!(v("/k/rec.so:/u/mine.so"), Some(b"/u/mine.so".to_vec()));
+        assert_eq!(v("/u/mine.so /k/rec.so"), Some(b"/u/mine.so".to_vec()));
+        assert_eq!(v("/k/rec.so"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! With `KACHE_RECORD_OUT=DIR` set it acts as a `RUSTC_WRAPPER` instead: every argument is the
 //! command, and the report of each compile goes to `DIR/<pid>.txt`. With `KACHE_RECORD_OFF=1`
 //! as well, it only runs the command (to measure the recorder against the same wrapper).
+//! `KACHE_RECORD_KEEP=DIR` keeps a copy of each raw log as `DIR/<pid>.log`.
 
 use kache_recorder::{Filter, ObservedInputs, Recorder};
 use std::ffi::OsString;
@@ -89,6 +90,12 @@ fn main() -> ExitCode {
                 .collect();
             let _ = writeln!(report, "raw\t{}", String::from_utf8_lossy(&shown));
         }
+    }
+    if let Some(keep) = std::env::var_os("KACHE_RECORD_KEEP") {
+        let _ = std::fs::copy(
+            session.log_path(),
+            PathBuf::from(keep).join(format!("{}.log", std::process::id())),
+        );
     }
     let log_bytes = std::fs::metadata(session.log_path())
         .map(|m| m.len())
