@@ -47,6 +47,9 @@ fn main() {
         "-shared",
         "-fPIC",
         "-O2",
+        // dlopen of a bare name must reach glibc as a tail call, so that the loader still
+        // sees the program's object as the caller (and searches its RUNPATH).
+        "-foptimize-sibling-calls",
         "-fvisibility=hidden",
         // Hooks must cope with NULL paths the way libc does; without this, the `nonnull`
         // attributes of glibc's headers let the compiler delete those checks.

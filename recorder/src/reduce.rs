@@ -186,7 +186,7 @@ impl Filter {
 /// `LD_PRELOAD` values.
 pub fn parse(log: &[u8], library: &Path, filter: &Filter) -> Result<ObservedInputs, Incomplete> {
     let (records, malformed) = log::records(log);
-    let mut r = Reducer::new(library);
+    let mut r = Reducer::new(library, filter);
     if let Some(at) = malformed {
         r.lose(Lost::Malformed(at));
     }
@@ -194,7 +194,7 @@ pub fn parse(log: &[u8], library: &Path, filter: &Filter) -> Result<ObservedInpu
     for (i, rec) in records.iter().enumerate() {
         r.record(i, rec);
     }
-    r.finish(records.len(), filter)
+    r.finish(records.len())
 }
 
 fn os(bytes: &[u8]) -> OsString {
@@ -259,11 +259,12 @@ const ENOTDIR: &[u8] = b"20";
 
 struct Reducer<'a> {
     library: &'a [u8],
+    filter: &'a Filter,
     lost: Vec<Lost>,
     /// Paths the compile wrote, created, renamed or removed, with the first record doing so.
     made: HashMap<Norm, usize>,
     /// Directories the compile created: everything below was made by the compile.
-    made_dirs: Vec<(Norm, usize)>,
+    made_dirs: HashMap<Norm, usize>,
     read: HashSet<Norm>,
     present: HashSet<Norm>,
     absent: HashSet<Norm>,
@@ -279,12 +280,13 @@ struct Reducer<'a> {
 }
 
 impl<'a> Reducer<'a> {
-    fn new(library: &'a Path) -> Reducer<'a> {
+    fn new(library: &'a Path, filter: &'a Filter) -> Reducer<'a> {
         Reducer {
             library: library.as_os_str().as_encoded_bytes(),
+            filter,
             lost: Vec::new(),
             made: HashMap::new(),
-            made_dirs: Vec::new(),
+            made_dirs: HashMap::new(),
             read: HashSet::new(),
             present: HashSet::new(),
             absent: HashSet::new(),
@@ -306,13 +308,19 @@ impl<'a> Reducer<'a> {
         }
     }
 
-    /// The absolute path of fields (i, i+1), noting a loss when it cannot be known.
+    /// The absolute path of fields (i, i+1), noting a loss when it cannot be known; `None`
+    /// too when the filter drops it (the caller accounts for it, so nothing about it can be a
+    /// loss either: /dev/null is opened both ways, /proc/self/exe differs per process).
     fn path(&mut self, rec: &Record<'a>, i: usize) -> Option<Norm> {
         let p = join(rec.field(i), rec.field(i + 1));
-        if p.is_none() {
-            self.lose(Lost::UnknownDirectory(os(rec.field(i + 1))));
+        match p {
+            None => {
+                self.lose(Lost::UnknownDirectory(os(rec.field(i + 1))));
+                None
+            }
+            Some(p) if self.filter.covers_norm(&p) => None,
+            Some(p) => Some(p),
         }
-        p
     }
 
     /// First pass: what the compile itself made, so that reads of its own files (outputs,
@@ -332,7 +340,7 @@ impl<'a> Reducer<'a> {
                 }
                 b'M' => {
                     if let Some(p) = join(rec.field(0), rec.field(1)) {
-                        self.made_dirs.push((p, i));
+                        self.made_dirs.entry(p).or_insert(i);
                     }
                 }
                 _ => {}
@@ -343,12 +351,17 @@ impl<'a> Reducer<'a> {
     /// The record index from which `p` counts as made by the compile, if it ever does.
     fn made_from(&self, p: &[u8]) -> Option<usize> {
         let direct = self.made.get(p).copied();
-        let below = self
-            .made_dirs
+        // `p` itself and each of its ancestors, looked up among the created directories.
+        let ancestors = p
             .iter()
-            .filter(|(d, _)| under(p, d))
-            .map(|(_, i)| *i)
-            .min();
+            .enumerate()
+            .filter(|&(i, &b)| b == b'/' && i > 0)
+            .map(|(i, _)| &p[..i])
+            .chain(std::iter::once(p));
+        let below = ancestors
+            .filter_map(|a| self.made_dirs.get(a))
+            .min()
+            .copied();
         match (direct, below) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -382,7 +395,11 @@ impl<'a> Reducer<'a> {
                 if let Some(from) = self.made_from(&p) {
                     // Reading a file the compile later replaces: its old content was an
                     // input, and it is gone.
-                    if rec.kind == b'R' && i < from && self.made.contains_key(&p) {
+                    if rec.kind == b'R'
+                        && rec.field(2) == b"f"
+                        && i < from
+                        && self.made.contains_key(&p)
+                    {
                         self.lose(Lost::InputOverwritten(path_of(&p)));
                     }
                     return;
@@ -488,7 +505,7 @@ impl<'a> Reducer<'a> {
         (!kept.is_empty()).then(|| kept.join(&b':'))
     }
 
-    fn finish(mut self, records: usize, filter: &Filter) -> Result<ObservedInputs, Incomplete> {
+    fn finish(mut self, records: usize) -> Result<ObservedInputs, Incomplete> {
         let mut pending: Vec<Norm> = self.pending_exec.drain().map(|(_, p)| p).collect();
         pending.sort();
         for p in pending {
@@ -516,12 +533,8 @@ impl<'a> Reducer<'a> {
         self.present.retain(|p| !read.contains(p));
 
         let env = self.env();
-        let paths = |set: HashSet<Norm>| -> BTreeSet<PathBuf> {
-            set.into_iter()
-                .filter(|p| !filter.covers_norm(p))
-                .map(|p| path_of(&p))
-                .collect()
-        };
+        let paths =
+            |set: HashSet<Norm>| -> BTreeSet<PathBuf> { set.iter().map(|p| path_of(p)).collect() };
         let observed = ObservedInputs {
             files_read: paths(self.read),
             paths_present: paths(self.present),
@@ -529,9 +542,8 @@ impl<'a> Reducer<'a> {
             dirs_listed: paths(self.listed),
             links: self
                 .links
-                .into_iter()
-                .filter(|(p, _)| !filter.covers_norm(p))
-                .map(|(p, t)| (path_of(&p), path_of(&t)))
+                .iter()
+                .map(|(p, t)| (path_of(p), path_of(t)))
                 .collect(),
             env,
             programs: paths(self.programs),
@@ -691,7 +703,8 @@ mod tests {
 
     #[test]
     fn ld_preload_values_are_compared_without_the_recorder() {
-        let r = Reducer::new(Path::new("/k/rec.so"));
+        let f = Filter::new();
+        let r = Reducer::new(Path::new("/k/rec.so"), &f);
         let v = |s: &'static str| r.without_library(b"LD_PRELOAD", Some(s.as_bytes()));
         assert_eq!(v("/k/rec.so:/u/mine.so"), Some(b"/u/mine.so".to_vec()));
         assert_eq!(v("/u/mine.so /k/rec.so"), Some(b"/u/mine.so".to_vec()));
@@ -753,6 +766,16 @@ mod tests {
         let f = Filter::pseudo_filesystems().drop_under("/sysroot/");
         let o = parse(&l.0, Path::new("/k/rec.so"), &f).unwrap();
         assert_eq!(o.files_read, set(&["/sysrootx/a"]));
+    }
+
+    #[test]
+    fn pseudo_files_used_both_ways_are_no_loss() {
+        let mut l = Log::new();
+        l.add('R', 10, &["", "/dev/null", "c"])
+            .add('W', 10, &["", "/dev/null"])
+            .add('K', 10, &["", "/proc/self/exe", "/bin/cc"])
+            .add('K', 11, &["", "/proc/self/exe", "/usr/bin/ld"]);
+        assert!(l.parse().is_ok());
     }
 
     #[test]

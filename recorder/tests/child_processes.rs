@@ -222,3 +222,27 @@ fn the_recorded_process_runs_with_the_library_in_ld_preload() {
     assert_eq!(shown.trim(), rec.library().to_str().unwrap());
     complete(result);
 }
+
+#[test]
+fn a_library_loaded_by_bare_name_still_loads_through_runpath_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = recorder(tmp.path());
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let plugin = compile_c("plugin", &lib, &["-shared", "-fPIC"]);
+    std::fs::rename(&plugin, lib.join("libkrplugin.so")).unwrap();
+    // RUNPATH (not RPATH) applies only to the object that calls dlopen.
+    let loader = compile_c(
+        "loader",
+        tmp.path(),
+        &["-Wl,--enable-new-dtags,-rpath,$ORIGIN/lib", "-ldl"],
+    );
+    let (out, result) = record(&rec, Command::new(&loader));
+    ok(&out);
+    assert_eq!(out.stdout, b"42\n");
+    let err = result.expect_err("a library found by the loader's own search is not observed");
+    assert_eq!(
+        err.reasons,
+        vec![Lost::LibraryByName("libkrplugin.so".into())]
+    );
+}
