@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures what recording costs on a cold `cargo build` of tests/fixtures/ws (a copy, wired to
-# the vendored crates like tests/common's fixture_at):
+# the vendored crates like tests/common's fixture_at), or with WORKLOAD=app of scripts/bench's
+# workload (a) (bench/workloads/app, ~150 crates, its vendored crates unpacked once):
 #   plain     no wrapper
 #   wrapper   RUSTC_WRAPPER=kache-record with recording off (the wrapper's own cost)
 #   recorded  RUSTC_WRAPPER=kache-record recording every rustc (and what rustc starts)
@@ -13,11 +14,25 @@ cargo build --release -p kache-recorder --bin kache-record --manifest-path "$rep
 tool="$repo/target/release/kache-record"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$repo/tests/fixtures/ws" "$work/ws"
+case ${WORKLOAD:-ws} in
+  ws) src="$repo/tests/fixtures/ws"; vendor="$repo/tests/fixtures/vendor" ;;
+  app)
+    src="$repo/bench/workloads/app"
+    vendor="${APP_VENDOR:-/tmp/kache-recorder-bench-vendor}"
+    if [ ! -d "$vendor" ]; then
+      mkdir -p "$vendor"
+      tar -C "$vendor" -xJf "$repo/bench/workloads/app-vendor.tar.xz"
+    fi
+    # the archive holds one top-level directory of crates
+    [ -d "$vendor/vendor" ] && vendor="$vendor/vendor"
+    ;;
+  *) echo "WORKLOAD is ws or app" >&2; exit 2 ;;
+esac
+cp -r "$src" "$work/ws"
 rm -rf "$work/ws/target"
 mkdir -p "$work/ws/.cargo"
 printf '[source.crates-io]\nreplace-with = "vendored"\n\n[source.vendored]\ndirectory = "%s"\n' \
-  "$repo/tests/fixtures/vendor" > "$work/ws/.cargo/config.toml"
+  "$vendor" > "$work/ws/.cargo/config.toml"
 unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR RUSTFLAGS CARGO_ENCODED_RUSTFLAGS RUSTC_WRAPPER \
   RUSTC_WORKSPACE_WRAPPER CARGO_INCREMENTAL CARGO_BUILD_RUSTC_WRAPPER
 export KACHE_RECORD_DIR="$work/recorder"
@@ -37,6 +52,7 @@ one() { # mode -> "wall user+sys" seconds (CPU time of cargo and every process i
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+echo "load before: $(cut -d" " -f1-3 /proc/loadavg)"
 one plain warmup >/dev/null   # fill the page cache
 declare -A wall cpu
 for i in $(seq 1 "$RUNS"); do
@@ -55,3 +71,4 @@ cat "$work"/reports-recorded-*/*.txt | awk -F'\t' '$1=="summary" {
   if (r[1]>maxr) maxr=r[1]; if (u[1]>maxu) maxu=u[1] }
   END { printf "recorded compiles %d (over all runs): %.0f records and %.1f processes per compile on average, max %d records; parse %.0f us average, max %d us\n", n, rec/n, proc/n, maxr, us/n, maxu }'
 grep -h '^lost' "$work"/reports-recorded-*/*.txt | sort | uniq -c || echo "no compile lost anything"
+echo "load after: $(cut -d" " -f1-3 /proc/loadavg)"

@@ -269,9 +269,20 @@ static void write_iov(struct iovec *iov, int n, pid_t me) {
         int fd = g_log_fd;
         if (fd < 0) {
             fd = open_log();
-            g_log_fd = fd;
+            if (fd < 0) {
+                /* The session is over (its log deleted): a process that outlived the compile
+                 * stops recording instead of retrying on every call. */
+                if (errno == ENOENT) g_enabled = 0;
+                return;
+            }
+            /* Two threads may reopen at once: one descriptor is kept, the other closed. */
+            if (!__sync_bool_compare_and_swap(&g_log_fd, -1, fd)) {
+                syscall(SYS_close, fd);
+                fd = g_log_fd;
+                if (fd < 0) return;
+            }
         }
-        if (fd >= 0) syscall(SYS_writev, fd, iov, n);
+        syscall(SYS_writev, fd, iov, n);
         return;
     }
     /* A vfork child, or a child of a raw clone: its descriptors may differ from the owner's
@@ -1101,6 +1112,11 @@ static void prepare_env(char *const *env, char cls, struct child_env *out, char 
     const char *log = env_lookup(env, LOG_VAR);
     if (log && !(str_len(log) == g_log_path_len && str_eq_n(log, g_log_path, g_log_path_len))) {
         out->state = 'o';
+        return;
+    }
+    if (!g_self_len) {
+        /* Our own path is unknown (dladdr failed): nothing can be put back or taken out. */
+        out->state = preload && log ? 'k' : 'z';
         return;
     }
     if (cls == 'f') {

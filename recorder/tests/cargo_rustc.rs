@@ -1,6 +1,7 @@
 //! The recorder on a real `cargo build`: rustc runs under it as `RUSTC_WRAPPER`
 //! (`kache-record`), and what proc-macros and the linker read shows up in the compile that
 //! ran them.
+#![cfg(target_os = "linux")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The recorder observes what processes read, whatever process reads it and however it was
 //! started, and says so when it could not see something.
+#![cfg(target_os = "linux")]
 
 mod support;
 
@@ -245,4 +246,29 @@ fn a_library_loaded_by_bare_name_still_loads_through_runpath_and_is_reported() {
         err.reasons,
         vec![Lost::LibraryByName("libkrplugin.so".into())]
     );
+}
+
+#[test]
+fn a_child_whose_environment_was_changed_is_still_observed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = recorder(tmp.path());
+    let a = write(tmp.path(), "a.txt", "a");
+    let b = write(tmp.path(), "b.txt", "b");
+    // One child gets another LD_PRELOAD (the recorder puts itself first again), the other
+    // loses the log variable (the recorder puts it back).
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    assert!(libc.exists(), "{} is missing", libc.display());
+    let mut cmd = Command::new(need_tool("sh"));
+    cmd.arg("-c")
+        .arg("LD_PRELOAD=\"$3\" cat \"$1\"; env -u KACHE_RECORDER_LOG cat \"$2\"")
+        .arg("sh")
+        .arg(&a)
+        .arg(&b)
+        .arg(libc);
+    let (out, result) = record(&rec, cmd);
+    ok(&out);
+    assert_eq!(out.stdout, b"ab");
+    let inputs = complete(result);
+    assert!(inputs.files_read.contains(&a), "{:?}", inputs.files_read);
+    assert!(inputs.files_read.contains(&b), "{:?}", inputs.files_read);
 }

@@ -1,5 +1,6 @@
 //! Installing the preload library: once, read-only, under its hash; and a clear
 //! "unavailable" where LD_PRELOAD could not name it.
+#![cfg(target_os = "linux")]
 
 mod support;
 
