@@ -372,7 +372,19 @@ __attribute__((constructor)) static void recorder_constructor(void) { init(); }
  * reached before our constructor (another library's constructor) still resolves symbols. */
 static int active(void) {
     if (g_init_state != 2) init();
-    return g_enabled && !t_busy;
+    if (!g_enabled) return 0;
+    if (t_busy) {
+        /* Reached while this thread is inside the recorder: only a signal handler can do that
+         * once we are initialised. The call goes unrecorded, so say that something was
+         * missed (the record code is async-signal-safe). */
+        if (g_init_state == 2) {
+            struct rec r;
+            rec_init(&r, 'Z');
+            rec_emit(&r);
+        }
+        return 0;
+    }
+    return 1;
 }
 
 /* ---------- path records ------------------------------------------------------------------ */

@@ -36,6 +36,7 @@
 //! | `U` | base, path | unlink |
 //! | `M` | base, path | mkdir, mkdtemp |
 //! | `C` | base, path | link or symlink created |
+//! | `Z` | | a hook was reached inside the recorder (a signal handler): a call went unrecorded |
 //!
 //! Exec classes: `d` dynamic (will load the recorder), `s` static, `u` set-ID or file
 //! capabilities, `f` foreign (other ELF class, machine or loader), `g` Go, `n` not found, `?`

@@ -76,6 +76,9 @@ pub enum Lost {
     ChangedDuringCompile(PathBuf),
     /// A library was loaded by bare name, through the loader's own search.
     LibraryByName(OsString),
+    /// A signal handler called a hooked function while its thread was inside the recorder:
+    /// that call went unrecorded.
+    Reentered,
     /// The log holds a torn or truncated record at this byte offset.
     Malformed(usize),
     /// The log could not be read.
@@ -110,6 +113,7 @@ impl fmt::Display for Lost {
                 write!(f, "{} changed during the compile", p.display())
             }
             Lost::LibraryByName(n) => write!(f, "library {} loaded by name", n.to_string_lossy()),
+            Lost::Reentered => write!(f, "a call from a signal handler went unrecorded"),
             Lost::Malformed(at) => write!(f, "torn record at byte {at} of the log"),
             Lost::LogUnreadable(e) => write!(f, "log unreadable: {e}"),
         }
@@ -470,6 +474,7 @@ impl<'a> Reducer<'a> {
                 self.programs.insert(p);
             }
             b'D' => self.lose(Lost::LibraryByName(os(rec.field(0)))),
+            b'Z' => self.lose(Lost::Reentered),
             _ => {}
         }
     }
