@@ -255,14 +255,26 @@ impl fmt::Display for Value {
 pub struct ExcludeGlob {
     pub base: PathBuf,
     pub pattern: String,
+    /// The glob over whole normalized paths: the base (escaped, so a `[` in
+    /// a directory name is not a class) joined with the pattern, without
+    /// the `!`.
+    full: String,
 }
 
 impl ExcludeGlob {
     fn new(base: &Path, raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let (bang, raw) = raw.strip_prefix('!').map_or(("", raw), |r| ("!", r));
+        let pat = expand_with(raw, env, globset::escape);
+        let full = if normalize_path(&pat).kind == PathKind::Relative {
+            let base = normalize_path(&base.to_string_lossy()).as_string();
+            format!("{}/{pat}", globset::escape(&base))
+        } else {
+            pat.clone()
+        };
         let g = ExcludeGlob {
             base: base.to_path_buf(),
-            pattern: format!("{bang}{}", expand_with(raw, env, globset::escape)),
+            pattern: format!("{bang}{pat}"),
+            full: normalize_path(&full).as_string(),
         };
         g.compile().map(|_| g)
     }
@@ -271,24 +283,25 @@ impl ExcludeGlob {
         self.pattern.starts_with('!')
     }
 
-    /// The glob over whole normalized paths: the base (escaped, so a `[` in
-    /// a directory name is not a class) joined with the pattern. `*` and `?`
-    /// stay inside one component, `**` spans components; no backslash
-    /// escapes, so a pattern means the same on every OS (`[*]` is a literal
-    /// `*`).
+    /// `*` and `?` stay inside one component, `**` spans components; no
+    /// backslash escapes, so a glob means the same on every OS (`[*]` is a
+    /// literal `*`).
     fn compile(&self) -> Result<Glob, String> {
-        let pat = self.pattern.strip_prefix('!').unwrap_or(&self.pattern);
-        let full = if normalize_path(pat).kind == PathKind::Relative {
-            let base = normalize_path(&self.base.to_string_lossy()).as_string();
-            format!("{}/{pat}", globset::escape(&base))
-        } else {
-            pat.to_string()
-        };
-        GlobBuilder::new(&normalize_path(&full).as_string())
+        GlobBuilder::new(&self.full)
             .literal_separator(true)
             .backslash_escape(false)
             .build()
             .map_err(|e| format!("invalid glob {:?}: {e}", self.pattern))
+    }
+
+    /// The text every path this glob matches starts with (up to its first
+    /// wildcard, class or alternative).
+    fn literal_prefix(&self) -> &str {
+        let end = self
+            .full
+            .find(['*', '?', '[', '{'])
+            .unwrap_or(self.full.len());
+        &self.full[..end]
     }
 }
 
@@ -321,9 +334,9 @@ impl ExcludeMatcher {
         }
     }
 
-    fn is_excluded(&self, source: &Path) -> bool {
-        let path = normalize_path(&source.to_string_lossy()).as_string();
-        match self.set.matches(&path).into_iter().max() {
+    /// `path` already normalized.
+    fn is_excluded(&self, path: &str) -> bool {
+        match self.set.matches(path).into_iter().max() {
             Some(last) => !self.negated[last],
             None => false,
         }
@@ -336,7 +349,7 @@ pub struct Config {
     pub excludes: Vec<ExcludeGlob>,
     pub warnings: Vec<String>,
     pub project_file: Option<PathBuf>,
-    /// Built on the first [`Config::is_excluded`]: most processes never ask.
+    /// Built on the first [`Config::is_excluded`] that needs it.
     exclude_matcher: OnceLock<ExcludeMatcher>,
 }
 
@@ -644,9 +657,19 @@ impl Config {
         if self.excludes.is_empty() {
             return false;
         }
-        self.exclude_matcher
-            .get_or_init(|| ExcludeMatcher::new(&self.excludes))
-            .is_excluded(source)
+        let path = normalize_path(&source.to_string_lossy()).as_string();
+        // Compiling the set costs a fresh process ~0.2 ms; a path outside
+        // every excluding glob's literal prefix cannot match, so most
+        // compiles never pay it.
+        let may_match = self
+            .excludes
+            .iter()
+            .any(|g| !g.negated() && path.starts_with(g.literal_prefix()));
+        may_match
+            && self
+                .exclude_matcher
+                .get_or_init(|| ExcludeMatcher::new(&self.excludes))
+                .is_excluded(&path)
     }
 }
 
@@ -798,6 +821,22 @@ mod tests {
         let c = Config::load(proj.path(), &e).unwrap();
         assert!(c.is_excluded(&p.join("vendor/ours/bad.c")));
         assert!(!c.is_excluded(&p.join("vendor/ours/good.c")));
+    }
+
+    #[test]
+    fn a_leading_double_star_matches_at_any_depth_below_its_file_only() {
+        let proj = project_with_excludes(&["**/gen/*.c", "!**/gen/keep.c"]);
+        let other = tempfile::tempdir().unwrap();
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        let p = proj.path();
+        assert!(c.is_excluded(&p.join("gen/x.c")));
+        assert!(c.is_excluded(&p.join("a/b/gen/x.c")));
+        assert!(!c.is_excluded(&p.join("a/b/gen/keep.c")));
+        assert!(!c.is_excluded(&other.path().join("gen/x.c")));
+        // A lone `!` glob excludes nothing.
+        let proj = project_with_excludes(&["!src/**"]);
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        assert!(!c.is_excluded(&proj.path().join("src/lib.rs")));
     }
 
     #[test]
