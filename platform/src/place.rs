@@ -177,7 +177,7 @@ fn reflink_new(blob: &File, dest: &Path, mode: u32) -> io::Result<bool> {
         Ok(()) => sys::stamp_now(&out).map(|()| true),
         Err(_) => Ok(false),
     };
-    if r.as_ref().map_or(true, |cloned| !cloned) {
+    if !matches!(r, Ok(true)) {
         drop(out);
         let _ = fs::remove_file(dest);
     }
