@@ -1,6 +1,7 @@
 //! `kache mount` end to end: real FUSE mounts of worktrees' `target/`, real cargo through
 //! kache. Needs root (or fusermount3) and `/dev/fuse`; `scripts/test` installs fuse3. These
 //! tests never skip: where FUSE is missing they fail naming what is missing.
+#![cfg(target_os = "linux")] // FUSE mounts
 
 mod common;
 

@@ -29,15 +29,31 @@
 //! Every inode the kernel has looked up holds one O_PATH descriptor in the server until the
 //! kernel forgets it; the server raises its soft `RLIMIT_NOFILE` to the hard limit.
 
+// The FUSE backend (Linux only: O_PATH, /proc/self/fd, renameat2, passthrough).
+#[cfg(target_os = "linux")]
 mod control;
+#[cfg(target_os = "linux")]
 mod fs;
+#[cfg(target_os = "linux")]
 mod mount;
+#[cfg(target_os = "linux")]
 mod sys;
 
+#[cfg(target_os = "linux")]
 pub use control::{is_kache_mount, place, Placement};
+#[cfg(target_os = "linux")]
 pub use mount::{
     mount, mount_foreground, mount_health, mount_stats, scan_placements, unmount, MountHandle,
     MountHealth, MountOptions, MountStats, PlacedFile,
+};
+
+// Elsewhere the same API refuses every mount, until a backend (WinFsp) fills it.
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+#[cfg(not(target_os = "linux"))]
+pub use unsupported::{
+    is_kache_mount, mount, mount_foreground, mount_health, mount_stats, place, scan_placements,
+    unmount, MountHandle, MountHealth, MountOptions, MountStats, PlacedFile, Placement,
 };
 
 /// Where the bytes of placed files come from.

@@ -1,4 +1,5 @@
 //! Numbers, not assertions: `cargo test -p kache-fs --test measure -- --ignored --nocapture`.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Behaviour of a real kache FUSE mount (run as root; fails loudly if FUSE is unavailable).
+#![cfg(target_os = "linux")]
 
 mod common;
 

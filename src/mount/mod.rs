@@ -13,6 +13,8 @@
 
 pub mod cli;
 mod registry;
+// The server serves a FUSE mount (Linux); elsewhere every mount is refused.
+#[cfg_attr(not(target_os = "linux"), path = "server_unsupported.rs")]
 mod server;
 mod worktree;
 
@@ -97,7 +99,7 @@ pub fn fuse_unavailable() -> Option<String> {
         .write(true)
         .open("/dev/fuse")
     {
-        if unsafe { libc::geteuid() } == 0 || e.kind() != io::ErrorKind::PermissionDenied {
+        if kache_platform::process::is_root() || e.kind() != io::ErrorKind::PermissionDenied {
             return Some(format!("/dev/fuse cannot be opened: {e}"));
         }
         // Normal users mount through the setuid helper.
@@ -288,7 +290,7 @@ fn import_contents(target: &Path, upper: &Path) -> io::Result<()> {
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
     if meta.is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        kache_platform::symlink_file(&fs::read_link(from)?, to)?;
     } else if meta.is_dir() {
         fs::create_dir_all(to)?;
         for e in fs::read_dir(from)? {
