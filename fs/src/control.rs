@@ -5,127 +5,86 @@
 //! `ok <count>` or `error: <reason>`. The request is applied when the status is first read.
 //! Validation happens before anything changes, so a rejected request changes nothing.
 //!
-//! Owns: request parsing and validation, the client functions. Must never: accept a path that
-//! leaves the mount, or a blob whose size does not match.
+//! Owns: the request codec and status lines, one open control file's exchange, the client
+//! functions. Must never: apply a request that did not validate as a whole.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{CONTROL_ID, CONTROL_NAME, PLACING_PREFIX};
+use crate::placement::{Placement, CONTROL_ID, CONTROL_NAME};
 use crate::BlobSource;
 
-/// One file to place: `path` (relative to the mount root) will read as the blob `hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Path relative to the mount root, without `..`; parent directories are created.
-    pub path: PathBuf,
-    /// blake3 of the content, 64 lowercase hex characters.
-    pub hash: String,
-    /// Size of the blob in bytes; must match the blob file.
-    pub size: u64,
-    /// Permission bits (e.g. `0o644`, `0o755` for executables).
-    pub mode: u32,
-}
+/// Upper bound on one control request, so a runaway client cannot exhaust memory.
+const MAX_CONTROL_REQUEST: usize = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct Request {
     placements: Vec<Placement>,
 }
 
-/// A placement that passed validation.
-pub(crate) struct ValidPlacement {
-    pub path: PathBuf,
-    pub hash: String,
-    pub size: u64,
-    pub mode: u32,
-}
-
-pub(crate) fn ok_line(n: usize) -> String {
-    format!("ok {n}\n")
-}
-
-pub(crate) fn error_line(reason: &str) -> String {
-    format!("error: {}\n", reason.replace('\n', " "))
-}
-
-fn is_blob_hash(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn check_path(path: &Path) -> Result<(), String> {
-    let mut components = 0;
-    for comp in path.components() {
-        match comp {
-            Component::Normal(name) => {
-                if name
-                    .as_encoded_bytes()
-                    .starts_with(PLACING_PREFIX.as_bytes())
-                {
-                    return Err(format!("{}: reserved name", path.display()));
-                }
-                components += 1;
-            }
-            _ => {
-                return Err(format!(
-                    "{}: must be relative, without `.` or `..`",
-                    path.display()
-                ))
-            }
-        }
-    }
-    if components == 0 {
-        return Err("empty path".to_string());
-    }
-    if path == Path::new(CONTROL_NAME) {
-        return Err(format!("{CONTROL_NAME}: reserved name"));
-    }
-    Ok(())
-}
-
-/// Check every placement of a request; any failure rejects the whole request.
-pub(crate) fn validate(
-    request: &[u8],
-    blobs: &dyn BlobSource,
-) -> Result<Vec<ValidPlacement>, String> {
+/// Checks every placement of a request; any failure rejects the whole request.
+pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Vec<Placement>, String> {
     let request: Request =
         serde_json::from_slice(request).map_err(|e| format!("malformed request: {e}"))?;
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(request.placements.len());
     for p in request.placements {
-        check_path(&p.path)?;
         if !seen.insert(p.path.clone()) {
             return Err(format!("{}: placed twice in one request", p.path.display()));
         }
-        if !is_blob_hash(&p.hash) {
-            return Err(format!("{}: malformed blob hash", p.path.display()));
-        }
-        let blob = blobs
-            .blob_path(&p.hash)
-            .ok_or_else(|| format!("{}: blob {} not in the store", p.path.display(), p.hash))?;
-        let meta = std::fs::metadata(&blob)
-            .map_err(|e| format!("{}: blob {}: {e}", p.path.display(), p.hash))?;
-        if !meta.is_file() || meta.len() != p.size {
-            return Err(format!(
-                "{}: blob {} has {} bytes, request says {}",
-                p.path.display(),
-                p.hash,
-                meta.len(),
-                p.size
-            ));
-        }
-        valid.push(ValidPlacement {
-            path: p.path,
-            hash: p.hash,
-            size: p.size,
-            mode: p.mode & 0o777,
-        });
+        valid.push(p.validated(blobs)?);
     }
     Ok(valid)
+}
+
+/// The status line of an applied request.
+pub(crate) fn ok_line(n: usize) -> String {
+    format!("ok {n}\n")
+}
+
+/// The status line of a refused or failed request.
+pub(crate) fn error_line(reason: &str) -> String {
+    format!("error: {}\n", reason.replace('\n', " "))
+}
+
+/// One open control file: the request as written so far, then the status being read.
+#[derive(Default)]
+pub(crate) struct Exchange {
+    request: Vec<u8>,
+    response: Option<Vec<u8>>,
+    /// How much of the response was read: the status is a stream, whatever the file offset
+    /// (after writing the request, the client's offset is past it).
+    sent: usize,
+}
+
+impl Exchange {
+    /// Appends request bytes; `false` when the request would grow past the bound.
+    pub(crate) fn write(&mut self, data: &[u8]) -> bool {
+        if self.request.len() + data.len() > MAX_CONTROL_REQUEST {
+            return false;
+        }
+        self.request.extend_from_slice(data);
+        self.response = None;
+        true
+    }
+
+    /// The next `size` bytes of the status; the first read computes it with `respond`.
+    pub(crate) fn read(&mut self, size: usize, respond: impl FnOnce(&[u8]) -> String) -> Vec<u8> {
+        if self.response.is_none() {
+            self.response = Some(respond(&self.request).into_bytes());
+            self.sent = 0;
+        }
+        let response = self.response.as_deref().unwrap_or_default();
+        let start = self.sent.min(response.len());
+        let end = (start + size).min(response.len());
+        self.sent = end;
+        response[start..end].to_vec()
+    }
 }
 
 /// Place `placements` into the kache mount at `mount_root`, atomically per file: each path
@@ -163,26 +122,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_that_leave_the_mount_are_refused() {
-        for bad in [
-            "../x",
-            "/etc/passwd",
-            "a/../../x",
-            "",
-            ".",
-            "./a",
-            ".kache-control",
-        ] {
-            assert!(check_path(Path::new(bad)).is_err(), "{bad} accepted");
+    fn the_status_is_streamed_once_whatever_the_read_size() {
+        let mut ex = Exchange::default();
+        assert!(ex.write(b"{}"));
+        let mut calls = 0;
+        let mut got = Vec::new();
+        loop {
+            let chunk = ex.read(3, |req| {
+                calls += 1;
+                assert_eq!(req, b"{}");
+                ok_line(12)
+            });
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend(chunk);
         }
-        assert!(check_path(Path::new("debug/deps/libx.rlib")).is_ok());
+        assert_eq!(got, b"ok 12\n");
+        assert_eq!(calls, 1);
     }
 
     #[test]
-    fn only_lowercase_blake3_hex_is_a_hash() {
-        assert!(is_blob_hash(&"ab".repeat(32)));
-        assert!(!is_blob_hash(&"AB".repeat(32)));
-        assert!(!is_blob_hash("abc"));
-        assert!(!is_blob_hash(&format!("../{}", "a".repeat(61))));
+    fn an_error_line_is_one_line() {
+        assert_eq!(error_line("a\nb"), "error: a b\n");
     }
 }

@@ -29,16 +29,21 @@
 //! Every inode the kernel has looked up holds one O_PATH descriptor in the server until the
 //! kernel forgets it; the server raises its soft `RLIMIT_NOFILE` to the hard limit.
 
+mod backing;
 mod control;
 mod fs;
+mod inodes;
 mod mount;
+mod placement;
+mod state;
 mod sys;
 
-pub use control::{is_kache_mount, place, Placement};
+pub use control::{is_kache_mount, place};
 pub use mount::{
     mount, mount_foreground, mount_health, mount_stats, scan_placements, unmount, MountHandle,
     MountHealth, MountOptions, MountStats, PlacedFile,
 };
+pub use placement::Placement;
 
 /// Where the bytes of placed files come from.
 pub trait BlobSource: Send + Sync + 'static {

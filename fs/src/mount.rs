@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 
-use crate::fs::{xattr_name, Blob, KacheFs, Shared, CONTROL_ID, CONTROL_NAME};
+use crate::fs::KacheFs;
+use crate::placement::{Blob, CONTROL_ID, CONTROL_NAME};
+use crate::state::Shared;
 use crate::sys;
 use crate::BlobSource;
 
@@ -63,7 +65,7 @@ impl MountHandle {
 
     /// Whether reads currently go through kernel passthrough (negotiated and permitted).
     pub fn passthrough_active(&self) -> bool {
-        self.shared.passthrough_on.load(Ordering::Relaxed)
+        self.shared.backing.on.load(Ordering::Relaxed)
     }
 
     /// Unmount and wait for the serving threads to finish.
@@ -310,7 +312,7 @@ fn walk(
                 Ok(f) => f.into(),
                 Err(_) => continue,
             };
-            match sys::getxattr_fd(fd.as_fd(), &xattr_name())?.and_then(|v| Blob::parse(&v)) {
+            match Blob::of_marker(fd.as_fd())? {
                 Some(blob) => found.push(PlacedFile {
                     path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
                     hash: blob.hash,

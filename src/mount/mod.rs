@@ -2,7 +2,7 @@
 //!
 //! Owns: the registry of mounts (`$KACHE_DIR/mounts/<id>/state.json`, next to the
 //! filesystem's own `upper/`), the per-mount server process (`kache mount --foreground`,
-//! spawned detached by `kache mount` and by the daemon's [`MountSupervisor`]), repairing a
+//! spawned detached by `kache mount` and by [`supervise`], which the daemon runs), repairing a
 //! mount whose server died, and the wrapper's placement step ([`place_outputs`]).
 //! Must never: delete a mount's upper directory unless asked to forget the mount, unmount
 //! anything that is not a kache mount, or let a placement failure fail a build.
@@ -20,7 +20,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use kache_fs::{MountHealth, Placement};
 use serde::Serialize;
@@ -421,15 +421,6 @@ pub fn placed_blobs(store_dir: &Path) -> std::collections::HashSet<String> {
     keep
 }
 
-/// One output of a hit to put into a target directory that is a kache mount.
-pub struct ToPlace<'a> {
-    /// Path relative to the mount root.
-    pub path: PathBuf,
-    pub blob: &'a str,
-    pub size: u64,
-    pub mode: u32,
-}
-
 /// The root of the kache mount containing `dir`, if any: one `stat` per ancestor, starting
 /// with `dir` itself, stopping at the first mount root.
 pub fn mount_root_of(dir: &Path) -> Option<&Path> {
@@ -444,71 +435,47 @@ pub fn mount_root_of(dir: &Path) -> Option<&Path> {
 /// rename, each a FUSE round trip) 500–1100 µs even at 4 KiB, the cost of both being mostly
 /// the file creation in the upper directory; a marker also takes no data block. Extra files in
 /// one request cost less than a request each (≈520–620 µs/file in batches of 10–1000).
-pub fn place_outputs(mount_root: &Path, outputs: &[ToPlace]) -> io::Result<u64> {
+pub fn place_outputs(mount_root: &Path, outputs: &[Placement]) -> io::Result<u64> {
     if outputs.is_empty() {
         return Ok(0);
     }
-    let placements: Vec<Placement> = outputs
-        .iter()
-        .map(|o| Placement {
-            path: o.path.clone(),
-            hash: o.blob.to_string(),
-            size: o.size,
-            mode: o.mode,
-        })
-        .collect();
-    kache_fs::place(mount_root, &placements)?;
+    kache_fs::place(mount_root, outputs)?;
     Ok(outputs.iter().map(|o| o.size).sum())
 }
 
-/// The daemon's hook: on start, remounts every mount the user left mounted; then, every tick,
-/// repairs any whose server died. Servers are separate processes (see the module docs).
+/// What one round of supervision did: servers it started, and mounts it could not repair.
 #[derive(Default)]
-pub struct MountSupervisor {
-    children: Vec<Child>,
+pub struct Supervision {
+    pub started: Vec<Child>,
+    pub problems: Vec<String>,
 }
 
-impl crate::daemon::Task for MountSupervisor {
-    fn name(&self) -> &'static str {
-        "mounts"
-    }
-
-    fn interval(&self) -> Duration {
-        Duration::from_secs(10)
-    }
-
-    fn start(&mut self, d: &crate::daemon::DaemonCtx) {
-        let _ = crate::daemon::Task::tick(self, d);
-    }
-
-    fn tick(&mut self, d: &crate::daemon::DaemonCtx) -> Result<(), String> {
-        self.children
-            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
-        let store_dir = d.store.root().to_path_buf();
-        let mut problems = Vec::new();
-        for (_, rec) in Registry::new(&store_dir).all() {
-            if !rec.wanted || !rec.worktree.is_dir() {
+/// One round of keeping mounts up (the daemon runs it at start and then periodically):
+/// every mount the user wants whose server is gone is remounted. A mount whose server lives but
+/// does not answer is left alone (slow is not dead, and killing it would fail whatever has files
+/// open there); `kache mount` or `kache unmount --force` clears it on request.
+pub fn supervise(store_dir: &Path) -> Supervision {
+    let mut round = Supervision::default();
+    for (_, rec) in Registry::new(store_dir).all() {
+        if !rec.wanted || !rec.worktree.is_dir() {
+            continue;
+        }
+        match kache_fs::mount_health(&rec.target) {
+            MountHealth::Healthy => continue,
+            MountHealth::Broken(_) if rec.pid.is_some_and(is_our_server) => {
+                round
+                    .problems
+                    .push(format!("{}: does not answer", rec.target.display()));
                 continue;
             }
-            match kache_fs::mount_health(&rec.target) {
-                MountHealth::Healthy => continue,
-                // Slow, not dead (its server lives): killing it would fail whatever has files
-                // open there. `kache mount` (or `kache unmount --force`) clears it on request.
-                MountHealth::Broken(_) if rec.pid.is_some_and(is_our_server) => {
-                    problems.push(format!("{}: does not answer", rec.target.display()));
-                    continue;
-                }
-                _ => {}
-            }
-            match mount_worktree(&store_dir, &rec.worktree, false, false) {
-                Ok((_, child)) => self.children.extend(child),
-                Err(e) => problems.push(format!("{}: {e}", rec.worktree.display())),
-            }
+            _ => {}
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
+        match mount_worktree(store_dir, &rec.worktree, false, false) {
+            Ok((_, child)) => round.started.extend(child),
+            Err(e) => round
+                .problems
+                .push(format!("{}: {e}", rec.worktree.display())),
         }
     }
+    round
 }

@@ -289,9 +289,9 @@ fn try_hit(w: &mut Wrapper, key: &str, inv: &CcInvocation, cwd: &Path, base: &Pa
     if let Some(obj) = entry.outputs.iter().find(|o| o.name == OBJECT) {
         let root = obj_dest.parent().and_then(crate::mount::mount_root_of);
         if let Some((root, rel)) = root.and_then(|r| Some((r, obj_dest.strip_prefix(r).ok()?))) {
-            let one = [crate::mount::ToPlace {
+            let one = [kache_fs::Placement {
                 path: rel.to_path_buf(),
-                blob: &obj.blob,
+                hash: obj.blob.clone(),
                 size: obj.size,
                 mode: obj.mode,
             }];

@@ -480,7 +480,7 @@ fn restore(
     // they are placed by reference, in one request, instead of restored (see
     // `crate::mount::place_outputs` for why small ones are placed too). A
     // failed placement falls back to restoring.
-    let mut by_reference: Vec<&str> = Vec::new();
+    let mut by_reference: Vec<String> = Vec::new();
     let mut mount_bytes = 0;
     let mounted = roots
         .target
@@ -494,7 +494,7 @@ fn restore(
                 w.count("restore.mount_bytes", bytes);
                 w.count("restore.mount_files", large.len() as u64);
                 mount_bytes = bytes;
-                by_reference = large.iter().map(|p| p.blob).collect();
+                by_reference = large.into_iter().map(|p| p.hash).collect();
             }
             Err(_) => w.count("restore.mount_errors", 1),
         }
@@ -502,7 +502,7 @@ fn restore(
     let report = w
         .store
         .restore(entry, &opened, |out| {
-            if out.name.ends_with(".d") || by_reference.contains(&out.blob.as_str()) {
+            if out.name.ends_with(".d") || by_reference.contains(&out.blob) {
                 return None;
             }
             // Executables too: their blob is stored 0555, and placement
@@ -774,14 +774,14 @@ fn store_result(
 /// The placements for an entry's outputs in a mounted target (`rel`: the
 /// out-dir below the mount root): every output but dep-info, which is
 /// rewritten for the worktree and written as a plain file.
-fn mount_placements<'a>(entry: &'a Entry, rel: &Path) -> Vec<crate::mount::ToPlace<'a>> {
+fn mount_placements(entry: &Entry, rel: &Path) -> Vec<kache_fs::Placement> {
     entry
         .outputs
         .iter()
         .filter(|o| !o.name.ends_with(".d"))
-        .map(|o| crate::mount::ToPlace {
+        .map(|o| kache_fs::Placement {
             path: rel.join(&o.name),
-            blob: &o.blob,
+            hash: o.blob.clone(),
             size: o.size,
             mode: o.mode,
         })
