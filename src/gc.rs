@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use kache_platform::{FileLock, LockMode};
 
 use crate::stats;
-use crate::store::Store;
+use crate::store::{GcReport, Store};
 use crate::wrap::Wrapper;
 
 /// Fraction of the limit a collection shrinks the store to.
@@ -50,10 +50,18 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     let report = store.gc(target, &pinned_blobs(store))?;
     // Digest memos are cheap to recompute; keep a week of them.
     crate::wrap::memo::prune(store, std::time::Duration::from_secs(7 * 24 * 3600));
+    record(store, &report)?;
+    Ok(true)
+}
+
+/// Counts a collection (automatic or `kache gc`) in the store's counters, so `kache stats`
+/// agrees with what the collection said: `gc.entries_evicted` grows by the entries it removed.
+pub fn record(store: &Store, report: &GcReport) -> std::io::Result<()> {
     stats::set(
         store,
         &[
-            ("gc.last_total", report.bytes_after),
+            // What counts against the limit: blobs held by mounts are counted apart.
+            ("gc.last_total", report.bytes_after - report.held_bytes),
             ("gc.pending_bytes", 0),
         ],
     )?;
@@ -63,12 +71,23 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
             ("gc.runs".to_string(), 1),
             ("gc.entries_evicted".to_string(), report.entries_removed),
         ],
-    )?;
-    Ok(true)
+    )
 }
 
-/// Blobs that must survive any collection: every blob placed in a kache
-/// mount's state directory (`mounts/<id>/`), mounted or not.
+/// Blobs that must survive any collection: every blob placed in a kache mount's state
+/// directory (`mounts/<id>/`), mounted or not. Mounts whose worktree is gone are released
+/// first (their server would have, had it been running), so they pin nothing.
 pub fn pinned_blobs(store: &Store) -> HashSet<String> {
+    crate::mount::release_orphans(store.root());
     crate::mount::placed_blobs(store.root())
+}
+
+/// Bytes of the store's blobs that mounts hold (placed in a mount's state directory): what
+/// `kache stats` shows as `store.mount_held_bytes`, and gc counts apart from its limit.
+pub fn mount_held_bytes(store: &Store) -> u64 {
+    crate::mount::placed_blobs(store.root())
+        .iter()
+        .filter_map(|b| std::fs::metadata(store.blob_path(b)).ok())
+        .map(|m| m.len())
+        .sum()
 }

@@ -1,9 +1,10 @@
 //! The placement protocol: the only way another process places blobs into a mount.
 //!
 //! A client opens `<mount>/.kache-control`, writes one JSON request
-//! (`{"placements":[{"path":…,"hash":…,"size":…,"mode":…}]}`), then reads one status line:
-//! `ok <count>` or `error: <reason>`. The request is applied when the status is first read.
-//! Validation happens before anything changes, so a rejected request changes nothing.
+//! (`{"placements":[{"path":…,"hash":…,"size":…,"mode":…}]}`, or `{"clear":true}` to empty the
+//! mount), then reads one status line: `ok <count>` or `error: <reason>`. The request is applied
+//! when the status is first read. Validation happens before anything changes, so a rejected
+//! request changes nothing.
 //!
 //! Owns: the request codec and status lines, one open control file's exchange, the client
 //! functions. Must never: apply a request that did not validate as a whole.
@@ -22,15 +23,31 @@ use crate::BlobSource;
 /// Upper bound on one control request, so a runaway client cannot exhaust memory.
 const MAX_CONTROL_REQUEST: usize = 64 << 20;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Request {
+    #[serde(default)]
     placements: Vec<Placement>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    clear: bool,
 }
 
-/// Checks every placement of a request; any failure rejects the whole request.
-pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Vec<Placement>, String> {
+/// What a valid request asks for.
+pub(crate) enum Command {
+    Place(Vec<Placement>),
+    /// Empty the mount (what `cargo clean` means for it).
+    Clear,
+}
+
+/// Decodes a request and checks every placement of it; any failure rejects the whole request.
+pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Command, String> {
     let request: Request =
         serde_json::from_slice(request).map_err(|e| format!("malformed request: {e}"))?;
+    if request.clear {
+        return match request.placements.is_empty() {
+            true => Ok(Command::Clear),
+            false => Err("a clear request places nothing".into()),
+        };
+    }
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(request.placements.len());
     for p in request.placements {
@@ -39,7 +56,7 @@ pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Vec<Pla
         }
         valid.push(p.validated(blobs)?);
     }
-    Ok(valid)
+    Ok(Command::Place(valid))
 }
 
 /// The status line of an applied request.
@@ -92,10 +109,32 @@ impl Exchange {
 /// before any is applied; a rejected request (bad path, unknown blob, wrong size) changes
 /// nothing and returns `InvalidInput` with the server's reason.
 pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
-    let request = serde_json::to_vec(&Request {
-        placements: placements.to_vec(),
-    })
-    .map_err(io::Error::other)?;
+    exchange(
+        mount_root,
+        &Request {
+            placements: placements.to_vec(),
+            ..Request::default()
+        },
+    )
+    .map(drop)
+}
+
+/// Empties the kache mount at `mount_root` at once, as `rm -rf` of everything in it would
+/// (what `cargo clean` means for a mounted target); open files stay readable. Returns how many
+/// top-level entries went.
+pub fn clear(mount_root: &Path) -> io::Result<usize> {
+    exchange(
+        mount_root,
+        &Request {
+            clear: true,
+            ..Request::default()
+        },
+    )
+}
+
+/// Sends one request, returns the count of its `ok` status.
+fn exchange(mount_root: &Path, request: &Request) -> io::Result<usize> {
+    let request = serde_json::to_vec(request).map_err(io::Error::other)?;
     let mut control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -104,7 +143,7 @@ pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
     let mut status = String::new();
     control.read_to_string(&mut status)?;
     match status.strip_prefix("ok ") {
-        Some(_) => Ok(()),
+        Some(n) => Ok(n.trim().parse().unwrap_or(0)),
         None => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             status.trim_end().trim_start_matches("error: ").to_string(),

@@ -38,7 +38,7 @@ mod placement;
 mod state;
 mod sys;
 
-pub use control::{is_kache_mount, place};
+pub use control::{clear, is_kache_mount, place};
 pub use mount::{
     mount, mount_foreground, mount_health, mount_stats, scan_placements, unmount, MountHandle,
     MountHealth, MountOptions, MountStats, PlacedFile,

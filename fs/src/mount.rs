@@ -68,6 +68,12 @@ impl MountHandle {
         self.shared.backing.on.load(Ordering::Relaxed)
     }
 
+    /// Empty the mount as `rm -rf` of its contents would, in one step (what `cargo clean` means
+    /// for a mounted target); see [`crate::clear`]. Returns how many top-level entries went.
+    pub fn clear(&self) -> io::Result<usize> {
+        self.shared.clear()
+    }
+
     /// Unmount and wait for the serving threads to finish.
     pub fn unmount(mut self) -> io::Result<()> {
         match self.session.take() {
@@ -105,6 +111,9 @@ pub struct MountStats {
     pub placed_bytes: u64,
     /// Bytes of ordinary files written into the mount.
     pub upper_bytes: u64,
+    /// Disk the upper directory really takes (allocated blocks of every file, marker and
+    /// directory in it, each inode once): what this mount costs beyond the shared store.
+    pub disk_bytes: u64,
 }
 
 /// One placed file found in a state directory.
@@ -258,71 +267,64 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
 
 /// Every placed file in a mount's state directory: what eviction must keep.
 pub fn scan_placements(state_dir: &Path) -> io::Result<Vec<PlacedFile>> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
-    Ok(found)
+    scan.walk(&upper, &upper)?;
+    Ok(scan.found)
 }
 
 /// Placed files and bytes, and ordinary bytes, of a mount's state directory.
 pub fn mount_stats(state_dir: &Path) -> io::Result<MountStats> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
+    scan.walk(&upper, &upper)?;
     Ok(MountStats {
-        placed_files: found.len() as u64,
-        placed_bytes: found.iter().map(|p| p.size).sum(),
-        upper_bytes,
+        placed_files: scan.found.len() as u64,
+        placed_bytes: scan.found.iter().map(|p| p.size).sum(),
+        upper_bytes: scan.upper_bytes,
+        disk_bytes: scan.disk_bytes,
     })
 }
 
-/// Each inode is counted once, under the first name met (hard links share a placement).
-fn walk(
-    root: &Path,
-    dir: &Path,
-    seen: &mut std::collections::HashSet<u64>,
-    found: &mut Vec<PlacedFile>,
-    upper_bytes: &mut u64,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if kind.is_dir() {
-            walk(root, &path, seen, found, upper_bytes)?;
-        } else if kind.is_file() {
-            if !seen.insert(std::os::unix::fs::DirEntryExt::ino(&entry)) {
+#[derive(Default)]
+struct Scan {
+    seen: std::collections::HashSet<u64>,
+    found: Vec<PlacedFile>,
+    upper_bytes: u64,
+    disk_bytes: u64,
+}
+
+impl Scan {
+    /// Each inode is counted once, under the first name met (hard links share a placement).
+    fn walk(&mut self, root: &Path, dir: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !self.seen.insert(meta.ino()) {
                 continue;
             }
-            let fd: OwnedFd = match File::open(&path) {
-                Ok(f) => f.into(),
-                Err(_) => continue,
-            };
-            match Blob::of_marker(fd.as_fd())? {
-                Some(blob) => found.push(PlacedFile {
-                    path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
-                    hash: blob.hash,
-                    size: blob.size,
-                }),
-                None => *upper_bytes += entry.metadata()?.len(),
+            self.disk_bytes += meta.blocks() * 512;
+            let path = entry.path();
+            if meta.is_dir() {
+                self.walk(root, &path)?;
+            } else if meta.is_file() {
+                let fd: OwnedFd = match File::open(&path) {
+                    Ok(f) => f.into(),
+                    Err(_) => continue,
+                };
+                match Blob::of_marker(fd.as_fd())? {
+                    Some(blob) => self.found.push(PlacedFile {
+                        path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
+                        hash: blob.hash,
+                        size: blob.size,
+                    }),
+                    None => self.upper_bytes += meta.len(),
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn check_user_xattrs(state_dir: &Path) -> io::Result<()> {

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Notifier};
 
 use crate::backing::{Backing, BackingTarget};
-use crate::control::{self, Exchange};
+use crate::control::{self, Command, Exchange};
 use crate::inodes::{lock, Inodes, Node, NodeState, ROOT_ID};
-use crate::placement::{self, xattr_name, Owner};
+use crate::placement::{self, xattr_name, Owner, PLACING_PREFIX};
 use crate::sys;
 use crate::BlobSource;
 
@@ -229,7 +229,13 @@ impl Shared {
     /// The status of a control request: validated as a whole, then applied.
     pub(crate) fn answer_control(&self, request: &[u8], owner: Owner) -> String {
         let items = match control::validate(request, self.backing.blobs()) {
-            Ok(items) => items,
+            Ok(Command::Place(items)) => items,
+            Ok(Command::Clear) => {
+                return match self.clear() {
+                    Ok(n) => control::ok_line(n),
+                    Err(e) => control::error_line(&format!("clearing: {e}")),
+                }
+            }
             Err(reason) => return control::error_line(&reason),
         };
         let root = match self.inodes.root() {
@@ -241,6 +247,41 @@ impl Shared {
             Ok(n) => control::ok_line(n),
             Err(e) => control::error_line(&format!("applying placements: {e}")),
         }
+    }
+
+    /// Empties the mount at once, as `rm -rf` of everything in it would: each entry of the root
+    /// moves into a hidden trash directory in the upper directory and the kernel forgets its
+    /// name; the trash is deleted in the background. Files still open stay readable.
+    pub(crate) fn clear(&self) -> io::Result<usize> {
+        static TRASHES: AtomicU64 = AtomicU64::new(0);
+        let root = self
+            .inodes
+            .root()
+            .map_err(|e| io::Error::from_raw_os_error(e.code()))?;
+        let upper = std::fs::read_link(OsStr::from_bytes(
+            sys::proc_path(root.fd.as_fd()).as_bytes(),
+        ))?;
+        let name = format!(
+            "{PLACING_PREFIX}trash.{}.{}",
+            std::process::id(),
+            TRASHES.fetch_add(1, Ordering::Relaxed)
+        );
+        let trash = upper.join(&name);
+        let entries = self.read_dir(&root)?;
+        std::fs::create_dir(&trash)?;
+        let bin = File::open(&trash)?;
+        let mut moved = 0;
+        for (_, _, name) in entries.iter().skip(2) {
+            let c = sys::cstr(name)?;
+            sys::renameat2(root.fd.as_raw_fd(), &c, bin.as_raw_fd(), &c, 0)?;
+            if let Some(notifier) = self.notifier.get() {
+                let _ = notifier.inval_entry(INodeNo(ROOT_ID), name);
+            }
+            moved += 1;
+        }
+        // Deleting can take long (thousands of files): not on a serving thread.
+        std::thread::spawn(move || std::fs::remove_dir_all(trash));
+        Ok(moved)
     }
 
     /// Makes the kernel forget a cached name whose inode a placement replaced.

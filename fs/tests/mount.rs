@@ -180,6 +180,50 @@ fn unlink_removes_placed_and_upper_files() {
 }
 
 #[test]
+fn clear_empties_the_mount_at_once_and_open_files_stay_readable() {
+    let f = Fixture::new(true);
+    let hash = f.place("debug/deps/libx.rlib", b"placed bytes");
+    fs::create_dir_all(f.path("debug/build/x")).unwrap();
+    fs::write(f.path("debug/build/x/out"), b"upper bytes").unwrap();
+    fs::write(f.path("CACHEDIR.TAG"), b"tag").unwrap();
+    let mut open = File::open(f.path("debug/build/x/out")).unwrap();
+    assert_eq!(kache_fs::clear(&f.mnt).unwrap(), 2);
+    let names: Vec<_> = fs::read_dir(&f.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left: {names:?}");
+    assert!(
+        !f.path("debug/deps/libx.rlib").exists(),
+        "kernel cache kept a name"
+    );
+    let mut bytes = Vec::new();
+    open.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"upper bytes", "an open file stays readable");
+    assert_eq!(
+        f.blob_bytes(&hash),
+        b"placed bytes",
+        "the blob is untouched"
+    );
+    // The mount stays usable, and the trash goes from the upper directory too.
+    fs::create_dir(f.path("debug")).unwrap();
+    fs::write(f.path("debug/new"), b"n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let only_new = || {
+        let s = kache_fs::mount_stats(&f.state).unwrap();
+        s.placed_files == 0 && s.upper_bytes == 1
+    };
+    while !only_new() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trash never deleted: {:?}",
+            kache_fs::mount_stats(&f.state)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn symlink_and_readlink() {
     let f = Fixture::new(true);
     fs::write(f.path("target-file"), b"t").unwrap();
