@@ -307,6 +307,40 @@ fn a_build_after_the_mount_server_is_killed_names_the_mount_and_goes_into_it() {
     assert!(run_app(&wt, "debug").contains("gen: 42"));
 }
 
+/// The kernel caches the mount's names and attributes for minutes: every change must still
+/// reach cargo's freshness checks at once, in an edit-build loop.
+#[test]
+fn each_edit_in_a_mounted_worktree_rebuilds_exactly_what_it_touches() {
+    let o = Orchestra::new();
+    let wt = o.add("edit-loop");
+    build(&wt, &o.store);
+    let core = wt.join("core/src/lib.rs");
+    let original = std::fs::read_to_string(&core).unwrap();
+    for round in 0..3 {
+        std::fs::write(
+            &core,
+            format!("{original}\npub const ROUND: u32 = {round};\n"),
+        )
+        .unwrap();
+        let out = build(&wt, &o.store);
+        let mut units = compiled_units(&out);
+        units.sort();
+        assert_eq!(
+            units,
+            ["app", "fixture-core"],
+            "round {round}: {}",
+            stderr(&out)
+        );
+        let again = build(&wt, &o.store);
+        assert!(
+            compiled_units(&again).is_empty(),
+            "round {round}: {}",
+            stderr(&again)
+        );
+    }
+    assert!(run_app(&wt, "debug").contains("hello"));
+}
+
 #[test]
 fn a_repaired_mount_keeps_its_previous_server_log() {
     let o = Orchestra::new();

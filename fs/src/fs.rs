@@ -26,8 +26,14 @@ use crate::placement::{self, CONTROL_ID, CONTROL_NAME, PLACED_XATTR};
 use crate::state::{Handle, Shared};
 use crate::sys;
 
-/// Entry and attribute TTL. 0 doubled no-op build time; placements invalidate explicitly.
-const TTL: Duration = Duration::from_secs(1);
+/// Entry and attribute TTL: how long the kernel answers lookups and stats of the mount from its
+/// own cache. Every change goes through this filesystem (so the kernel sees it) except the
+/// ones the server makes itself, placements and `clear`, which invalidate the names they
+/// replace. So the TTL can be long, and it should be: cargo stats every output of every unit
+/// on each build, and with a TTL of 1 s a build a few seconds after the last one sent a lookup
+/// for each (measured: 3,200 requests for a no-op build of a 158-unit workspace; 1,900 with
+/// this TTL and FLUSH off, all of them opens and releases).
+const TTL: Duration = Duration::from_secs(600);
 
 fn errno(e: io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -386,6 +392,8 @@ impl Filesystem for KacheFs {
         }
     }
 
+    /// Nothing to do on close: ENOSYS makes the kernel stop sending FLUSH for every `close()`
+    /// (one round trip per file cargo reads; locks are the kernel's, data is written through).
     fn flush(
         &self,
         _req: &Request,
@@ -394,7 +402,7 @@ impl Filesystem for KacheFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
