@@ -1,27 +1,42 @@
 //! The placement protocol: the only way another process places blobs into a mount.
 //!
-//! A client opens `<mount>/.kache-control`, writes one JSON request
+//! A client sets the xattr `user.kache.request` of `<mount>/.kache-control` to one JSON request
 //! (`{"placements":[{"path":…,"hash":…,"size":…,"mode":…}]}`, or `{"clear":true}` to empty the
-//! mount), then reads one status line: `ok <count>` or `error: <reason>`. The request is applied
-//! when the status is first read. Validation happens before anything changes, so a rejected
-//! request changes nothing.
+//! mount). The server validates and applies it before the call returns: success is 0, a refused
+//! request fails with EINVAL, one that failed while applying with EIO. The status line of the
+//! calling thread's last request (`ok <count>` or `error: <reason>`) is then the value of the
+//! xattr `user.kache.status`. Validation happens before anything changes, so a rejected request
+//! changes nothing.
 //!
-//! Owns: the request codec and status lines, one open control file's exchange, the client
+//! Why xattrs and not a file to write and read: one round trip, and it needs no `open`, which
+//! this filesystem does not implement (see `fs.rs`).
+//!
+//! Owns: the request codec and status lines, the statuses kept for clients, the client
 //! functions. Must never: apply a request that did not validate as a whole.
 
-use std::collections::HashSet;
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::inodes::lock;
 use crate::placement::{Placement, CONTROL_ID, CONTROL_NAME};
 use crate::BlobSource;
 
-/// Upper bound on one control request, so a runaway client cannot exhaust memory.
-const MAX_CONTROL_REQUEST: usize = 64 << 20;
+/// The xattr a request is written to.
+pub(crate) const REQUEST_XATTR: &str = "user.kache.request";
+/// The xattr the status of the caller's last request is read from.
+pub(crate) const STATUS_XATTR: &str = "user.kache.status";
+/// The largest request one call carries (the kernel's limit on an xattr value is 64 KiB):
+/// [`place`] sends longer lists in several requests, each checked and applied as a whole.
+const MAX_REQUEST: usize = 60 * 1024;
+/// Statuses kept for clients that have not read theirs; the oldest go first.
+const MAX_STATUSES: usize = 1024;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Request {
@@ -59,60 +74,143 @@ pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Command
     Ok(Command::Place(valid))
 }
 
-/// The status line of an applied request.
-pub(crate) fn ok_line(n: usize) -> String {
-    format!("ok {n}\n")
+/// The outcome of one request, as the server answers it.
+pub(crate) enum Status {
+    Done(usize),
+    Refused(String),
+    Failed(String),
 }
 
-/// The status line of a refused or failed request.
-pub(crate) fn error_line(reason: &str) -> String {
-    format!("error: {}\n", reason.replace('\n', " "))
+impl Status {
+    fn line(&self) -> String {
+        match self {
+            Status::Done(n) => format!("ok {n}\n"),
+            Status::Refused(reason) | Status::Failed(reason) => {
+                format!("error: {}\n", reason.replace('\n', " "))
+            }
+        }
+    }
+
+    /// The errno the request call returns.
+    pub(crate) fn errno(&self) -> Option<i32> {
+        match self {
+            Status::Done(_) => None,
+            Status::Refused(_) => Some(libc::EINVAL),
+            Status::Failed(_) => Some(libc::EIO),
+        }
+    }
 }
 
-/// One open control file: the request as written so far, then the status being read.
+/// The status line of each client's last request, by the client's thread id.
 #[derive(Default)]
-pub(crate) struct Exchange {
-    request: Vec<u8>,
-    response: Option<Vec<u8>>,
-    /// How much of the response was read: the status is a stream, whatever the file offset
-    /// (after writing the request, the client's offset is past it).
-    sent: usize,
+pub(crate) struct Statuses(Mutex<HashMap<u32, (u64, String)>>);
+
+impl Statuses {
+    pub(crate) fn keep(&self, client: u32, status: &Status) {
+        let mut map = lock(&self.0);
+        let seq = map.values().map(|(s, _)| *s).max().unwrap_or(0) + 1;
+        if map.len() >= MAX_STATUSES && !map.contains_key(&client) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(client, (seq, status.line()));
+    }
+
+    /// The client's last status line (read once), if it has one.
+    pub(crate) fn take(&self, client: u32) -> Option<String> {
+        lock(&self.0).remove(&client).map(|(_, line)| line)
+    }
 }
 
-impl Exchange {
-    /// Appends request bytes; `false` when the request would grow past the bound.
-    pub(crate) fn write(&mut self, data: &[u8]) -> bool {
-        if self.request.len() + data.len() > MAX_CONTROL_REQUEST {
-            return false;
-        }
-        self.request.extend_from_slice(data);
-        self.response = None;
-        true
-    }
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
 
-    /// The next `size` bytes of the status; the first read computes it with `respond`.
-    pub(crate) fn read(&mut self, size: usize, respond: impl FnOnce(&[u8]) -> String) -> Vec<u8> {
-        if self.response.is_none() {
-            self.response = Some(respond(&self.request).into_bytes());
-            self.sent = 0;
-        }
-        let response = self.response.as_deref().unwrap_or_default();
-        let start = self.sent.min(response.len());
-        let end = (start + size).min(response.len());
-        self.sent = end;
-        response[start..end].to_vec()
+/// Sends one request to the mount at `mount_root` and returns its count; a refusal or failure
+/// returns the server's reason (`InvalidInput` for a refusal).
+fn exchange(mount_root: &Path, request: &Request) -> io::Result<usize> {
+    let body = serde_json::to_vec(request).map_err(io::Error::other)?;
+    let control = cpath(&mount_root.join(CONTROL_NAME))?;
+    let name = CString::new(REQUEST_XATTR).unwrap_or_default();
+    // SAFETY: valid C strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            control.as_ptr(),
+            name.as_ptr(),
+            body.as_ptr().cast(),
+            body.len(),
+            0,
+        )
+    };
+    let sent = if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    let status = read_status(&control);
+    match (sent, status) {
+        (Ok(()), Some(line)) => Ok(line
+            .trim_end()
+            .strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)),
+        (Ok(()), None) => Ok(0),
+        (Err(e), Some(line)) => Err(io::Error::new(
+            match e.raw_os_error() {
+                Some(libc::EINVAL) => io::ErrorKind::InvalidInput,
+                _ => e.kind(),
+            },
+            line.trim_end().trim_start_matches("error: ").to_string(),
+        )),
+        (Err(e), None) => Err(e),
     }
+}
+
+fn read_status(control: &CString) -> Option<String> {
+    let name = CString::new(STATUS_XATTR).unwrap_or_default();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            control.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
 }
 
 /// Place `placements` into the kache mount at `mount_root`, atomically per file: each path
-/// then reads as its blob, with mtime = now, replacing whatever was there. All are checked
-/// before any is applied; a rejected request (bad path, unknown blob, wrong size) changes
-/// nothing and returns `InvalidInput` with the server's reason.
+/// then reads as its blob, with mtime = now, replacing whatever was there. A request is checked
+/// before any of it is applied; a rejected one (bad path, unknown blob, wrong size) changes
+/// nothing and returns `InvalidInput` with the server's reason. Lists longer than one request
+/// holds (about 250 placements) go in several requests, each checked and applied as a whole.
 pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
+    let mut batch: Vec<Placement> = Vec::new();
+    let mut size = 0;
+    for p in placements {
+        let one = serde_json::to_vec(p).map_err(io::Error::other)?.len() + 1;
+        if !batch.is_empty() && size + one > MAX_REQUEST {
+            send(mount_root, std::mem::take(&mut batch))?;
+            size = 0;
+        }
+        size += one;
+        batch.push(p.clone());
+    }
+    if !batch.is_empty() || placements.is_empty() {
+        send(mount_root, batch)?;
+    }
+    Ok(())
+}
+
+fn send(mount_root: &Path, placements: Vec<Placement>) -> io::Result<()> {
     exchange(
         mount_root,
         &Request {
-            placements: placements.to_vec(),
+            placements,
             ..Request::default()
         },
     )
@@ -132,28 +230,22 @@ pub fn clear(mount_root: &Path) -> io::Result<usize> {
     )
 }
 
-/// Sends one request, returns the count of its `ok` status.
-fn exchange(mount_root: &Path, request: &Request) -> io::Result<usize> {
-    let request = serde_json::to_vec(request).map_err(io::Error::other)?;
-    let mut control = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(mount_root.join(CONTROL_NAME))?;
-    control.write_all(&request)?;
-    let mut status = String::new();
-    control.read_to_string(&mut status)?;
-    match status.strip_prefix("ok ") {
-        Some(n) => Ok(n.trim().parse().unwrap_or(0)),
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            status.trim_end().trim_start_matches("error: ").to_string(),
-        )),
-    }
-}
-
 /// Whether `dir` is the root of a live kache mount: one `stat` of its control file.
 pub fn is_kache_mount(dir: &Path) -> bool {
     std::fs::metadata(dir.join(CONTROL_NAME)).is_ok_and(|m| m.ino() == CONTROL_ID)
+}
+
+/// Asks the server of the mount at `mount_root` something only it can answer (a status read,
+/// never answered from the kernel's caches): `Ok` when it answers.
+pub(crate) fn ping(mount_root: &Path) -> io::Result<()> {
+    let control = cpath(&mount_root.join(CONTROL_NAME))?;
+    let name = CString::new(STATUS_XATTR).unwrap_or_default();
+    // SAFETY: valid C strings; a zero-size call only asks for the length.
+    let n = unsafe { libc::getxattr(control.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    match n >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) {
+        true => Ok(()),
+        false => Err(io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]
@@ -161,28 +253,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_status_is_streamed_once_whatever_the_read_size() {
-        let mut ex = Exchange::default();
-        assert!(ex.write(b"{}"));
-        let mut calls = 0;
-        let mut got = Vec::new();
-        loop {
-            let chunk = ex.read(3, |req| {
-                calls += 1;
-                assert_eq!(req, b"{}");
-                ok_line(12)
-            });
-            if chunk.is_empty() {
-                break;
-            }
-            got.extend(chunk);
-        }
-        assert_eq!(got, b"ok 12\n");
-        assert_eq!(calls, 1);
+    fn statuses_are_kept_per_client_and_read_once() {
+        let s = Statuses::default();
+        s.keep(7, &Status::Done(3));
+        s.keep(8, &Status::Refused("bad\npath".into()));
+        assert_eq!(s.take(8).as_deref(), Some("error: bad path\n"));
+        assert_eq!(s.take(7).as_deref(), Some("ok 3\n"));
+        assert_eq!(s.take(7), None);
     }
 
     #[test]
-    fn an_error_line_is_one_line() {
-        assert_eq!(error_line("a\nb"), "error: a b\n");
+    fn forgotten_statuses_are_bounded() {
+        let s = Statuses::default();
+        for client in 0..(MAX_STATUSES as u32 + 10) {
+            s.keep(client, &Status::Done(1));
+        }
+        assert_eq!(lock(&s.0).len(), MAX_STATUSES);
+        assert_eq!(s.take(0), None, "the oldest went first");
+        assert!(s.take(MAX_STATUSES as u32 + 9).is_some());
     }
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 
-use crate::backing::BackingSlot;
 use crate::placement::{Blob, CONTROL_ID};
 use crate::sys;
 
@@ -43,7 +42,6 @@ pub(crate) struct Node {
 pub(crate) struct NodeState {
     /// The blob this file reads as, while it is a placement.
     pub placed: Option<Blob>,
-    pub backing: BackingSlot,
 }
 
 pub(crate) struct Inodes {
@@ -118,10 +116,7 @@ impl Inodes {
                     fd,
                     is_dir,
                     nlookup: AtomicU64::new(0),
-                    state: Mutex::new(NodeState {
-                        placed,
-                        backing: BackingSlot::default(),
-                    }),
+                    state: Mutex::new(NodeState { placed }),
                 });
                 lock(&self.nodes).entry(id).or_insert(fresh).clone()
             }

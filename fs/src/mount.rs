@@ -11,14 +11,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 
+use crate::control::{self, is_kache_mount};
 use crate::fs::KacheFs;
-use crate::placement::{Blob, CONTROL_ID, CONTROL_NAME};
+use crate::placement::Blob;
 use crate::state::Shared;
 use crate::sys;
 use crate::BlobSource;
@@ -28,24 +28,21 @@ const FS_NAME: &str = "kache";
 /// Serving threads: enough that a slow copy-up or an invalidation never stalls the others.
 const THREADS: usize = 4;
 
-/// Where and how to mount.
+/// Where to mount.
 #[derive(Clone, Debug)]
 pub struct MountOptions {
-    /// The directory to cover, usually a worktree's `target/`.
+    /// The directory to cover (kache mounts at `$KACHE_DIR/mounts/<id>/mnt`, the worktree's
+    /// target being a link to it).
     pub mountpoint: PathBuf,
     /// Per-mount state: `upper/` holds every ordinary file and every placement marker.
     pub state_dir: PathBuf,
-    /// Use kernel FUSE passthrough for reads (needs root); falls back to served reads.
-    pub passthrough: bool,
 }
 
 impl MountOptions {
-    /// Options with passthrough on.
     pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MountOptions {
         MountOptions {
             mountpoint: mountpoint.into(),
             state_dir: state_dir.into(),
-            passthrough: true,
         }
     }
 }
@@ -61,11 +58,6 @@ impl MountHandle {
     /// The mounted directory.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
-    }
-
-    /// Whether reads currently go through kernel passthrough (negotiated and permitted).
-    pub fn passthrough_active(&self) -> bool {
-        self.shared.backing.on.load(Ordering::Relaxed)
     }
 
     /// Empty the mount as `rm -rf` of its contents would, in one step (what `cargo clean` means
@@ -149,7 +141,7 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
         let view = read_only_view(&root, &opts.state_dir.join("blobs-ro")).ok()?;
         Some((root, view))
     });
-    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view, opts.passthrough)?);
+    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view)?);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(FS_NAME.to_string()),
@@ -240,23 +232,21 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
         Ok(None) => return MountHealth::NotMounted,
         Err(e) => return MountHealth::Broken(format!("reading mountinfo: {e}")),
     }
-    let control = mountpoint.join(CONTROL_NAME);
+    let root = mountpoint.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
-    // An open always reaches the server (a stat may be answered from the kernel's cache).
+    // A status read always reaches the server (a stat may be answered from the kernel's cache).
     // A wedged server would block it forever: run it aside and stop waiting.
     let spawned = std::thread::Builder::new()
         .name("kache-fs-health".into())
         .spawn(move || {
-            let _ = tx.send(File::open(&control).and_then(|f| f.metadata()));
+            let _ = tx.send(control::ping(&root).map(|()| is_kache_mount(&root)));
         });
     if let Err(e) = spawned {
         return MountHealth::Broken(format!("cannot check: {e}"));
     }
     match rx.recv_timeout(Duration::from_secs(2)) {
-        Ok(Ok(meta)) if std::os::unix::fs::MetadataExt::ino(&meta) == CONTROL_ID => {
-            MountHealth::Healthy
-        }
-        Ok(Ok(_)) => MountHealth::Broken("control file has the wrong identity".into()),
+        Ok(Ok(true)) => MountHealth::Healthy,
+        Ok(Ok(false)) => MountHealth::Broken("control file has the wrong identity".into()),
         Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             MountHealth::Broken("server is gone (transport endpoint is not connected)".into())
         }

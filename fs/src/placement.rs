@@ -153,14 +153,15 @@ fn give_to(owner: Owner, fd: BorrowedFd<'_>) {
 
 /// Makes every placement of `items` (validated) real under the upper directory `root`: each
 /// marker is created under a staging name first, then each is renamed over its destination
-/// (each replacement is atomic), and `replaced(dir, name)` is called after each rename so the
-/// caller can drop kernel caches of that name. A failure while staging removes what was staged
-/// and changes nothing. Returns how many were placed.
+/// (each replacement is atomic). `changed(dir, name)` is called for every name this creates or
+/// replaces (directories made on the way too), so the caller can drop what the kernel cached
+/// of it. A failure while staging removes what was staged and changes no file. Returns how
+/// many were placed.
 pub(crate) fn apply(
     root: BorrowedFd<'_>,
     items: &[Placement],
     owner: Owner,
-    replaced: &mut dyn FnMut(&OwnedFd, &CStr),
+    changed: &mut dyn FnMut(&OwnedFd, &CStr),
 ) -> io::Result<usize> {
     static STAGED: AtomicU64 = AtomicU64::new(0);
     let mut staged: Vec<(Arc<OwnedFd>, CString, CString)> = Vec::new();
@@ -172,7 +173,7 @@ pub(crate) fn apply(
             let parent = match dirs.get(&dir_path) {
                 Some(fd) => fd.clone(),
                 None => {
-                    let fd = Arc::new(ensure_dirs(root, &dir_path, owner)?);
+                    let fd = Arc::new(ensure_dirs(root, &dir_path, owner, changed)?);
                     dirs.insert(dir_path, fd.clone());
                     fd
                 }
@@ -215,7 +216,7 @@ pub(crate) fn apply(
             first_error.get_or_insert(e);
             continue;
         }
-        replaced(parent, name);
+        changed(parent, name);
     }
     match first_error {
         Some(e) => Err(e),
@@ -224,7 +225,12 @@ pub(crate) fn apply(
 }
 
 /// Walks (creating as needed) the directories of a relative path, never following symlinks.
-fn ensure_dirs(root: BorrowedFd<'_>, dirs: &Path, owner: Owner) -> io::Result<OwnedFd> {
+fn ensure_dirs(
+    root: BorrowedFd<'_>,
+    dirs: &Path,
+    owner: Owner,
+    changed: &mut dyn FnMut(&OwnedFd, &CStr),
+) -> io::Result<OwnedFd> {
     let mut dir = sys::openat(root.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
     for comp in dirs.components() {
         let name = sys::cstr(comp.as_os_str())?;
@@ -233,6 +239,7 @@ fn ensure_dirs(root: BorrowedFd<'_>, dirs: &Path, owner: Owner) -> io::Result<Ow
                 if let Ok(fd) = sys::open_path(dir.as_raw_fd(), &name) {
                     give_to(owner, fd.as_fd());
                 }
+                changed(&dir, &name);
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(e),

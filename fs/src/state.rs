@@ -1,9 +1,14 @@
-//! The state of one mount, shared by its serving threads and its handle: the inode table, the
-//! open handles, where bytes come from, and the kernel notifier; and the operations that need
-//! more than one of those (opening, copy-up, creating, listing, applying placements).
+//! The state of one mount, shared by its serving threads and its handle: the inode table,
+//! directory listings, where placed bytes come from, the control statuses and the kernel
+//! notifier; and the operations that need more than one of those (reading, writing and copy-up
+//! by inode, creating, listing, applying control requests, emptying the mount).
 //!
-//! Must never: write into a blob (a write-open or truncate of a placed file copies it up first,
-//! in place), or leave the kernel caching a name a placement replaced.
+//! Files are read and written by inode, not through handles: the filesystem does not implement
+//! `open` (see `fs.rs`), so every read or write names only the inode, and its bytes come from
+//! the blob while it is placed, from its upper file otherwise.
+//!
+//! Must never: write into a blob (a write, truncate or fallocate of a placed file copies it up
+//! first, in place), or leave the kernel caching a name the server changed behind its back.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr, OsString};
@@ -11,40 +16,29 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, FileTypeExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Notifier};
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, Notifier};
 
-use crate::backing::{Backing, BackingTarget};
-use crate::control::{self, Command, Exchange};
+use crate::blobs::Blobs;
+use crate::control::{self, Command, Status, Statuses};
 use crate::inodes::{lock, Inodes, Node, NodeState, ROOT_ID};
 use crate::placement::{self, xattr_name, Owner, PLACING_PREFIX};
 use crate::sys;
 use crate::BlobSource;
 
-/// An open file, directory listing or control exchange.
-pub(crate) enum Handle {
-    File {
-        node: Arc<Node>,
-        file: File,
-        /// Keeps the backing id registered while this handle is open.
-        _backing: Option<Arc<BackingId>>,
-    },
-    Dir(Vec<(u64, FileType, OsString)>),
-    Control(Mutex<Exchange>),
-}
-
-/// What an open answers the kernel: the handle, its flags, and the backing to pass through to.
-pub(crate) type Opened = (u64, FopenFlags, Option<Arc<BackingId>>);
+/// A directory's entries as listed when it was opened.
+pub(crate) type Listing = Vec<(u64, FileType, OsString)>;
 
 pub(crate) struct Shared {
     pub(crate) inodes: Inodes,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    listings: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
-    pub(crate) backing: Backing,
+    pub(crate) blobs: Blobs,
+    pub(crate) statuses: Statuses,
     pub(crate) notifier: OnceLock<Notifier>,
     daemon_is_root: bool,
 }
@@ -54,30 +48,30 @@ impl Shared {
         upper: OwnedFd,
         blobs: Arc<dyn BlobSource>,
         blob_view: Option<(PathBuf, OwnedFd)>,
-        passthrough_wanted: bool,
     ) -> io::Result<Shared> {
         Ok(Shared {
             inodes: Inodes::new(upper)?,
-            handles: Mutex::default(),
+            listings: Mutex::default(),
             next_fh: AtomicU64::new(1),
-            backing: Backing::new(blobs, blob_view, passthrough_wanted),
+            blobs: Blobs::new(blobs, blob_view),
+            statuses: Statuses::default(),
             notifier: OnceLock::new(),
             daemon_is_root: unsafe { libc::geteuid() } == 0,
         })
     }
 
-    pub(crate) fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
-        lock(&self.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    pub(crate) fn listing(&self, fh: FileHandle) -> Result<Arc<Listing>, Errno> {
+        lock(&self.listings).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    pub(crate) fn add_handle(&self, handle: Handle) -> u64 {
+    pub(crate) fn add_listing(&self, listing: Listing) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(fh, Arc::new(handle));
+        lock(&self.listings).insert(fh, Arc::new(listing));
         fh
     }
 
-    pub(crate) fn release(&self, fh: FileHandle) {
-        lock(&self.handles).remove(&fh.0);
+    pub(crate) fn drop_listing(&self, fh: FileHandle) {
+        lock(&self.listings).remove(&fh.0);
     }
 
     /// New upper files belong to the caller, not to a root server.
@@ -87,19 +81,14 @@ impl Shared {
 
     /// Turns a placed inode into an ordinary upper file, in place (same inode, so every hard
     /// link sees it). With `keep_bytes` false the file is about to be truncated to 0.
-    pub(crate) fn copy_up(
-        &self,
-        node: &Node,
-        state: &mut NodeState,
-        keep_bytes: bool,
-    ) -> io::Result<()> {
+    fn copy_up(&self, node: &Node, state: &mut NodeState, keep_bytes: bool) -> io::Result<()> {
         let Some(blob) = state.placed.clone() else {
             return Ok(());
         };
         let before = sys::fstat(node.fd.as_fd())?;
         let marker = sys::reopen(node.fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)?;
         if keep_bytes {
-            let src = self.backing.open_blob(&blob)?;
+            let src = self.blobs.open(&blob)?;
             sys::clone_or_copy(&src, &marker)?;
         }
         // The copy is not a modification: keep the placement time.
@@ -113,71 +102,90 @@ impl Shared {
         Ok(())
     }
 
-    /// Sets a file's size, through the handle that asks when there is one (a placed file is
-    /// copied up first, without its bytes when truncated to 0).
-    pub(crate) fn truncate(
-        &self,
-        node: &Node,
-        size: u64,
-        fh: Option<FileHandle>,
-    ) -> io::Result<()> {
+    /// Makes `node` an ordinary upper file before it changes (`keep_bytes`: the change keeps
+    /// what is there, unlike a truncation to 0).
+    fn before_change(&self, node: &Node, keep_bytes: bool) -> io::Result<()> {
         let mut state = lock(&node.state);
         if state.placed.is_some() {
-            self.copy_up(node, &mut state, size != 0)?;
+            self.copy_up(node, &mut state, keep_bytes)?;
         }
-        drop(state);
-        let fd = node.fd.as_fd();
-        match fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
-            Some(Handle::File { file, .. }) if lock(&node.state).placed.is_none() => {
-                file.set_len(size).or_else(|_| sys::truncate_fd(fd, size))
+        Ok(())
+    }
+
+    /// Up to `size` bytes of `node` at `offset`: the blob's while it is placed.
+    pub(crate) fn read(&self, node: &Node, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let placed = lock(&node.state).placed.clone();
+        let file = match &placed {
+            Some(blob) => self.blobs.open(blob)?,
+            None => sys::reopen(node.fd.as_fd(), libc::O_RDONLY)?,
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            _ => sys::truncate_fd(fd, size),
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` into `node`'s upper file (copying a placed file up first).
+    pub(crate) fn write(&self, node: &Node, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.before_change(node, true)?;
+        sys::reopen(node.fd.as_fd(), libc::O_WRONLY)?.write_all_at(data, offset)
+    }
+
+    /// Sets a file's size (a placed file is copied up first, without its bytes when truncated
+    /// to 0).
+    pub(crate) fn truncate(&self, node: &Node, size: u64) -> io::Result<()> {
+        self.before_change(node, size != 0)?;
+        sys::truncate_fd(node.fd.as_fd(), size)
+    }
+
+    pub(crate) fn fallocate(
+        &self,
+        node: &Node,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.before_change(node, true)?;
+        sys::fallocate(
+            &sys::reopen(node.fd.as_fd(), libc::O_WRONLY)?,
+            mode,
+            offset,
+            len,
+        )
+    }
+
+    /// Flushes what was written to `node` to disk (a placed file has nothing to flush).
+    pub(crate) fn fsync(&self, node: &Node, datasync: bool) -> io::Result<()> {
+        if lock(&node.state).placed.is_some() {
+            return Ok(());
+        }
+        let file = sys::reopen(node.fd.as_fd(), libc::O_RDONLY)?;
+        if datasync {
+            file.sync_data()
+        } else {
+            file.sync_all()
         }
     }
 
-    /// Opens `node` with `flags` (copying a placed file up first if the open may change it).
-    pub(crate) fn open_node(
-        &self,
-        node: &Arc<Node>,
-        flags: i32,
-        register: &dyn Fn(&File) -> io::Result<BackingId>,
-    ) -> io::Result<Opened> {
-        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    /// What an `open(O_CREAT)` with `flags` does to the file it found or made: a truncating or
+    /// writing open of a placed file copies it up, a truncating one empties the file.
+    pub(crate) fn opened_by_create(&self, node: &Node, flags: i32) -> io::Result<()> {
         let trunc = flags & libc::O_TRUNC != 0;
-        let mut state = lock(&node.state);
-        if state.placed.is_some() && (writes || trunc) {
-            self.copy_up(node, &mut state, !trunc)?;
+        if trunc {
+            return self.truncate(node, 0);
         }
-        let (file, target, mut fopen) = match &state.placed {
-            Some(blob) => (
-                self.backing.open_blob(blob)?,
-                BackingTarget::Blob(blob.hash.clone()),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            None => (
-                open_upper(node, flags, writes)?,
-                BackingTarget::Upper,
-                FopenFlags::empty(),
-            ),
-        };
-        let backing = self
-            .backing
-            .backing_for(&mut state.backing, target, writes, &file, register);
-        if backing.is_some() {
-            // The kernel refuses passthrough opens with cache flags (EINVAL, seen as EIO).
-            fopen = FopenFlags::empty();
-        } else if self.backing.blocks_plain_open(&state.backing) {
-            // Still open in passthrough mode on its blob (a reader from before a copy-up):
-            // say "busy", as for writing a running executable.
-            return Err(io::Error::from_raw_os_error(libc::ETXTBSY));
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.before_change(node, true)?;
         }
-        drop(state);
-        let fh = self.add_handle(Handle::File {
-            node: node.clone(),
-            file,
-            _backing: backing.clone(),
-        });
-        Ok((fh, fopen, backing))
+        Ok(())
     }
 
     /// Registers a name just created in `parent` on behalf of `uid`/`gid`.
@@ -196,7 +204,7 @@ impl Shared {
     }
 
     /// A directory's entries as the kernel should see them (reserved names hidden).
-    pub(crate) fn read_dir(&self, node: &Node) -> io::Result<Vec<(u64, FileType, OsString)>> {
+    pub(crate) fn read_dir(&self, node: &Node) -> io::Result<Listing> {
         let path = sys::proc_path(node.fd.as_fd());
         let path = Path::new(OsStr::from_bytes(path.as_bytes()));
         let st = sys::fstat(node.fd.as_fd())?;
@@ -226,26 +234,26 @@ impl Shared {
         Ok(entries)
     }
 
-    /// The status of a control request: validated as a whole, then applied.
-    pub(crate) fn answer_control(&self, request: &[u8], owner: Owner) -> String {
-        let items = match control::validate(request, self.backing.blobs()) {
+    /// Answers a control request: validated as a whole, then applied.
+    pub(crate) fn answer_control(&self, request: &[u8], owner: Owner) -> Status {
+        let items = match control::validate(request, self.blobs.source()) {
             Ok(Command::Place(items)) => items,
             Ok(Command::Clear) => {
                 return match self.clear() {
-                    Ok(n) => control::ok_line(n),
-                    Err(e) => control::error_line(&format!("clearing: {e}")),
+                    Ok(n) => Status::Done(n),
+                    Err(e) => Status::Failed(format!("clearing: {e}")),
                 }
             }
-            Err(reason) => return control::error_line(&reason),
+            Err(reason) => return Status::Refused(reason),
         };
         let root = match self.inodes.root() {
             Ok(root) => root,
-            Err(_) => return control::error_line("applying placements: no root"),
+            Err(_) => return Status::Failed("applying placements: no root".into()),
         };
-        let mut replaced = |dir: &OwnedFd, name: &CStr| self.invalidate_name(dir, name);
-        match placement::apply(root.fd.as_fd(), &items, owner, &mut replaced) {
-            Ok(n) => control::ok_line(n),
-            Err(e) => control::error_line(&format!("applying placements: {e}")),
+        let mut changed = |dir: &OwnedFd, name: &CStr| self.invalidate_name(dir, name);
+        match placement::apply(root.fd.as_fd(), &items, owner, &mut changed) {
+            Ok(n) => Status::Done(n),
+            Err(e) => Status::Failed(format!("applying placements: {e}")),
         }
     }
 
@@ -284,7 +292,8 @@ impl Shared {
         Ok(moved)
     }
 
-    /// Makes the kernel forget a cached name whose inode a placement replaced.
+    /// Makes the kernel forget what it cached of a name the server changed in `parent` (a
+    /// placement replaced or created it): the old inode, or that the name did not exist.
     fn invalidate_name(&self, parent: &OwnedFd, name: &CStr) {
         // Cheap enough per name; the kernel ignores names it has not cached.
         let Ok(st) = sys::fstat(parent.as_fd()) else {
@@ -297,18 +306,5 @@ impl Shared {
         if let Some(notifier) = self.notifier.get() {
             let _ = notifier.inval_entry(INodeNo(id), OsStr::from_bytes(name.to_bytes()));
         }
-    }
-}
-
-/// Opens an ordinary upper file with the access the caller asked for.
-fn open_upper(node: &Node, flags: i32, writes: bool) -> io::Result<File> {
-    let keep = libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
-    let access = if writes { libc::O_RDWR } else { libc::O_RDONLY };
-    match sys::reopen(node.fd.as_fd(), access | (flags & keep)) {
-        // Write-only files (mode 0200) cannot be reopened read-write.
-        Err(e) if writes && e.raw_os_error() == Some(libc::EACCES) => {
-            sys::reopen(node.fd.as_fd(), (flags & libc::O_ACCMODE) | (flags & keep))
-        }
-        other => other,
     }
 }

@@ -127,15 +127,10 @@ pub(super) fn serve(store_dir: &Path, id: &str, rec: &MountRecord) -> io::Result
         Arc::new(StoreBlobs(store)),
     )?;
     eprintln!(
-        "kache: serving {} at {} (pid {}, passthrough {})",
+        "kache: serving {} at {} (pid {})",
         rec.target.display(),
         mountpoint.display(),
         std::process::id(),
-        if handle.passthrough_active() {
-            "on"
-        } else {
-            "off"
-        }
     );
     ensure_cachedir_tag(mountpoint);
     match layout::link_target(&rec.target, mountpoint) {
