@@ -128,9 +128,10 @@ fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// Sends one request to the mount at `mount_root` and returns its count; a refusal or failure
-/// returns the server's reason (`InvalidInput` for a refusal).
-fn exchange(mount_root: &Path, request: &Request) -> io::Result<usize> {
+/// Sends one request to the mount at `mount_root`; with `count`, returns how many things it
+/// did (a second round trip, for the status). A refusal or failure returns the server's reason
+/// (`InvalidInput` for a refusal).
+fn exchange(mount_root: &Path, request: &Request, count: bool) -> io::Result<usize> {
     let body = serde_json::to_vec(request).map_err(io::Error::other)?;
     let control = cpath(&mount_root.join(CONTROL_NAME))?;
     let name = CString::new(REQUEST_XATTR).unwrap_or_default();
@@ -149,6 +150,9 @@ fn exchange(mount_root: &Path, request: &Request) -> io::Result<usize> {
     } else {
         Err(io::Error::last_os_error())
     };
+    if sent.is_ok() && !count {
+        return Ok(0);
+    }
     let status = read_status(&control);
     match (sent, status) {
         (Ok(()), Some(line)) => Ok(line
@@ -207,27 +211,22 @@ pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
 }
 
 fn send(mount_root: &Path, placements: Vec<Placement>) -> io::Result<()> {
-    exchange(
-        mount_root,
-        &Request {
-            placements,
-            ..Request::default()
-        },
-    )
-    .map(drop)
+    let request = Request {
+        placements,
+        ..Request::default()
+    };
+    exchange(mount_root, &request, false).map(drop)
 }
 
 /// Empties the kache mount at `mount_root` at once, as `rm -rf` of everything in it would
 /// (what `cargo clean` means for a mounted target); open files stay readable. Returns how many
 /// top-level entries went.
 pub fn clear(mount_root: &Path) -> io::Result<usize> {
-    exchange(
-        mount_root,
-        &Request {
-            clear: true,
-            ..Request::default()
-        },
-    )
+    let request = Request {
+        clear: true,
+        ..Request::default()
+    };
+    exchange(mount_root, &request, true)
 }
 
 /// Whether `dir` is the root of a live kache mount: one `stat` of its control file.
@@ -242,9 +241,10 @@ pub(crate) fn ping(mount_root: &Path) -> io::Result<()> {
     let name = CString::new(STATUS_XATTR).unwrap_or_default();
     // SAFETY: valid C strings; a zero-size call only asks for the length.
     let n = unsafe { libc::getxattr(control.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    match n >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) {
+    let err = io::Error::last_os_error();
+    match n >= 0 || err.raw_os_error() == Some(libc::ENODATA) {
         true => Ok(()),
-        false => Err(io::Error::last_os_error()),
+        false => Err(err),
     }
 }
 
