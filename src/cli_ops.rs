@@ -195,6 +195,8 @@ pub fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
 /// `kache gc [--max-size SIZE] [--older-than DUR]`.
 pub fn gc(ctx: &Context, max_size: Option<String>, older_than: Option<String>) -> CliResult {
     let store = ctx.open_store()?;
+    // Mounts of worktrees removed while their server was down hold nothing any more.
+    crate::mount::release_orphans(&ctx.store_dir);
     let pinned = crate::gc::pinned_blobs(&store);
     let mut aged = 0;
     if let Some(d) = &older_than {

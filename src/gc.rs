@@ -75,10 +75,8 @@ pub fn record(store: &Store, report: &GcReport) -> std::io::Result<()> {
 }
 
 /// Blobs that must survive any collection: every blob placed in a kache mount's state
-/// directory (`mounts/<id>/`), mounted or not. Mounts whose worktree is gone are released
-/// first (their server would have, had it been running), so they pin nothing.
+/// directory (`mounts/<id>/`), mounted or not.
 pub fn pinned_blobs(store: &Store) -> HashSet<String> {
-    crate::mount::release_orphans(store.root());
     crate::mount::placed_blobs(store.root())
 }
 

@@ -341,6 +341,53 @@ fn each_edit_in_a_mounted_worktree_rebuilds_exactly_what_it_touches() {
     assert!(run_app(&wt, "debug").contains("hello"));
 }
 
+/// What a build's version query leaves to say is printed by that build's first compile, once;
+/// a notice left by a build that never compiled is never printed in a later one (its process id
+/// may name another process by then).
+#[test]
+fn a_build_notice_is_printed_once_and_never_when_stale() {
+    need_tool("rustc");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let src = tmp.path().join("lib.rs");
+    std::fs::write(&src, "pub fn f() -> u32 { 7 }\n").unwrap();
+    let notices = store.join("mount-notices");
+    std::fs::create_dir_all(&notices).unwrap();
+    // The wrapper's parent (cargo, in a build) is this test process here.
+    let mine = notices.join(std::process::id().to_string());
+    let compile = || {
+        let mut c = isolated(kache_bin(), tmp.path(), &store);
+        c.args([
+            "rustc",
+            "--crate-name",
+            "t",
+            "--crate-type",
+            "lib",
+            "--edition",
+            "2021",
+        ])
+        .arg(&src)
+        .arg("--out-dir")
+        .arg(tmp.path().join("out"));
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    std::fs::write(&mine, "kache: fresh notice\n").unwrap();
+    assert!(compile().contains("kache: fresh notice"));
+    assert!(!compile().contains("fresh notice"), "printed twice");
+
+    std::fs::write(&mine, "kache: stale notice\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&mine)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+        .unwrap();
+    assert!(!compile().contains("stale notice"));
+    assert!(!mine.exists(), "a stale notice is dropped");
+}
+
 #[test]
 fn a_repaired_mount_keeps_its_previous_server_log() {
     let o = Orchestra::new();

@@ -49,13 +49,22 @@ fn notice_path(store_dir: &Path) -> PathBuf {
     store_dir.join("mount-notices").join(build.to_string())
 }
 
+/// How long a notice waits for its build's first compile: cargo starts compiling within a
+/// second or two of asking rustc's version. An older one belongs to a build that compiled
+/// nothing, and its process id may name another process by now.
+const NOTICE_LIFE: Duration = Duration::from_secs(60);
+
 fn print_pending(store_dir: &Path) {
     let path = notice_path(store_dir);
-    let Ok(text) = fs::read_to_string(&path) else {
+    let Ok(meta) = fs::metadata(&path) else {
         return;
     };
+    let fresh = meta
+        .modified()
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < NOTICE_LIFE));
+    let text = fs::read_to_string(&path).unwrap_or_default();
     // Parallel compiles of one build race here: whoever removes the file says it.
-    if fs::remove_file(&path).is_ok() {
+    if fs::remove_file(&path).is_ok() && fresh {
         eprint!("{text}");
     }
 }
@@ -64,8 +73,8 @@ fn leave_notice(store_dir: &Path, line: &str) {
     let path = notice_path(store_dir);
     let Some(dir) = path.parent() else { return };
     let _ = fs::create_dir_all(dir);
-    // Notices of builds that never compiled anything: an hour is plenty.
-    let old = SystemTime::now() - Duration::from_secs(3600);
+    // Notices of builds that never compiled anything.
+    let old = SystemTime::now() - NOTICE_LIFE;
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         if e.metadata()
             .and_then(|m| m.modified())

@@ -72,7 +72,8 @@ pub(super) fn spawn_server(
     let log2 = log
         .try_clone()
         .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("mount")
         .arg("--foreground")
         .arg(worktree)
@@ -82,7 +83,19 @@ pub(super) fn spawn_server(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .process_group(0)
+        .process_group(0);
+    // A server started by a wrapper call must not keep its spawner's descriptors (cargo's
+    // jobserver pipe) for life: every one above stderr closes at exec (marked, not closed
+    // here, so the spawn's own error pipe still works).
+    // SAFETY: only an async-signal-safe syscall between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| err(format!("cannot start the mount server: {e}")))?;
     let deadline = Instant::now() + START_TIMEOUT;

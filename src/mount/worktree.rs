@@ -308,7 +308,7 @@ fn list(ctx: &Context, json: bool) -> CliResult {
             "MOUNT", "OWN DISK", "SEEN"
         );
         for r in &rows {
-            let bytes = |k: &str| super::cli::human(r[k].as_u64().unwrap_or(0));
+            let bytes = |k: &str| crate::report::human_bytes(r[k].as_u64().unwrap_or(0));
             println!(
                 "{:<10} {:>10} {:>10}  {}  [{}]",
                 r["mount"].as_str().unwrap_or(""),
