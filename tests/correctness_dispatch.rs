@@ -155,3 +155,19 @@ fn build_script_probe_that_fails_by_design_is_a_probe_passthrough_not_a_miss() {
         "expected 2 misses (build script, lib) and 1 passthrough `probe`: {v}"
     );
 }
+
+#[test]
+fn mistyped_subcommand_is_still_a_cli_error() {
+    let s = Scratch::new();
+    let out = std::process::Command::new(common::kache_bin())
+        .arg("statz-not-a-program")
+        .env("KACHE_DIR", &s.store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("unrecognized subcommand"),
+        "{}",
+        stderr_of(&out)
+    );
+}
