@@ -38,6 +38,11 @@ fn main() {{
     )
 }
 
+fn need_c_tools() {
+    common::need_tool("cc");
+    common::need_tool("ar");
+}
+
 const FOO_C: &str = "const char *foo_version(void) { return \"foo-v1\"; }\n";
 
 const FFI: &str = r#"extern "C" {
@@ -62,6 +67,7 @@ fn package(name: &str, deps: &str, extra: &str) -> String {
 /// libfoo.a and links it statically); plug (cdylib) → mid; pm (proc-macro)
 /// → mid, expanded by `expand` (bin) into a string literal.
 fn transitive_workspace(s: &Scratch) -> std::path::PathBuf {
+    need_c_tools();
     let sys_build = build_rs(&[
         "cargo:rustc-link-search=native={out}",
         "cargo:rustc-link-lib=static=foo",
@@ -209,6 +215,7 @@ fn proc_macro_relinks_edited_c_code_it_runs_at_expansion() {
 /// OUT_DIR and prints `directives`; `main.rs` is `ffi` plus a main printing
 /// the version.
 fn native_bin(s: &Scratch, directives: &[&str], ffi: &str) -> std::path::PathBuf {
+    need_c_tools();
     let main = format!("{ffi}\nfn main() {{\n    println!(\"{{}}\", version());\n}}\n");
     s.worktree(
         "ws",

@@ -5,6 +5,11 @@
 //! Each test writes the smallest project that shows one way a cache can
 //! serve a wrong artifact, builds it the way a user would, and asserts on
 //! what the user would see (program output, artifact bytes, exit status).
+//!
+//! `CORRECTNESS_PLAIN=1 cargo test --test correctness_…` runs the same cargo
+//! builds without kache (no `RUSTC_WRAPPER`): every assertion on outputs
+//! then holds, which shows each test expects exactly what plain cargo does.
+//! (Assertions on kache's counters do not apply in that mode.)
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
