@@ -42,6 +42,10 @@ pub enum Passthrough {
     PreprocessFailed,
     /// A precompiled header next to an included one would be used instead.
     PchFound,
+    /// A rustc call through a program kache has no name for (a
+    /// `RUSTC_WORKSPACE_WRAPPER`, rustc under another name): what it does
+    /// with its arguments is unknown.
+    UnrecognizedCompiler,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +66,7 @@ impl Passthrough {
     pub fn label(&self) -> String {
         match self {
             Passthrough::Excluded => "excluded".into(),
+            Passthrough::UnrecognizedCompiler => "unrecognized-compiler".into(),
             Passthrough::ClippyDriver => "clippy-driver".into(),
             Passthrough::NonUtf8Args => "non-utf8-args".into(),
             Passthrough::NonUtf8Env => "non-utf8-env".into(),
