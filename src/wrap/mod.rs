@@ -14,8 +14,10 @@
 pub mod cc;
 pub mod exec;
 pub mod outcome;
+mod path_local;
 pub mod pipeline;
 pub mod rust;
+mod strict;
 mod tools;
 
 use std::collections::BTreeMap;

@@ -47,6 +47,7 @@ use kache_wrapper::paths::has_tokens;
 
 use super::exec::{self, Captured};
 use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
+use super::path_local;
 use super::Call;
 use crate::log;
 use crate::remote;
@@ -65,6 +66,11 @@ pub struct Observed {
     pub files: Vec<(String, String, u64)>,
     /// (name, value or `None` when unset) of every variable read.
     pub env: Vec<(String, Option<String>)>,
+    /// Paths looked up and not found (a file there would have been used).
+    pub absent: Vec<String>,
+    /// The roots (name, absolute path) the outputs still hold, when they do
+    /// (set by the pipeline from [`Language::path_roots`]).
+    pub local: Vec<(String, String)>,
 }
 
 /// A key and the digests of its groups (what `why-miss` compares).
@@ -176,6 +182,13 @@ pub trait Language {
 
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
+
+    /// The absolute roots (name, path) the key leaves out so that worktrees
+    /// share entries. Outputs found to hold one after a compile make the
+    /// result path-local. Empty for a language whose key keeps every path.
+    fn path_roots(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The keys a call is looked up by.
@@ -195,6 +208,12 @@ impl Keys {
 /// Runs one cacheable call: hit, or compile and store. `compiler` and
 /// `args` are what a passthrough runs.
 pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &[OsString]) -> i32 {
+    // A device, FIFO, directory or symlink where an output goes is written
+    // through by the compiler; a restore would replace it, and what the
+    // compiler wrote into it cannot be read back as the output.
+    if lang.written_paths().iter().any(|p| !is_file_or_absent(p)) {
+        return call.passthrough(compiler, args, Passthrough::OutputNotAFile);
+    }
     let unit = lang.unit();
     let mount = crate::mount::mount_root_of(lang.out_dir()).map(Path::to_path_buf);
     let mut keys = Keys {
@@ -319,10 +338,22 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
     }
 }
 
-/// True when every input `rec` names is as it was: variables by value,
-/// files by content (through the stat memo: only a file whose stat changed
-/// is hashed again).
+/// True when `p` is a regular file (not through a symlink) or nothing.
+fn is_file_or_absent(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// True when every input `rec` names is as it was: the roots of a
+/// path-local record, variables by value, paths looked up and not found
+/// still absent, files by content (through the stat memo: only a file whose
+/// stat changed is hashed again).
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
+    if rec.is_path_local() && rec.local != lang.path_roots() {
+        return false;
+    }
     for (name, want) in &rec.env {
         let now = std::env::var(name).ok();
         let now_form = now.as_deref().map(|v| {
@@ -333,6 +364,11 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
             }
         });
         if &now_form != want {
+            return false;
+        }
+    }
+    for p in &rec.absent {
+        if call.ctx.cwd.join(lang.expand(p)).exists() {
             return false;
         }
     }
@@ -543,7 +579,16 @@ fn store<L: Language>(
     started: SystemTime,
     mount: Option<&Path>,
 ) -> Result<u64, NotStored> {
-    let observed = lang.observed_inputs(call, run, started)?;
+    let mut observed = lang.observed_inputs(call, run, started)?;
+    let produced = lang.produced(run)?;
+    for p in &produced {
+        if let Content::File { path, .. } = &p.content {
+            if !is_file_or_absent(path) {
+                return Err(NotStored::OutputNotAFile);
+            }
+        }
+    }
+    observed.local = path_local_roots(lang, &produced, &run.stdout)?;
     let (result, groups) = match (&keys.ahead, &keys.direct) {
         (Some(k), _) => (k.clone(), BTreeMap::new()),
         (None, Some(d)) => lang
@@ -559,7 +604,7 @@ fn store<L: Language>(
     let stderr = lang.stored_stderr(run)?;
     let mut outputs = Vec::new();
     let mut bytes = 0;
-    for p in lang.produced(run)? {
+    for p in produced {
         let (blob, mode) = match &p.content {
             Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
             Content::File { path, executable } => {
@@ -591,16 +636,22 @@ fn store<L: Language>(
         manifest.add(Record {
             files: observed.files,
             env: observed.env,
+            absent: observed.absent,
+            local: observed.local.clone(),
             result: result.clone(),
         });
         call.store.put_manifest(direct, &manifest)?;
     }
-    if let Some(u) = remote::queue_upload(
-        &call.store,
-        &call.ctx.config,
-        keys.direct.as_deref(),
-        &result,
-    ) {
+    // A path-local result is right only where its roots are: never shared.
+    let shared = observed.local.is_empty().then(|| {
+        remote::queue_upload(
+            &call.store,
+            &call.ctx.config,
+            keys.direct.as_deref(),
+            &result,
+        )
+    });
+    if let Some(Some(u)) = shared {
         call.count_all(u.tally());
     }
     if let Some(root) = mount {
@@ -609,6 +660,32 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
+}
+
+/// The roots the compile's outputs (or its stdout, replayed on every hit)
+/// still hold: all of [`Language::path_roots`] when any one is found, else
+/// none. Text outputs are already in token form and not searched.
+fn path_local_roots<L: Language>(
+    lang: &L,
+    produced: &[Produced],
+    stdout: &[u8],
+) -> Result<Vec<(String, String)>, NotStored> {
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    if needles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut holds = path_local::holds_any(stdout, &needles);
+    for p in produced {
+        if holds {
+            break;
+        }
+        if let Content::File { path, .. } = &p.content {
+            holds =
+                path_local::file_holds_any(path, &needles).map_err(|_| NotStored::OutputMissing)?;
+        }
+    }
+    Ok(if holds { roots } else { Vec::new() })
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the
