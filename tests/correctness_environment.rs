@@ -55,6 +55,31 @@ fn non_utf8_environment_variable_does_not_break_a_cargo_build() {
 }
 
 #[test]
+fn unrelated_non_utf8_variable_does_not_stop_caching() {
+    let s = Scratch::new();
+    let ws = s.worktree("ws", &LIB_AND_BIN);
+    let build = || {
+        let mut c = s.cargo(&ws, &["build"]);
+        c.env("KACHE_TEST_NOT_UTF8", not_utf8());
+        common::run_ok(c);
+    };
+    build();
+    let first = s.stats();
+    let units = counter_at(&first, "rust.misses");
+    assert!(units >= 2, "{first}");
+    assert_eq!(counter_at(&first, "rust.passthroughs"), 0, "{first}");
+    s.cargo_ok(&ws, &["clean"]);
+    build();
+    let second = s.stats();
+    assert_eq!(
+        counter_at(&second, "rust.hits"),
+        units,
+        "a variable no key reads made compiles uncacheable: {second}"
+    );
+    assert_eq!(output_of(&ws.join("target/debug/app")), "hello");
+}
+
+#[test]
 fn non_utf8_environment_variable_does_not_break_a_c_compile() {
     need_tool("gcc");
     let p = CcProject::new();
@@ -65,6 +90,12 @@ fn non_utf8_environment_variable_does_not_break_a_c_compile() {
         common::run_ok(c);
         assert!(p.read("x.o").starts_with(b"\x7fELF"));
     }
+    let v = p.stats();
+    assert_eq!(
+        (counter_at(&v, "cc.misses"), counter_at(&v, "cc.hits")),
+        (1, 1),
+        "the unrelated variable stopped caching: {v}"
+    );
 }
 
 #[test]

@@ -104,6 +104,40 @@ fn incbin_data_file_change_reaches_the_object() {
     );
 }
 
+/// Without an input recorder (`KACHE_OBSERVE=off`), a source whose
+/// assembly reads a file kache cannot see is never cached.
+#[test]
+fn incbin_is_a_passthrough_when_inputs_are_inferred_strictly() {
+    need_tool("gcc");
+    let s = Scratch::observing(Observe::Strict);
+    let dir = s.worktree(
+        "c",
+        &[
+            (
+                "blob.c",
+                "__asm__(\".section .rodata\\n.globl blob\\nblob:\\n.incbin \\\"data.bin\\\"\\n.byte 0\\n.previous\\n\");\n",
+            ),
+            ("data.bin", "INCBIN-ONE"),
+        ],
+    );
+    common::run_ok(s.kache_cc(&dir, "gcc", &["-c", "blob.c", "-o", "blob.o"]));
+    std::fs::write(dir.join("data.bin"), "INCBIN-TWO").unwrap();
+    common::run_ok(s.kache_cc(&dir, "gcc", &["-c", "blob.c", "-o", "blob.o"]));
+    assert!(contains_bytes(
+        &std::fs::read(dir.join("blob.o")).unwrap(),
+        "INCBIN-TWO"
+    ));
+    let v = s.stats();
+    assert_eq!(
+        (
+            common::counter_at(&v, "cc.passthrough_reasons.cc:incbin"),
+            common::counter_at(&v, "cc.misses") + common::counter_at(&v, "cc.hits")
+        ),
+        (2, 0),
+        "{v}"
+    );
+}
+
 #[test]
 fn module_file_newly_shadowing_another_fails_as_rustc_does() {
     let s = Scratch::new();

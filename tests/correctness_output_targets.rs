@@ -85,3 +85,51 @@ fn compile_to_a_real_file_after_one_to_a_device_gets_a_real_object() {
     };
     assert_eq!(calls(&p.stats()), calls(&before) + 1);
 }
+
+#[test]
+fn compile_through_a_symlink_to_a_device_keeps_the_link_and_the_device() {
+    let (p, dev) = project_with_device();
+    let link = p.root.join("out.o");
+    std::os::unix::fs::symlink(&dev, &link).unwrap();
+    for _ in 0..2 {
+        p.cc("gcc", &["-c", "x.c", "-o", "out.o"]);
+        let m = std::fs::symlink_metadata(&link).unwrap();
+        assert!(
+            m.file_type().is_symlink(),
+            "the symlink was replaced by a {:?}",
+            m.file_type()
+        );
+        assert!(is_char_device(&dev));
+    }
+    let v = p.stats();
+    assert_eq!(
+        counter_at(&v, "cc.passthrough_reasons.output-not-a-file"),
+        2,
+        "{v}"
+    );
+}
+
+#[test]
+fn compile_to_a_directory_fails_as_the_compiler_does_and_leaves_it() {
+    need_tool("gcc");
+    let p = CcProject::new();
+    p.write("x.c", SOURCE);
+    std::fs::create_dir(p.root.join("out.o")).unwrap();
+    let plain = Command::new("gcc")
+        .current_dir(&p.root)
+        .args(["-c", "x.c", "-o", "out.o"])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "gcc wrote an object over a directory"
+    );
+    let out = p
+        .cmd("gcc", &["-c", "x.c", "-o", "out.o"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), plain.status.code());
+    assert!(std::fs::symlink_metadata(p.root.join("out.o"))
+        .unwrap()
+        .is_dir());
+}

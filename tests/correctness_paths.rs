@@ -9,6 +9,7 @@
 
 mod common;
 mod correctness_support;
+mod remote_support;
 
 use correctness_support::*;
 use std::path::Path;
@@ -193,4 +194,58 @@ fn worktree_path_with_a_space_gets_its_own_dep_info_and_stays_fresh() {
             d.display()
         );
     }
+}
+
+/// A path-local result is right only where its roots are the same; it is
+/// kept out of the remote even for a machine at the very same path (which
+/// could not tell a stale path from its own). The library it uses is shared.
+#[test]
+fn path_local_results_are_never_uploaded() {
+    use remote_support::Remote;
+    let s = Scratch::new();
+    let main =
+        "fn main() {\n    println!(\"{} {}\", greet::hello(), env!(\"CARGO_MANIFEST_DIR\"));\n}\n";
+    let files = [
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\", \"greet\"]\nresolver = \"2\"\n",
+        ),
+        (
+            "greet/Cargo.toml",
+            "[package]\nname = \"greet\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("greet/src/lib.rs", "pub fn hello() -> &'static str {\n    \"hello\"\n}\n"),
+        (
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ngreet = { path = \"../greet\" }\n",
+        ),
+        ("app/src/main.rs", main),
+    ];
+    let ws = s.worktree("ws", &files);
+    let remote = Remote::Dir(s.path("shared"));
+    let build = |store: &Path| {
+        let mut c = cargo_with_store(&ws, store, &["build"]);
+        remote.apply(&mut c);
+        common::run_ok(c);
+        assert_eq!(
+            output_of(&ws.join("target/debug/app")),
+            format!("hello {}", ws.join("app").display())
+        );
+    };
+    let first = s.path("first-store");
+    build(&first);
+    remote_support::kache_ok(&first, &remote, &["remote", "drain"]);
+
+    std::fs::remove_dir_all(ws.join("target")).unwrap();
+    let second = s.path("second-store");
+    build(&second);
+    let v = common::stats(&second);
+    assert_eq!(
+        (
+            common::counter_at(&v, "rust.remote_hits"),
+            common::counter_at(&v, "rust.misses")
+        ),
+        (1, 1),
+        "expected the library from the remote and the path-local binary compiled: {v}"
+    );
 }

@@ -17,17 +17,68 @@ use std::process::{Command, Output};
 
 use crate::common;
 
+/// How kache finds what a compile read (`cache.observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observe {
+    /// The default: observed by the input recorder where it can run.
+    Auto,
+    /// `KACHE_OBSERVE=off`: strict inference, the path taken wherever no
+    /// recorder can run (other platforms, statically linked tools).
+    Strict,
+}
+
+impl Observe {
+    fn value(self) -> &'static str {
+        match self {
+            Observe::Auto => "auto",
+            Observe::Strict => "off",
+        }
+    }
+}
+
+/// Runs the test function `$name(Observe)` once per mode, as the tests
+/// `$name::auto` and `$name::strict`, so the strict path stays tested where
+/// a recorder observes by default.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn auto() {
+                    super::$name($crate::correctness_support::Observe::Auto)
+                }
+
+                #[test]
+                fn strict() {
+                    super::$name($crate::correctness_support::Observe::Strict)
+                }
+            }
+        )*
+    };
+}
+
 /// A temporary directory holding worktrees and one kache store.
 pub struct Scratch {
     tmp: tempfile::TempDir,
     pub store: PathBuf,
+    observe: Observe,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
+        Scratch::observing(Observe::Auto)
+    }
+
+    /// A scratch whose kache calls find inputs as `mode` says.
+    pub fn observing(observe: Observe) -> Scratch {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("store");
-        Scratch { tmp, store }
+        Scratch {
+            tmp,
+            store,
+            observe,
+        }
     }
 
     /// `rel` below the scratch directory.
@@ -44,7 +95,9 @@ impl Scratch {
 
     /// `cargo ARGS` in `dir` through kache on this scratch's store.
     pub fn cargo(&self, dir: &Path, args: &[&str]) -> Command {
-        cargo_with_store(dir, &self.store, args)
+        let mut c = cargo_with_store(dir, &self.store, args);
+        c.env("KACHE_OBSERVE", self.observe.value());
+        c
     }
 
     /// `cargo ARGS` in `dir`, which must succeed.
@@ -58,7 +111,9 @@ impl Scratch {
 
     /// `kache <compiler> <args…>` in `dir` on this scratch's store.
     pub fn kache_cc(&self, dir: &Path, compiler: &str, args: &[&str]) -> Command {
-        common::kache_cc(dir, &self.store, compiler, args)
+        let mut c = common::kache_cc(dir, &self.store, compiler, args);
+        c.env("KACHE_OBSERVE", self.observe.value());
+        c
     }
 }
 
@@ -67,7 +122,12 @@ impl Scratch {
 pub fn cargo_with_store(dir: &Path, store: &Path, args: &[&str]) -> Command {
     let mut c = common::cargo(dir, store, args);
     c.env("XDG_CONFIG_HOME", store.with_extension("config"));
-    for v in ["KACHE_EXCLUDE", "KACHE_REMOTE", "SOURCE_DATE_EPOCH"] {
+    for v in [
+        "KACHE_EXCLUDE",
+        "KACHE_REMOTE",
+        "KACHE_OBSERVE",
+        "SOURCE_DATE_EPOCH",
+    ] {
         c.env_remove(v);
     }
     if std::env::var_os("CORRECTNESS_PLAIN").is_some() {

@@ -502,6 +502,31 @@ mod tests {
     }
 
     #[test]
+    fn native_cpu_is_keyed_by_what_it_resolves_to() {
+        let (i, r) = (inv(&["-C", "target-cpu=native"]), roots("/w/a"));
+        let with = |cpu: Option<&str>| {
+            direct_key(&DirectInput {
+                invocation: &i,
+                roots: &r,
+                rustc_identity: "rustc 1.95",
+                linker_identity: None,
+                cwd: None,
+                target_spec: None,
+                extern_contents: &[],
+                static_libs: &[],
+                native_cpu: cpu,
+                env: &[],
+                declared_env: &[],
+            })
+            .0
+        };
+        let znver5 = with(Some("currently znver5\ntarget_feature=\"avx512f\""));
+        let nehalem = with(Some("currently nehalem\ntarget_feature=\"sse4.2\""));
+        assert_ne!(znver5, nehalem);
+        assert_ne!(znver5, with(None));
+    }
+
+    #[test]
     fn rustflags_are_not_keyed_as_variables() {
         let (i, r) = (inv(&[]), roots("/w/a"));
         let unset = key(&i, &r, &[]);
