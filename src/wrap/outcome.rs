@@ -50,9 +50,9 @@ pub enum Passthrough {
     /// `/dev/null`, a FIFO, a directory, a symlink): the compiler writes
     /// through it, and a restore would replace it.
     OutputNotAFile,
-    /// A build script asking the compiler a question (does this feature
-    /// compile?) into its OUT_DIR; expected to fail now and then, never
-    /// worth a cache entry.
+    /// A build script's question to the compiler (does this feature
+    /// compile?) answered "no": the failure is the answer, not a broken
+    /// build, so it is not a miss. (A probe that compiles is cached.)
     Probe,
     /// An assembler `.incbin`/`.include` in a C/C++ source: it reads a file
     /// that neither the preprocessor nor the dep file names.

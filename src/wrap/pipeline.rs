@@ -183,6 +183,13 @@ pub trait Language {
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
 
+    /// When a failed compile is an answer rather than a broken build (a
+    /// build script asking whether a feature compiles): the passthrough it
+    /// is recorded as, instead of a miss.
+    fn expected_failure(&self) -> Option<Passthrough> {
+        None
+    }
+
     /// The absolute roots (name, path) the key leaves out so that worktrees
     /// share entries. Outputs found to hold one after a compile make the
     /// result path-local. Empty for a language whose key keeps every path.
@@ -550,16 +557,24 @@ fn compile<L: Language>(
 ) -> i32 {
     let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
     let started = SystemTime::now();
-    call.count(Counter::CompilerRuns, 1);
     let run = match exec::run_captured(lang.command()) {
         Ok(c) => c,
         Err(e) => {
+            call.count(Counter::CompilerRuns, 1);
             log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
             call.record(&Outcome::Error, Some(unit));
             return 1;
         }
     };
     let code = exec::exit_code_of(&run.status);
+    if code != 0 {
+        if let Some(p) = lang.expected_failure() {
+            // Counts its one compiler run itself.
+            call.record(&Outcome::Passthrough(p), Some(unit));
+            return code;
+        }
+    }
+    call.count(Counter::CompilerRuns, 1);
     let stored = match code {
         0 => store(call, lang, keys, &run, started, mount),
         _ => Err(NotStored::CompileFailed),
@@ -675,7 +690,9 @@ fn path_local_roots<L: Language>(
     if needles.is_empty() {
         return Ok(Vec::new());
     }
+    let t0 = std::time::Instant::now();
     let mut holds = path_local::holds_any(stdout, &needles);
+    let mut searched = 0;
     for p in produced {
         if holds {
             break;
@@ -683,8 +700,14 @@ fn path_local_roots<L: Language>(
         if let Content::File { path, .. } = &p.content {
             holds =
                 path_local::file_holds_any(path, &needles).map_err(|_| NotStored::OutputMissing)?;
+            searched += fs::metadata(path).map_or(0, |m| m.len());
         }
     }
+    log::debug(&format!(
+        "path-local search: {searched} bytes in {} us ({})",
+        t0.elapsed().as_micros(),
+        if holds { "path-local" } else { "shareable" }
+    ));
     Ok(if holds { roots } else { Vec::new() })
 }
 

@@ -52,6 +52,9 @@ struct Rust {
     link_args: Option<PathBuf>,
     /// True once a compile was told to write `link_args`.
     link_args_used: std::cell::Cell<bool>,
+    /// A build script's probe: cached like any compile when it succeeds;
+    /// when it fails (by design, often), a passthrough, not a miss.
+    probe: bool,
 }
 
 impl Drop for Rust {
@@ -93,7 +96,8 @@ fn out_dir_arg(args: &[String]) -> Option<&str> {
 /// True for a compile a build script runs to ask the compiler a question
 /// (anyhow's, proc-macro2's, autocfg's probes): cargo runs build scripts
 /// with `TARGET` and `HOST` set and never runs a compile of its own into a
-/// build script's `OUT_DIR`, which is where probes put their output.
+/// build script's `OUT_DIR`, which is where probes put their output. (A
+/// probe on stdin, `rustc … -`, is not a compile kache caches at all.)
 fn is_build_script_probe(args: &[String], cwd: &Path) -> bool {
     let build_script = ["TARGET", "HOST"]
         .iter()
@@ -117,9 +121,7 @@ impl Rust {
             .map(|a| a.to_str().map(String::from))
             .collect::<Option<_>>()
             .ok_or(Passthrough::NonUtf8Args)?;
-        if is_build_script_probe(&sargs, &call.ctx.cwd) {
-            return Err(Passthrough::Probe);
-        }
+        let probe = is_build_script_probe(&sargs, &call.ctx.cwd);
         let inv = match rustc::parse(&sargs) {
             Parsed::NotACompile => return Ok(None),
             Parsed::Refuse(r) => return Err(Passthrough::RustRefused(r)),
@@ -160,6 +162,7 @@ impl Rust {
             dep_info: None,
             link_args,
             link_args_used: std::cell::Cell::new(false),
+            probe,
         }))
     }
 
@@ -411,6 +414,10 @@ impl Language for Rust {
             seen.absent = found.absent;
         }
         Ok(seen)
+    }
+
+    fn expected_failure(&self) -> Option<Passthrough> {
+        self.probe.then_some(Passthrough::Probe)
     }
 
     fn path_roots(&self) -> Vec<(String, String)> {
