@@ -10,8 +10,8 @@
 //! wrapped), a proc-macro reading one, a build script writing one into
 //! generated code. Instead of guessing from the source text, the outputs are
 //! searched for the roots' bytes once the compile is done; a result that
-//! still holds one is path-local: its record names the roots and only
-//! matches where they are the same, and it is never uploaded.
+//! still holds one is path-local: its record names the roots it holds and
+//! only matches where those are the same, and it is never uploaded.
 //!
 //! Cost: every output is read once more on a miss (from the page cache,
 //! just written), searched with `memchr::memmem`.
@@ -25,49 +25,49 @@ use memchr::memmem::Finder;
 /// How much of a file is searched at a time.
 const CHUNK: usize = 1 << 20;
 
+/// A byte string to look for, and the index of the root it stands for.
+pub type Needle = (usize, Vec<u8>);
+
 /// The byte strings to look for: each root as given and, when it differs,
 /// as the filesystem resolves it (a tool that canonicalizes a path writes
-/// that spelling). A needle that contains another is dropped: finding the
-/// shorter one is enough.
-pub fn needles(roots: &[(String, String)]) -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = Vec::new();
-    for (_, root) in roots {
+/// that spelling). Roots are searched for separately even when one lies
+/// inside another: a path below both names both.
+pub fn needles(roots: &[(String, String)]) -> Vec<Needle> {
+    let mut all: Vec<Needle> = Vec::new();
+    for (i, (_, root)) in roots.iter().enumerate() {
         let root = root.trim_end_matches('/');
         if root.is_empty() {
             continue;
         }
-        all.push(root.as_bytes().to_vec());
+        all.push((i, root.as_bytes().to_vec()));
         if let Ok(c) = std::fs::canonicalize(root) {
             let c = c.to_string_lossy().into_owned();
             if c != root {
-                all.push(c.into_bytes());
+                all.push((i, c.into_bytes()));
             }
         }
     }
-    all.sort_by_key(Vec::len);
-    let mut kept: Vec<Vec<u8>> = Vec::new();
-    for n in all {
-        if !kept.iter().any(|k| memchr::memmem::find(&n, k).is_some()) {
-            kept.push(n);
+    all
+}
+
+/// Marks in `found` (one flag per root) the roots whose needles `bytes`
+/// holds.
+pub fn search(bytes: &[u8], needles: &[Needle], found: &mut [bool]) {
+    for (i, n) in needles {
+        if !found[*i] && memchr::memmem::find(bytes, n).is_some() {
+            found[*i] = true;
         }
     }
-    kept
 }
 
-/// True when `bytes` holds one of `needles`.
-pub fn holds_any(bytes: &[u8], needles: &[Vec<u8>]) -> bool {
-    needles
-        .iter()
-        .any(|n| memchr::memmem::find(bytes, n).is_some())
-}
-
-/// True when the file at `path` holds one of `needles`, read in chunks that
-/// overlap by the longest needle so a match across a boundary is found.
-pub fn file_holds_any(path: &Path, needles: &[Vec<u8>]) -> io::Result<bool> {
-    let Some(longest) = needles.iter().map(Vec::len).max() else {
-        return Ok(false);
+/// Like [`search`] over the file at `path`, read in chunks that overlap by
+/// the longest needle so a match across a boundary is found. Stops early
+/// once every root is found.
+pub fn search_file(path: &Path, needles: &[Needle], found: &mut [bool]) -> io::Result<()> {
+    let Some(longest) = needles.iter().map(|(_, n)| n.len()).max() else {
+        return Ok(());
     };
-    let finders: Vec<Finder> = needles.iter().map(Finder::new).collect();
+    let finders: Vec<(usize, Finder)> = needles.iter().map(|(i, n)| (*i, Finder::new(n))).collect();
     let mut f = File::open(path)?;
     let keep = longest.saturating_sub(1);
     let mut buf = vec![0u8; CHUNK + keep];
@@ -76,11 +76,13 @@ pub fn file_holds_any(path: &Path, needles: &[Vec<u8>]) -> io::Result<bool> {
     loop {
         let n = read_full(&mut f, &mut buf[carried..])?;
         let filled = carried + n;
-        if finders.iter().any(|fd| fd.find(&buf[..filled]).is_some()) {
-            return Ok(true);
+        for (i, fd) in &finders {
+            if !found[*i] && fd.find(&buf[..filled]).is_some() {
+                found[*i] = true;
+            }
         }
-        if n == 0 {
-            return Ok(false);
+        if n == 0 || found.iter().all(|f| *f) {
+            return Ok(());
         }
         carried = keep.min(filled);
         buf.copy_within(filled - carried..filled, 0);
@@ -112,9 +114,15 @@ mod tests {
     }
 
     #[test]
-    fn a_root_inside_another_is_found_through_the_outer_one() {
-        let n = needles(&roots(&["/nonexistent/w/a/target", "/nonexistent/w/a/"]));
-        assert_eq!(n, vec![b"/nonexistent/w/a".to_vec()]);
+    fn a_path_below_two_roots_names_both_and_a_path_below_one_names_one() {
+        let r = roots(&["/nonexistent/w/a", "/nonexistent/w/a/target/"]);
+        let n = needles(&r);
+        let mut found = vec![false; 2];
+        search(b"x /nonexistent/w/a/target/debug/x", &n, &mut found);
+        assert_eq!(found, vec![true, true]);
+        let mut found = vec![false; 2];
+        search(b"x /nonexistent/w/a/src/lib.rs", &n, &mut found);
+        assert_eq!(found, vec![true, false]);
     }
 
     #[test]
@@ -122,15 +130,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = needles(&roots(&["/nonexistent/worktree"]));
         let p = dir.path().join("out");
+        let found_in = |p: &Path| {
+            let mut found = vec![false];
+            search_file(p, &n, &mut found).unwrap();
+            found[0]
+        };
         for at in [0, CHUNK - 5, CHUNK, 3 * CHUNK - 1] {
             let mut bytes = vec![0u8; 3 * CHUNK + 100];
             bytes[at..at + 21].copy_from_slice(b"/nonexistent/worktree");
             std::fs::write(&p, &bytes).unwrap();
-            assert!(file_holds_any(&p, &n).unwrap(), "at {at}");
+            assert!(found_in(&p), "at {at}");
         }
         std::fs::write(&p, vec![b'/'; 2 * CHUNK]).unwrap();
-        assert!(!file_holds_any(&p, &n).unwrap());
-        assert!(holds_any(b"x /nonexistent/worktree/src", &n));
+        assert!(!found_in(&p));
     }
 
     #[test]
@@ -142,6 +154,8 @@ mod tests {
         kache_platform::symlink_file(&real, &link).unwrap();
         let n = needles(&roots(&[link.to_str().unwrap()]));
         let real = real.canonicalize().unwrap();
-        assert!(holds_any(real.to_str().unwrap().as_bytes(), &n));
+        let mut found = vec![false];
+        search(real.to_str().unwrap().as_bytes(), &n, &mut found);
+        assert!(found[0]);
     }
 }

@@ -68,8 +68,8 @@ pub struct Observed {
     pub env: Vec<(String, Option<String>)>,
     /// Paths looked up and not found (a file there would have been used).
     pub absent: Vec<String>,
-    /// The roots (name, absolute path) the outputs still hold, when they do
-    /// (set by the pipeline from [`Language::path_roots`]).
+    /// The roots (name, absolute path) the outputs still hold (set by the
+    /// pipeline from [`Language::path_roots`]).
     pub local: Vec<(String, String)>,
 }
 
@@ -358,8 +358,11 @@ fn is_file_or_absent(p: &Path) -> bool {
 /// still absent, files by content (through the stat memo: only a file whose
 /// stat changed is hashed again).
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
-    if rec.is_path_local() && rec.local != lang.path_roots() {
-        return false;
+    if rec.is_path_local() {
+        let now = lang.path_roots();
+        if !rec.local.iter().all(|held| now.contains(held)) {
+            return false;
+        }
     }
     for (name, want) in &rec.env {
         let now = std::env::var(name).ok();
@@ -379,13 +382,28 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
             return false;
         }
     }
+    // One memo vouches for the whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo.
+    let mut files = Vec::with_capacity(rec.files.len());
+    let mut set = memo::FileSet::default();
     for (p, hash, size) in &rec.files {
         let abs = call.ctx.cwd.join(lang.expand(p));
+        match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
+            _ => return false,
+        }
+        files.push((abs, hash));
+    }
+    if memo::set_verified(&call.store, &set) {
+        return true;
+    }
+    for (abs, hash) in files {
         match memo::file_digest(&call.store, &abs) {
-            Ok((h, s)) if &h == hash && s == *size => {}
+            Ok((h, _)) if &h == hash => {}
             _ => return false,
         }
     }
+    memo::remember_set_verified(&call.store, &set);
     true
 }
 
@@ -677,9 +695,9 @@ fn store<L: Language>(
     Ok(bytes)
 }
 
-/// The roots the compile's outputs (or its stdout, replayed on every hit)
-/// still hold: all of [`Language::path_roots`] when any one is found, else
-/// none. Text outputs are already in token form and not searched.
+/// The roots of [`Language::path_roots`] the compile's outputs (or its
+/// stdout, replayed on every hit) still hold. Text outputs are already in
+/// token form and not searched.
 fn path_local_roots<L: Language>(
     lang: &L,
     produced: &[Produced],
@@ -691,24 +709,26 @@ fn path_local_roots<L: Language>(
         return Ok(Vec::new());
     }
     let t0 = std::time::Instant::now();
-    let mut holds = path_local::holds_any(stdout, &needles);
+    let mut found = vec![false; roots.len()];
+    path_local::search(stdout, &needles, &mut found);
     let mut searched = 0;
     for p in produced {
-        if holds {
-            break;
-        }
         if let Content::File { path, .. } = &p.content {
-            holds =
-                path_local::file_holds_any(path, &needles).map_err(|_| NotStored::OutputMissing)?;
+            path_local::search_file(path, &needles, &mut found)
+                .map_err(|_| NotStored::OutputMissing)?;
             searched += fs::metadata(path).map_or(0, |m| m.len());
         }
     }
+    let held: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(found)
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
     log::debug(&format!(
-        "path-local search: {searched} bytes in {} us ({})",
-        t0.elapsed().as_micros(),
-        if holds { "path-local" } else { "shareable" }
+        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
+        t0.elapsed().as_micros()
     ));
-    Ok(if holds { roots } else { Vec::new() })
+    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the
