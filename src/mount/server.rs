@@ -141,8 +141,12 @@ pub(super) fn serve(
         std::process::id(),
     );
     ensure_cachedir_tag(mountpoint);
+    // A server spawned by `kache mount` leaves the record to its parent, which holds the
+    // mount's lock and records the link itself: a write from here could put back the record as
+    // it was before the parent saved this server's pid (then nothing could stop the server).
+    let record_link = !rec.linked && std::env::var_os(PARENT_HOLDS_LOCK).is_none();
     match layout::link_target(&rec.target, mountpoint) {
-        Ok(()) if !rec.linked => {
+        Ok(()) if record_link => {
             if let Some(mut now) = reg.load(id) {
                 now.linked = true;
                 let _ = reg.save(id, &now);
