@@ -35,7 +35,8 @@ pub struct ObservedInputs {
     /// Environment variables the compile read, with the value it was given (`None`: unset).
     /// Variables a process of the compile set for its own children are not here (they derive
     /// from other inputs); neither are the rows `env_table` ignores. The variables glibc reads
-    /// invisibly (`env_table`'s `AlwaysKey` rows) are always here.
+    /// invisibly (`env_table`'s `AlwaysKey` rows) are always here, and the program search path
+    /// (`KeyWhenProgramsRun`) whenever a program was started or looked for.
     pub env: BTreeMap<OsString, Option<OsString>>,
     /// Programs started: the paths exec was given and the executables that reported in.
     pub programs: BTreeSet<PathBuf>,
@@ -281,6 +282,8 @@ struct Reducer<'a> {
     pending_exec: HashMap<u32, Norm>,
     spawned: Vec<(u32, Norm)>,
     processes: usize,
+    /// A process of the compile started or tried to start a program.
+    ran_programs: bool,
 }
 
 impl<'a> Reducer<'a> {
@@ -303,6 +306,7 @@ impl<'a> Reducer<'a> {
             pending_exec: HashMap::new(),
             spawned: Vec::new(),
             processes: 0,
+            ran_programs: false,
         }
     }
 
@@ -373,6 +377,9 @@ impl<'a> Reducer<'a> {
     }
 
     fn record(&mut self, i: usize, rec: &Record<'a>) {
+        if matches!(rec.kind, b'X' | b'x' | b'P' | b'H') {
+            self.ran_programs = true;
+        }
         match rec.kind {
             b'S' => {
                 self.processes += 1;
@@ -566,7 +573,8 @@ impl<'a> Reducer<'a> {
     }
 
     /// Variables read with the value the root process was given; reads that saw another
-    /// value saw one a process of the compile set.
+    /// value saw one a process of the compile set. The table's `AlwaysKey` rows are always
+    /// added, its `KeyWhenProgramsRun` rows when a program was started or looked for.
     fn env(&self) -> BTreeMap<OsString, Option<OsString>> {
         let empty = HashMap::new();
         let root = self.root_env.as_ref().unwrap_or(&empty);
@@ -580,7 +588,12 @@ impl<'a> Reducer<'a> {
                 out.insert(os(name), given.map(|v| os(&v)));
             }
         }
-        for name in env_table::always_keyed() {
+        let programs = self
+            .ran_programs
+            .then(env_table::keyed_when_programs_run)
+            .into_iter()
+            .flatten();
+        for name in env_table::always_keyed().chain(programs) {
             let n = name.as_bytes();
             let given = self.without_library(n, root.get(n).copied());
             out.insert(os(n), given.map(|v| os(&v)));
@@ -689,8 +702,7 @@ mod tests {
                 10,
                 &["CARGO_MAKEFLAGS", "=", "-j --jobserver-auth=3,4"],
             )
-            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"])
-            .add('V', 10, &["PATH", "=", "/usr/bin"]);
+            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"]);
         let o = l.parse().unwrap();
         let get = |n: &str| o.env.get(&OsString::from(n)).cloned();
         assert_eq!(get("KEEP"), Some(Some("1".into())));
@@ -699,11 +711,25 @@ mod tests {
         assert_eq!(get("CARGO_MAKEFLAGS"), None);
         assert_eq!(
             get("LD_PRELOAD"),
-            None,
-            "its libraries are recorded as read instead"
+            Some(Some("/u/mine.so".into())),
+            "the loader reads it invisibly: keyed without the recorder's own entry"
         );
-        assert_eq!(get("PATH"), None, "its lookups are recorded instead");
+        assert_eq!(get("PATH"), None, "no program was started or looked for");
         assert_eq!(get("TZ"), Some(None), "always keyed even when not seen");
+    }
+
+    #[test]
+    fn the_program_search_path_is_keyed_once_a_program_is_looked_for() {
+        let mut l = Log::new();
+        l.add('I', 10, &["PATH=/u/bin:/usr/bin", "KEEP=1"]);
+        assert_eq!(l.parse().unwrap().env.get(&OsString::from("PATH")), None);
+        // A lookup that found nothing still searched the path.
+        l.add('X', 20, &["", "/usr/bin/cc", "n", "k"])
+            .add('x', 20, &["", "/usr/bin/cc", "2"]);
+        assert_eq!(
+            l.parse().unwrap().env.get(&OsString::from("PATH")),
+            Some(&Some("/u/bin:/usr/bin".into()))
+        );
     }
 
     #[test]

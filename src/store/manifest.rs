@@ -7,12 +7,18 @@
 //! is not a 64-hex hash, or read damaged bytes as a manifest (damage is
 //! absence).
 //!
-//! A record is the inputs one compile read. Today they come from dep-info
-//! (files by path and content) and the variables rustc reports; a recorder
-//! that observes the compiler (LD_PRELOAD) will add paths looked up and not
-//! found and directory listings. Fields are added with `serde(default)` and
-//! left out when empty, so manifests written before stay readable and
-//! records without them serialize to the same bytes.
+//! A record is the inputs one compile read, found one of two ways (see
+//! [`FoundBy`]): *observed* by the input recorder under the compiler (every
+//! file read by content, every path looked up and absent or present, the
+//! listings read, the links resolved, the variables read), or *inferred*
+//! (dep-info: files by path and content, the variables rustc reports, and
+//! for linked outputs the link closure). A path-local record (an output
+//! holds a worktree path) names the roots it holds and only matches where
+//! they are the same. Fields are added with `serde(default)` and left out
+//! when empty, so manifests written before stay readable and records
+//! without them serialize to the same bytes. A record with a field this
+//! version does not know is dropped, never read with the field ignored: a
+//! check it cannot make would be a check skipped.
 //!
 //! Format: `{"records":[{"files":[[path,blake3,size]…],"env":[[name,value|null]…],
 //! "result":key}…]}` followed by the 32-byte blake3 of that body. Paths and
@@ -28,16 +34,71 @@ pub const RECORDS_KEPT: usize = 8;
 /// Length of the blake3 trailer that makes damage read as absence.
 const TRAILER: usize = 32;
 
+/// How a record's inputs were found.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundBy {
+    /// From dep-info and strict inference, where no recorder ran (another
+    /// platform, `cache.observe = "off"`). Records written before the
+    /// recorder existed are of this kind.
+    #[default]
+    Inferred,
+    /// Observed by the input recorder: everything the compile was seen to
+    /// read.
+    Observed,
+    /// The recorder ran but could not see everything (a statically linked
+    /// tool, …): inferred strictly, plus what it did see.
+    Fallback,
+}
+
+impl FoundBy {
+    pub fn is_inferred(&self) -> bool {
+        *self == FoundBy::Inferred
+    }
+}
+
 /// One compile's inputs and the result key they led to.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
     /// Files read: (path, possibly in token form; blake3; size).
     pub files: Vec<(String, String, u64)>,
     /// Environment variables read: (name, value in token form or raw, or
     /// `None` when it was unset).
     pub env: Vec<(String, Option<String>)>,
+    /// Paths (possibly in token form) that were looked up and not found: a
+    /// file appearing there would have changed the result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<String>,
+    /// For a path-local result: the roots (name, absolute path) its outputs
+    /// hold. Such a record only matches where every one is the same, and is
+    /// never shared through a remote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<(String, String)>,
+    /// Paths (possibly in token form) looked up and found without being
+    /// read (a directory, a program probed for): their existence is an input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub present: Vec<String>,
+    /// Directories whose listing was read: (path, blake3 of the sorted
+    /// names and their types).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<(String, String)>,
+    /// Paths that resolved elsewhere through a symbolic link: (path, what
+    /// it resolved to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, String)>,
+    /// How these inputs were found.
+    #[serde(default, skip_serializing_if = "FoundBy::is_inferred")]
+    pub found_by: FoundBy,
     /// The result key of the entry these inputs produced.
     pub result: String,
+}
+
+impl Record {
+    /// True when the outputs hold a path of the worktree that made them.
+    pub fn is_path_local(&self) -> bool {
+        !self.local.is_empty()
+    }
 }
 
 /// The records of one direct key, newest first.
@@ -99,6 +160,12 @@ impl Manifest {
         self
     }
 
+    /// The records another machine may use: path-local ones stay here.
+    pub fn shareable(mut self) -> Manifest {
+        self.records.retain(|r| !r.is_path_local());
+        self
+    }
+
     /// The result key of the newest record.
     pub fn newest_result(&self) -> Option<&str> {
         self.records.first().map(|r| r.result.as_str())
@@ -131,6 +198,7 @@ mod tests {
             files: vec![("src/lib.rs".into(), "x".into(), 3)],
             env: vec![("A".into(), None)],
             result: result.into(),
+            ..Record::default()
         }
     }
 
@@ -171,6 +239,46 @@ mod tests {
         let m = Manifest::decode(old.as_bytes()).unwrap();
         assert_eq!(m.records.len(), 1);
         assert_eq!(m.encode(), old.as_bytes());
+    }
+
+    #[test]
+    fn absent_paths_and_local_roots_round_trip_and_local_records_are_not_shared() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut local = rec(&a);
+        local.absent = vec!["@KACHE_TARGET@/out/libz.a".into()];
+        local.local = vec![("ws".into(), "/w/a".into())];
+        let m = Manifest {
+            records: vec![local.clone(), rec(&b)],
+        };
+        let back = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.shareable().records, vec![rec(&b)]);
+    }
+
+    #[test]
+    fn observed_records_round_trip_and_a_field_this_version_does_not_know_drops_the_record() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut seen = rec(&a);
+        seen.found_by = FoundBy::Observed;
+        seen.present = vec!["/usr/bin/cc".into()];
+        seen.listed = vec![("@KACHE_WS@/assets".into(), "h".into())];
+        seen.links = vec![("/usr/bin/cc".into(), "/usr/bin/gcc-12".into())];
+        let m = Manifest {
+            records: vec![seen, rec(&b)],
+        };
+        let body = m.encode();
+        assert!(String::from_utf8_lossy(&body).contains("\"found_by\":\"observed\""));
+        assert_eq!(Manifest::decode(&body).unwrap(), m);
+
+        let future = serde_json::json!({"records": [
+            {"files": [], "env": [], "checked_later": [1], "result": a},
+            {"files": [["src/lib.rs", "x", 3]], "env": [["A", null]], "result": b},
+        ]})
+        .to_string();
+        assert_eq!(
+            Manifest::decode(future.as_bytes()).unwrap().records,
+            vec![rec(&b)]
+        );
     }
 
     #[test]

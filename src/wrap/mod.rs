@@ -13,6 +13,7 @@
 
 pub mod cc;
 pub mod exec;
+pub mod observe;
 pub mod outcome;
 pub mod pipeline;
 pub mod rust;
@@ -81,7 +82,9 @@ pub fn run(args: &[OsString]) -> ExitCode {
     } else {
         Lang::Cc
     };
+    let observe = observe::enabled(&ctx.config);
     let mut call = Call {
+        observe,
         ctx,
         store,
         lang,
@@ -133,6 +136,9 @@ pub struct Call {
     /// Digests of the key groups of this call (for `why-miss`), recorded
     /// with the call's event.
     pub key_groups: BTreeMap<String, String>,
+    /// Whether this call's compiles run under the input recorder
+    /// (`cache.observe = "auto"` in a build that carries it).
+    pub observe: bool,
 }
 
 impl Call {

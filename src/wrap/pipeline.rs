@@ -46,11 +46,13 @@ use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 use kache_wrapper::paths::has_tokens;
 
 use super::exec::{self, Captured};
+use super::observe::{self, Recording};
 use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
 use super::Call;
 use crate::log;
 use crate::remote;
 use crate::stats::Counter;
+use crate::store::manifest::FoundBy;
 use crate::store::{memo, Entry, ManifestMiss, OpenedBlobs, OutputFile, Record, RestoreReport};
 
 /// How long a compile waits for a peer compiling the same key.
@@ -65,6 +67,35 @@ pub struct Observed {
     pub files: Vec<(String, String, u64)>,
     /// (name, value or `None` when unset) of every variable read.
     pub env: Vec<(String, Option<String>)>,
+    /// Paths looked up and not found (a file there would have been used).
+    pub absent: Vec<String>,
+    /// The roots (name, absolute path) the outputs still hold, when they do.
+    pub local: Vec<(String, String)>,
+    /// Paths looked up and found without being read.
+    pub present: Vec<String>,
+    /// (directory, digest of its listing) of every listing read.
+    pub listed: Vec<(String, String)>,
+    /// (path, what it resolved to) of every path that resolved elsewhere.
+    pub links: Vec<(String, String)>,
+    /// How these inputs were found.
+    pub found_by: FoundBy,
+}
+
+impl Observed {
+    /// The manifest record of these inputs, leading to `result`.
+    fn record(self, result: &str) -> Record {
+        Record {
+            files: self.files,
+            env: self.env,
+            absent: self.absent,
+            local: self.local,
+            present: self.present,
+            listed: self.listed,
+            links: self.links,
+            found_by: self.found_by,
+            result: result.to_string(),
+        }
+    }
 }
 
 /// A key and the digests of its groups (what `why-miss` compares).
@@ -146,16 +177,38 @@ pub trait Language {
     fn command(&self) -> Command;
 
     /// What the successful compile `run` read, which a later call must find
-    /// unchanged to hit. From dep-info today; from a recorder's log when the
-    /// compiler runs under one. Files changed since `started` refuse. None
-    /// for a language whose key ahead already covers everything read.
+    /// unchanged to hit: from `recording` when the compile ran under the
+    /// input recorder, else inferred (dep-info, strict inference). Files
+    /// changed since `started` refuse. `None`: no manifest record (a
+    /// language whose key ahead already covers everything read, or that
+    /// cannot prove what a direct hit would need).
     fn observed_inputs(
         &mut self,
         _call: &mut Call,
         _run: &Captured,
         _started: SystemTime,
-    ) -> Result<Observed, NotStored> {
-        Ok(Observed::default())
+        _recording: Option<Recording>,
+    ) -> Result<Option<Observed>, NotStored> {
+        Ok(None)
+    }
+
+    /// What the key-ahead step itself was seen to read (C/C++: the
+    /// preprocessor run), for a manifest record of the direct key after a
+    /// hit through the key ahead. `None` when it was not observed.
+    fn seen_ahead(&mut self) -> Option<Observed> {
+        None
+    }
+
+    /// Directories whose contents the key covers otherwise (rustc's
+    /// sysroot: the compiler identity), left out of a recording.
+    fn unobserved_roots(&mut self, _call: &mut Call) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// The value of variable `name` that the real compile would be given
+    /// (what a recorded read is compared with on a hit).
+    fn compile_env(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
     }
 
     /// The result key of a compile with direct key `direct` that read
@@ -207,7 +260,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     let mut first_miss = None;
     if keys.direct.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
-            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(r) => first_miss = Some(r),
         }
     }
@@ -217,7 +270,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
     if keys.ahead.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
-            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(r) => first_miss = Some(r),
         }
     }
@@ -229,8 +282,8 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
 
     if import_from_remote(call, &keys) {
-        if let Ok(bytes) = look_up(call, &target(lang, &mount), &keys) {
-            return hit(call, &unit, bytes, true);
+        if let Ok(served) = look_up(call, &target(lang, &mount), &keys) {
+            return hit(call, lang, &keys, &unit, served, true);
         }
     }
 
@@ -244,7 +297,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     .ok()
     .flatten();
     let reason = match look_up(call, &target(lang, &mount), &keys) {
-        Ok(bytes) => return hit(call, &unit, bytes, false),
+        Ok(served) => return hit(call, lang, &keys, &unit, served, false),
         Err(r) => r,
     };
     let code = compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
@@ -259,9 +312,40 @@ fn target<'a, L>(lang: &'a L, mount: &'a Option<PathBuf>) -> Target<'a, L> {
     }
 }
 
-fn hit(call: &mut Call, unit: &str, bytes: u64, remote: bool) -> i32 {
-    call.record(&Outcome::Hit { bytes, remote }, Some(unit));
+/// Records a hit. A hit through the key ahead, when the key-ahead step was
+/// observed, also records what it read under the direct key, so the next
+/// call hits without it.
+fn hit<L: Language>(
+    call: &mut Call,
+    lang: &mut L,
+    keys: &Keys,
+    unit: &str,
+    served: Served,
+    remote: bool,
+) -> i32 {
+    if let (Some(direct), Some(ahead), false) = (&keys.direct, &keys.ahead, served.direct) {
+        if let Some(seen) = lang.seen_ahead() {
+            let mut manifest = call.store.get_manifest(direct).unwrap_or_default();
+            manifest.add(seen.record(ahead));
+            let _ = call.store.put_manifest(direct, &manifest);
+        }
+    }
+    let outcome = Outcome::Hit {
+        bytes: served.bytes,
+        remote,
+        direct: served.direct,
+    };
+    call.record(&outcome, Some(unit));
     0
+}
+
+/// What a lookup served: the bytes provided, and whether through a manifest
+/// record of the direct key (no preprocessor, no compiler) or through the
+/// key ahead.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    bytes: u64,
+    direct: bool,
 }
 
 /// Asks the remote for the direct key's manifest, else the key known ahead's
@@ -291,20 +375,25 @@ struct Target<'a, L> {
     mount: Option<&'a Path>,
 }
 
-/// Looks the call up by its keys; on success the outputs are in place, the
-/// diagnostics replayed, and the bytes provided returned.
-fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u64, MissReason> {
+/// Looks the call up by its keys; on success the outputs are in place and
+/// the diagnostics replayed.
+fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<Served, MissReason> {
     let mut miss = MissReason::NoManifest;
     if let Some(direct) = &keys.direct {
         match call.store.get_manifest(direct) {
             Ok(manifest) => {
                 miss = MissReason::InputsChanged;
                 for rec in &manifest.records {
-                    if !inputs_match(call, t.lang, rec) {
+                    if !trusted(call, rec) || !inputs_match(call, t.lang, rec) {
                         continue;
                     }
                     match serve(call, t, &rec.result) {
-                        Ok(bytes) => return Ok(bytes),
+                        Ok(bytes) => {
+                            return Ok(Served {
+                                bytes,
+                                direct: true,
+                            })
+                        }
                         Err(r) => miss = r,
                     }
                 }
@@ -314,36 +403,68 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
         }
     }
     match &keys.ahead {
-        Some(key) => serve(call, t, key),
+        Some(key) => serve(call, t, key).map(|bytes| Served {
+            bytes,
+            direct: false,
+        }),
         None => Err(miss),
     }
 }
 
-/// True when every input `rec` names is as it was: variables by value,
-/// files by content (through the stat memo: only a file whose stat changed
-/// is hashed again).
+/// Whether this call may serve `rec`. A call that observes its compiles
+/// holds records to what was seen: one inferred where nobody observed
+/// (`cache.observe = "off"`, or a machine without the recorder) may miss an
+/// input a recording would have keyed, so it is not served. A fallback
+/// record (the recorder ran and could not see everything) is: the same
+/// compile here would fall back the same way.
+fn trusted(call: &Call, rec: &Record) -> bool {
+    !call.observe || rec.found_by != FoundBy::Inferred
+}
+
+/// True when every input `rec` names is as it was: variables by value (as
+/// the compile would be given them), paths looked up absent still absent
+/// and present ones present, listings unchanged, links resolving the same
+/// way, files by content (through the stat memo: only a file whose stat
+/// changed is hashed again). Cheap checks first.
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     for (name, want) in &rec.env {
-        let now = std::env::var(name).ok();
-        let now_form = now.as_deref().map(|v| {
-            if want.as_deref().is_some_and(has_tokens) {
-                lang.tokenize(v)
-            } else {
-                v.to_string()
-            }
+        let now = match lang.compile_env(name) {
+            Some(v) => match v.into_string() {
+                Ok(v) => Some(v),
+                // A value a record cannot hold cannot match one it does.
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        let now_form = now.map(|v| match want.as_deref().is_some_and(has_tokens) {
+            true => lang.tokenize(&v),
+            false => v,
         });
         if &now_form != want {
             return false;
         }
     }
+    let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
+    if !rec.absent.iter().all(|p| observe::is_absent(&path(p))) {
+        return false;
+    }
+    if !rec.present.iter().all(|p| path(p).exists()) {
+        return false;
+    }
+    let resolves = |(p, t): &(String, String)| observe::resolves_to(&path(p), &path(t));
+    if !rec.links.iter().all(resolves) {
+        return false;
+    }
     for (p, hash, size) in &rec.files {
-        let abs = call.ctx.cwd.join(lang.expand(p));
-        match memo::file_digest(&call.store, &abs) {
+        match memo::file_digest(&call.store, &path(p)) {
             Ok((h, s)) if &h == hash && s == *size => {}
             _ => return false,
         }
     }
-    true
+    let listed = |(d, digest): &(String, String)| {
+        observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
+    };
+    rec.listed.iter().all(listed)
 }
 
 /// Serves entry `key`: verified, rewritten for this worktree, then placed.
@@ -513,9 +634,14 @@ fn compile<L: Language>(
     compiler: &OsStr,
 ) -> i32 {
     let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
+    let mut cmd = lang.command();
+    let recording = call
+        .observe
+        .then(|| start_recording(call, &mut cmd))
+        .flatten();
     let started = SystemTime::now();
     call.count(Counter::CompilerRuns, 1);
-    let run = match exec::run_captured(lang.command()) {
+    let run = match exec::run_captured(cmd) {
         Ok(c) => c,
         Err(e) => {
             log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
@@ -525,11 +651,32 @@ fn compile<L: Language>(
     };
     let code = exec::exit_code_of(&run.status);
     let stored = match code {
-        0 => store(call, lang, keys, &run, started, mount),
+        0 => {
+            let recording = recording.map(|session| {
+                let roots = lang.unobserved_roots(call);
+                session.finish(&observe::filter(&call.store, &roots))
+            });
+            store(call, lang, keys, &run, started, recording, mount)
+        }
         _ => Err(NotStored::CompileFailed),
     };
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
+}
+
+/// Puts `cmd` under a new recording session of the store's recorder;
+/// `None` (the compile then runs unobserved) when the recorder cannot be
+/// installed or a session cannot be opened.
+fn start_recording(call: &mut Call, cmd: &mut Command) -> Option<kache_recorder::Session> {
+    let session = match observe::recorder(&call.store) {
+        Ok(r) => r.session().ok()?,
+        Err(e) => {
+            log::debug(&format!("{e}"));
+            return None;
+        }
+    };
+    session.apply(cmd);
+    Some(session)
 }
 
 /// Stores a successful compile: blobs, then the entry, then the manifest
@@ -541,15 +688,22 @@ fn store<L: Language>(
     keys: &Keys,
     run: &Captured,
     started: SystemTime,
+    recording: Option<Recording>,
     mount: Option<&Path>,
 ) -> Result<u64, NotStored> {
-    let observed = lang.observed_inputs(call, run, started)?;
-    let (result, groups) = match (&keys.ahead, &keys.direct) {
-        (Some(k), _) => (k.clone(), BTreeMap::new()),
-        (None, Some(d)) => lang
-            .result_key(d, &observed)
-            .ok_or(NotStored::NoResultKey)?,
-        (None, None) => return Err(NotStored::NoResultKey),
+    match &recording {
+        Some(Ok(_)) => call.count(Counter::Observed, 1),
+        Some(Err(why)) => {
+            observe::note_incomplete(why);
+            call.count(Counter::ObserveFallbacks, 1);
+        }
+        None => {}
+    }
+    let observed = lang.observed_inputs(call, run, started, recording)?;
+    let (result, groups) = match (&keys.ahead, &keys.direct, &observed) {
+        (Some(k), _, _) => (k.clone(), BTreeMap::new()),
+        (None, Some(d), Some(o)) => lang.result_key(d, o).ok_or(NotStored::NoResultKey)?,
+        (None, _, _) => return Err(NotStored::NoResultKey),
     };
     for (g, d) in &groups {
         if g != "direct" && g != "domain" {
@@ -586,13 +740,9 @@ fn store<L: Language>(
         meta: lang.meta(&groups),
     };
     call.store.put_entry(&result, &entry)?;
-    if let Some(direct) = &keys.direct {
+    if let (Some(direct), Some(observed)) = (&keys.direct, observed) {
         let mut manifest = call.store.get_manifest(direct).unwrap_or_default();
-        manifest.add(Record {
-            files: observed.files,
-            env: observed.env,
-            result: result.clone(),
-        });
+        manifest.add(observed.record(&result));
         call.store.put_manifest(direct, &manifest)?;
     }
     if let Some(u) = remote::queue_upload(

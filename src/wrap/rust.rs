@@ -14,14 +14,17 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
+use kache_wrapper::paths::has_tokens;
 use kache_wrapper::rustc::key::{self, DirectInput, Roots, PATH_VARS};
 use kache_wrapper::rustc::{self, BadArtifact, Parsed, RustcInvocation};
 
 use super::exec::Captured;
+use super::observe::{self, Recording};
 use super::outcome::{KeyedFile, MissReason, NotStored, Passthrough};
 use super::pipeline::{self, Content, Dest, KeyAndGroups, Language, Observed, Produced};
 use super::{tools, Call};
 use crate::config::Incremental;
+use crate::store::manifest::FoundBy;
 use crate::store::{memo, Entry};
 use crate::worktree;
 
@@ -92,6 +95,59 @@ impl Rust {
             hardlink,
             dep_info: None,
         }))
+    }
+
+    /// The record fields of what the recorder saw this compile read.
+    fn to_observed(
+        &self,
+        call: &mut Call,
+        seen: &kache_recorder::ObservedInputs,
+        started: SystemTime,
+    ) -> Result<Observed, NotStored> {
+        let roots: Vec<PathBuf> = tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
+            .map(|s| vec![PathBuf::from(s)])
+            .unwrap_or_default();
+        let inv = &self.inv;
+        let own_search_dirs: Vec<PathBuf> = (inv.search_paths.iter().map(|(_, d)| d))
+            .chain(&inv.dependency_dirs)
+            .map(|d| self.cwd.join(d))
+            .collect();
+        // A proc-macro is a shared library named by `--extern`.
+        let loads_plugins = self.inv.externs.iter().any(|e| {
+            e.path
+                .as_deref()
+                .is_some_and(|p| p.ends_with(std::env::consts::DLL_SUFFIX))
+        });
+        let tokenize = |t: &str| self.roots.tokenize(t);
+        let scope = observe::Scope {
+            tokenize: &tokenize,
+            own_search_dirs: &own_search_dirs,
+            loads_plugins,
+            started,
+            filter: &observe::filter(&call.store, &roots),
+        };
+        observe::to_observed(&call.store, seen, &scope)
+    }
+
+    /// A worktree path that rustc reads from the environment and bakes into
+    /// the crate (`env!("CARGO_MANIFEST_DIR")` as a string) stays this
+    /// worktree's unless every use is an include.
+    fn keep_runtime_paths_local(&self, o: &mut Observed, dep: &rustc::DepInfo) {
+        let sources: Vec<Option<String>> = dep
+            .files
+            .iter()
+            .filter(|f| f.ends_with(".rs"))
+            .map(|f| fs::read_to_string(self.cwd.join(f)).ok())
+            .collect();
+        for (name, value) in &mut o.env {
+            let Some(v) = value else { continue };
+            if PATH_VARS.contains(&name.as_str())
+                && has_tokens(v)
+                && !rustc::every_use_is_include(&sources, name)
+            {
+                *v = self.roots.expand(v);
+            }
+        }
     }
 
     fn digest(&self, call: &Call, p: &Path, what: KeyedFile) -> Result<String, Passthrough> {
@@ -198,12 +254,21 @@ impl Language for Rust {
         cmd
     }
 
+    fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
+        // Without a sysroot to leave out, the standard library would be
+        // keyed file by file: correct, and slower on every hit.
+        tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
+            .map(|s| vec![PathBuf::from(s)])
+            .unwrap_or_default()
+    }
+
     fn observed_inputs(
         &mut self,
         call: &mut Call,
         run: &Captured,
         started: SystemTime,
-    ) -> Result<Observed, NotStored> {
+        recording: Option<Recording>,
+    ) -> Result<Option<Observed>, NotStored> {
         if !self.inv.emit.iter().any(|e| e == "dep-info") {
             return Err(NotStored::NoDepInfo);
         }
@@ -217,6 +282,17 @@ impl Language for Rust {
             .map_err(|_| NotStored::DepInfoUnreadable)?;
         let dep = rustc::parse_dep_info(&dep_text);
         self.dep_info = Some(self.roots.tokenize(&dep_text));
+
+        let (observed, partial) = match recording {
+            Some(Ok(seen)) => (Some(seen), None),
+            Some(Err(incomplete)) => (None, Some(*incomplete.observed)),
+            None => (None, None),
+        };
+        if let Some(seen) = observed {
+            let mut o = self.to_observed(call, &seen, started)?;
+            self.keep_runtime_paths_local(&mut o, &dep);
+            return Ok(Some(o));
+        }
 
         // Inputs by (token path, content), checked unchanged since the compile began.
         let mut seen = Observed::default();
@@ -242,7 +318,7 @@ impl Language for Rust {
         let texts = || -> Vec<Option<String>> {
             sources.iter().map(|s| fs::read_to_string(s).ok()).collect()
         };
-        for (name, value) in dep.env {
+        for (name, value) in dep.env.clone() {
             // A worktree path baked into the crate stays this worktree's
             // unless it is only ever included.
             let value = value.map(|v| match self.roots.tokenize(&v) {
@@ -256,7 +332,14 @@ impl Language for Rust {
             });
             seen.env.push((name, value));
         }
-        Ok(seen)
+        if let Some(partial) = partial {
+            // What the recorder did see is kept on top of the inference.
+            let mut more = self.to_observed(call, &partial, started)?;
+            self.keep_runtime_paths_local(&mut more, &dep);
+            merge(&mut seen, more);
+            seen.found_by = FoundBy::Fallback;
+        }
+        Ok(Some(seen))
     }
 
     fn result_key(&self, direct: &str, seen: &Observed) -> Option<KeyAndGroups> {
@@ -290,4 +373,29 @@ impl Language for Rust {
     fn out_dir(&self) -> &Path {
         &self.out_dir
     }
+}
+
+/// Adds to `into` what `more` has and it lacks.
+fn merge(into: &mut Observed, more: Observed) {
+    for f in more.files {
+        if !into.files.iter().any(|(p, _, _)| p == &f.0) {
+            into.files.push(f);
+        }
+    }
+    for e in more.env {
+        if !into.env.iter().any(|(n, _)| n == &e.0) {
+            into.env.push(e);
+        }
+    }
+    let add = |into: &mut Vec<String>, more: Vec<String>| {
+        for p in more {
+            if !into.contains(&p) {
+                into.push(p);
+            }
+        }
+    };
+    add(&mut into.absent, more.absent);
+    add(&mut into.present, more.present);
+    into.listed.extend(more.listed);
+    into.links.extend(more.links);
 }

@@ -59,6 +59,24 @@ pub fn linker(call: &mut Call, name: &str) -> Result<String, Passthrough> {
     identity(call, &bin, "linker", Tool::Linker, probe)
 }
 
+/// rustc's sysroot (`--print sysroot`): what it holds (the standard
+/// library, the bundled linker) is the compiler's identity, not an input.
+pub fn rustc_sysroot(call: &mut Call, compiler: &str) -> Result<String, Passthrough> {
+    let bin = path_search::which(compiler).ok_or(Passthrough::ToolNotFound(Tool::Rustc))?;
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_default();
+    let probe = || {
+        let out = stdout_of(Command::new(compiler).args(["--print", "sysroot"]), true)?;
+        Ok(out.trim_end().to_string())
+    };
+    identity(
+        call,
+        &bin,
+        &format!("sysroot\0{toolchain}"),
+        Tool::Rustc,
+        probe,
+    )
+}
+
 /// The host glibc, as the dynamic loader reports it.
 fn host_libc() -> String {
     ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]

@@ -94,6 +94,9 @@ pub struct RustcInvocation {
     pub native_libs: Vec<(String, String)>,
     /// `-L [kind=]path` except `dependency=` as (kind, path).
     pub search_paths: Vec<(String, String)>,
+    /// `-L dependency=` directories: where rustc finds the crates of the
+    /// dependency graph that are not `--extern`s.
+    pub dependency_dirs: Vec<String>,
     pub incremental: Option<String>,
     pub target: Option<String>,
     pub linker: Option<String>,
@@ -352,6 +355,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                 _ => ("all", value),
             };
             if kind == "dependency" {
+                inv.dependency_dirs.push(path.to_string());
                 return Ok(Keep::CompileOnly);
             }
             inv.search_paths.push((kind.to_string(), path.to_string()));

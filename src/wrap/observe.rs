@@ -1,0 +1,342 @@
+//! Observed inputs: a compile run under kache's input recorder
+//! (`kache-recorder`, an `LD_PRELOAD` library inherited by every process of
+//! the compile), and what it was seen to read turned into a manifest record
+//! ([`to_observed`]) that a later call validates before it hits ([`Check`]).
+//!
+//! Everything seen is keyed, except what [`NOT_KEYED`] lists: one reviewed
+//! table, a reason per row. Variables follow the recorder's own table
+//! (`kache_recorder::env_table`), plus the rows here. Two things are added
+//! to what was seen, because the recorder cannot see them being looked up:
+//! - the dynamic loader's search along `LD_PRELOAD`/`LD_LIBRARY_PATH`
+//!   happens inside glibc: every shared library a process mapped is keyed
+//!   absent from each `LD_LIBRARY_PATH` directory searched before the one
+//!   it came from (and the value of the variable is keyed, by the table);
+//! - the program search along `PATH` (`execvp`) is keyed by its value
+//!   whenever a program was started (the recorder's table).
+//!
+//! Owns: whether a call observes, the recorder's filter, the conversion of a
+//! recording into record fields, and the checks a hit makes on them. Must
+//! never: key a file the compile wrote, or drop an input the table does not
+//! name.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use kache_recorder::{Filter, Incomplete, ObservedInputs, Recorder, Unavailable};
+
+use super::outcome::NotStored;
+use super::pipeline::Observed;
+use crate::config::{Config, Observe};
+use crate::store::manifest::FoundBy;
+use crate::store::{memo, Store};
+
+/// What a recorded compile yields: what it read, or why that is not known.
+pub type Recording = Result<ObservedInputs, Incomplete>;
+
+/// What the recording of a compile leaves out of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotKeyed {
+    Sysroot,
+    RecorderLibrary,
+    PseudoFilesystems,
+    MadeByTheCompile,
+    OwnSearchDirListings,
+    CanonicalSpellings,
+    IgnoredVariables,
+    CiWithoutPlugins,
+}
+
+/// One row of [`NOT_KEYED`].
+pub struct NotKeyedRow {
+    pub what: NotKeyed,
+    pub reason: &'static str,
+}
+
+const fn row(what: NotKeyed, reason: &'static str) -> NotKeyedRow {
+    NotKeyedRow { what, reason }
+}
+
+/// The table of what is seen and not keyed. Anything a compile was seen to
+/// read that no row covers is keyed.
+#[rustfmt::skip]
+pub const NOT_KEYED: &[NotKeyedRow] = &[
+    row(NotKeyed::Sysroot, "the toolchain's sysroot (rustc's libraries, its linker, rust-lld): covered by `rustc -vV`, part of the direct key"),
+    row(NotKeyed::RecorderLibrary, "the recorder's own library, loaded into every process of the compile only to observe it"),
+    row(NotKeyed::PseudoFilesystems, "/proc, /sys and /dev describe the running system, not sources; /dev/null is both read and written by every compile"),
+    row(NotKeyed::MadeByTheCompile, "files and directories the compile wrote, created, renamed or removed (its outputs and temporaries): dropped by the recorder"),
+    row(NotKeyed::OwnSearchDirListings, "listings of rustc's own -L directories (target/debug/deps, build/*/out): rustc lists each one on every run and the build writes into them, so a listing would never match again; each file opened from them is keyed by content and each file looked for and not found as absent"),
+    row(NotKeyed::CanonicalSpellings, "realpath of a path that was already canonical: the file it names is keyed by content, its existence by lookup"),
+    row(NotKeyed::IgnoredVariables, "the recorder's environment table rows marked Ignore (jobserver, terminal, temporary directory, allocator tuning), each with its reason"),
+    row(NotKeyed::CiWithoutPlugins, "CI, when the compile loads no proc-macro: rustc reads it once, when LLVM starts, only to turn off crash dialogs on Windows; a compile that loads a proc-macro keys it, since the macro may read it"),
+];
+
+/// The row for `what`.
+pub fn reason(what: NotKeyed) -> &'static str {
+    NOT_KEYED
+        .iter()
+        .find(|r| r.what == what)
+        .map_or("", |r| r.reason)
+}
+
+/// Whether calls of this configuration observe their compiles: `auto` and a
+/// build of kache that carries the recorder.
+pub fn enabled(config: &Config) -> bool {
+    config.observe() == Observe::Auto && kache_recorder::built_in()
+}
+
+/// The recorder of `store`, installed on first use under `recorder/`.
+pub fn recorder(store: &Store) -> Result<Recorder, Unavailable> {
+    Recorder::new(&store.root().join("recorder"))
+}
+
+/// The recorder's filter: pseudo-filesystems, the recorder itself, and
+/// `roots` (what the key covers otherwise: the sysroot).
+pub fn filter(store: &Store, roots: &[PathBuf]) -> Filter {
+    let mut f = Filter::pseudo_filesystems().drop_under(store.root().join("recorder"));
+    for r in roots {
+        f = f.drop_under(r);
+    }
+    f
+}
+
+/// Where a recorded compile ran, as the conversion needs it.
+pub struct Scope<'a> {
+    /// Absolute path text → token form.
+    pub tokenize: &'a dyn Fn(&str) -> String,
+    /// Directories whose listings are not keyed ([`NotKeyed::OwnSearchDirListings`]).
+    pub own_search_dirs: &'a [PathBuf],
+    /// Whether the compile loads a proc-macro (or any plugin that may read
+    /// the environment): see [`NotKeyed::CiWithoutPlugins`].
+    pub loads_plugins: bool,
+    /// When the compile started: an input changed since may not be what it
+    /// read.
+    pub started: SystemTime,
+    /// What the recorder filtered out (the filter also drops programs).
+    pub filter: &'a Filter,
+}
+
+/// The record fields of a complete recording.
+pub fn to_observed(
+    store: &Store,
+    seen: &ObservedInputs,
+    scope: &Scope,
+) -> Result<Observed, NotStored> {
+    let text = |p: &Path| -> Result<String, NotStored> {
+        p.to_str()
+            .map(|t| (scope.tokenize)(t))
+            .ok_or(NotStored::InputPathNotUtf8)
+    };
+    let mut out = Observed {
+        found_by: FoundBy::Observed,
+        ..Observed::default()
+    };
+    let mut present: Vec<&Path> = seen.paths_present.iter().map(PathBuf::as_path).collect();
+    // The programs run are read like any file: the recorder reports the
+    // root process's executable without filtering it.
+    let programs = seen
+        .programs
+        .iter()
+        .filter(|p| !seen.files_read.contains(*p) && !scope.filter.covers(p));
+    for p in seen.files_read.iter().chain(programs) {
+        let meta = fs::metadata(p).map_err(|_| NotStored::InputVanished)?;
+        if meta.is_dir() {
+            present.push(p);
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(NotStored::InputNotAFile);
+        }
+        if meta.modified().is_ok_and(|m| m > scope.started) {
+            crate::log::debug(&format!("{} changed during the compile", p.display()));
+            return Err(NotStored::InputModifiedDuringCompile);
+        }
+        let (h, size) = memo::file_digest(store, p).map_err(|_| NotStored::InputUnreadable)?;
+        out.files.push((text(p)?, h, size));
+    }
+    for p in present {
+        out.present.push(text(p)?);
+    }
+    for p in &seen.paths_absent {
+        out.absent.push(text(p)?);
+    }
+    for candidate in loader_candidates(seen, scope) {
+        let shown = text(&candidate)?;
+        if is_absent(&candidate) && !out.absent.contains(&shown) {
+            out.absent.push(shown);
+        }
+    }
+    for d in &seen.dirs_listed {
+        if scope.own_search_dirs.iter().any(|o| o == d) {
+            continue;
+        }
+        let meta = fs::metadata(d).map_err(|_| NotStored::InputVanished)?;
+        if meta.modified().is_ok_and(|m| m > scope.started) {
+            crate::log::debug(&format!(
+                "{} listed and changed during the compile",
+                d.display()
+            ));
+            return Err(NotStored::InputModifiedDuringCompile);
+        }
+        let digest = listing_digest(d).map_err(|_| NotStored::InputUnreadable)?;
+        out.listed.push((text(d)?, digest));
+    }
+    for (p, target) in &seen.links {
+        if p != target {
+            out.links.push((text(p)?, text(target)?));
+        }
+    }
+    for (name, value) in &seen.env {
+        let name = name.to_str().ok_or(NotStored::NonUtf8Env)?;
+        if name == "CI" && !scope.loads_plugins {
+            continue;
+        }
+        let value = match value {
+            Some(v) => Some((scope.tokenize)(v.to_str().ok_or(NotStored::NonUtf8Env)?)),
+            None => None,
+        };
+        out.env.push((name.to_string(), value));
+    }
+    out.files.sort();
+    out.present.sort();
+    out.absent.sort();
+    Ok(out)
+}
+
+/// Where the dynamic loader looked for each shared library a process mapped
+/// before it found it, along `LD_LIBRARY_PATH` (its value as the compile
+/// was given it). Each directory's `glibc-hwcaps` subdirectory is a
+/// candidate too (searched first by glibc 2.33 and later). Those absent now
+/// are keyed absent; one present was passed over by the loader and cannot
+/// change what it picks.
+fn loader_candidates(seen: &ObservedInputs, scope: &Scope) -> Vec<PathBuf> {
+    let value = seen
+        .env
+        .get(OsStr::new("LD_LIBRARY_PATH"))
+        .and_then(|v| v.as_ref());
+    let Some(value) = value else {
+        return Vec::new();
+    };
+    let dirs: Vec<PathBuf> = std::env::split_paths(value)
+        .filter(|d| d.is_absolute() && !scope.filter.covers(d))
+        .collect();
+    let mut out = Vec::new();
+    for d in &dirs {
+        out.push(d.join("glibc-hwcaps"));
+    }
+    for lib in &seen.files_read {
+        let Some(name) = lib.file_name() else {
+            continue;
+        };
+        if !name.to_string_lossy().contains(".so") {
+            continue;
+        }
+        for d in &dirs {
+            let candidate = d.join(name);
+            if &candidate == lib {
+                break;
+            }
+            out.push(candidate);
+        }
+    }
+    out
+}
+
+/// True when `p` is not there (not found, or a component is not a
+/// directory), as the recorder records an absent path.
+pub fn is_absent(p: &Path) -> bool {
+    match fs::metadata(p) {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        ),
+    }
+}
+
+/// The digest of a directory's listing: its names and their types, sorted.
+pub fn listing_digest(dir: &Path) -> io::Result<String> {
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        let kind = if t.is_dir() {
+            'd'
+        } else if t.is_file() {
+            'f'
+        } else if t.is_symlink() {
+            'l'
+        } else {
+            'o'
+        };
+        names.push((e.file_name(), kind));
+    }
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for (n, k) in names {
+        let bytes = n.as_encoded_bytes();
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+        h.update(&[k as u8]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// True when `path` still resolves to `target` (realpath, or the link's
+/// own text when it was read with readlink).
+pub fn resolves_to(path: &Path, target: &Path) -> bool {
+    fs::canonicalize(path).is_ok_and(|c| c == target)
+        || fs::read_link(path).is_ok_and(|l| l == target)
+}
+
+/// Logs why a recording was incomplete (kache's debug log).
+pub fn note_incomplete(why: &Incomplete) {
+    crate::log::debug(&format!("{why}; inputs inferred strictly"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exclusion_has_one_row_with_a_reason() {
+        let all = [
+            NotKeyed::Sysroot,
+            NotKeyed::RecorderLibrary,
+            NotKeyed::PseudoFilesystems,
+            NotKeyed::MadeByTheCompile,
+            NotKeyed::OwnSearchDirListings,
+            NotKeyed::CanonicalSpellings,
+            NotKeyed::IgnoredVariables,
+            NotKeyed::CiWithoutPlugins,
+        ];
+        for w in all {
+            assert_eq!(NOT_KEYED.iter().filter(|r| r.what == w).count(), 1, "{w:?}");
+            assert!(!reason(w).is_empty(), "{w:?}");
+        }
+        assert_eq!(NOT_KEYED.len(), all.len());
+    }
+
+    #[test]
+    fn a_listing_digest_changes_when_an_entry_is_renamed_and_not_when_a_file_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a.txt"), "1").unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        let before = listing_digest(d.path()).unwrap();
+        fs::write(d.path().join("a.txt"), "changed").unwrap();
+        assert_eq!(listing_digest(d.path()).unwrap(), before);
+        fs::rename(d.path().join("a.txt"), d.path().join("b.txt")).unwrap();
+        assert_ne!(listing_digest(d.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn absent_means_not_found_or_below_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("f"), "").unwrap();
+        assert!(is_absent(&d.path().join("nope")));
+        assert!(is_absent(&d.path().join("f/below")));
+        assert!(!is_absent(&d.path().join("f")));
+    }
+}
