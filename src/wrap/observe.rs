@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use kache_recorder::{Filter, Incomplete, ObservedInputs, Recorder, Unavailable};
+use kache_wrapper::paths::tokenize_bounded;
 
 use super::outcome::NotStored;
 use super::pipeline::Observed;
@@ -44,6 +45,7 @@ pub enum NotKeyed {
     PseudoFilesystems,
     MadeByTheCompile,
     OwnSearchDirListings,
+    TemporaryDirectories,
     CanonicalSpellings,
     IgnoredVariables,
     CiWithoutPlugins,
@@ -68,6 +70,7 @@ pub const NOT_KEYED: &[NotKeyedRow] = &[
     row(NotKeyed::PseudoFilesystems, "/proc, /sys and /dev describe the running system, not sources; /dev/null is both read and written by every compile"),
     row(NotKeyed::MadeByTheCompile, "files and directories the compile wrote, created, renamed or removed (its outputs and temporaries): dropped by the recorder"),
     row(NotKeyed::OwnSearchDirListings, "listings of rustc's own -L directories (target/debug/deps, build/*/out): rustc lists each one on every run and the build writes into them, so a listing would never match again; each file opened from them is keyed by content and each file looked for and not found as absent"),
+    row(NotKeyed::TemporaryDirectories, "whether the temporary directory exists (TMPDIR, TMP, TEMP, /tmp, /var/tmp, /usr/tmp): compilers look them up to choose where to put files they delete, never named in an output (files read below them are keyed)"),
     row(NotKeyed::CanonicalSpellings, "realpath of a path that was already canonical: the file it names is keyed by content, its existence by lookup"),
     row(NotKeyed::IgnoredVariables, "the recorder's environment table rows marked Ignore (jobserver, terminal, temporary directory, allocator tuning), each with its reason"),
     row(NotKeyed::CiWithoutPlugins, "CI, when the compile loads no proc-macro: rustc reads it once, when LLVM starts, only to turn off crash dialogs on Windows; a compile that loads a proc-macro keys it, since the macro may read it"),
@@ -104,7 +107,11 @@ pub fn filter(store: &Store, roots: &[PathBuf]) -> Filter {
 
 /// Where a recorded compile ran, as the conversion needs it.
 pub struct Scope<'a> {
-    /// Absolute path text → token form.
+    /// The worktree's roots and their tokens: a path below one is recorded
+    /// in token form, so another worktree checks its own file.
+    pub roots: &'a [(&'a str, &'a str)],
+    /// A variable's value → token form, exactly as the language turns the
+    /// current value into it on a hit ([`super::pipeline::Language::tokenize`]).
     pub tokenize: &'a dyn Fn(&str) -> String,
     /// Directories whose listings are not keyed ([`NotKeyed::OwnSearchDirListings`]).
     pub own_search_dirs: &'a [PathBuf],
@@ -126,7 +133,7 @@ pub fn to_observed(
 ) -> Result<Observed, NotStored> {
     let text = |p: &Path| -> Result<String, NotStored> {
         p.to_str()
-            .map(|t| (scope.tokenize)(t))
+            .map(|t| tokenize_bounded(t, scope.roots))
             .ok_or(NotStored::InputPathNotUtf8)
     };
     let mut out = Observed {
@@ -156,11 +163,16 @@ pub fn to_observed(
         let (h, size) = memo::file_digest(store, p).map_err(|_| NotStored::InputUnreadable)?;
         out.files.push((text(p)?, h, size));
     }
+    let temp = temporary_directories();
     for p in present {
-        out.present.push(text(p)?);
+        if !temp.iter().any(|t| t == p) {
+            out.present.push(text(p)?);
+        }
     }
     for p in &seen.paths_absent {
-        out.absent.push(text(p)?);
+        if !temp.iter().any(|t| t == p) {
+            out.absent.push(text(p)?);
+        }
     }
     for candidate in loader_candidates(seen, scope) {
         let shown = text(&candidate)?;
@@ -203,6 +215,18 @@ pub fn to_observed(
     out.present.sort();
     out.absent.sort();
     Ok(out)
+}
+
+/// The directories compilers choose among for their temporary files
+/// ([`NotKeyed::TemporaryDirectories`]).
+fn temporary_directories() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["TMPDIR", "TMP", "TEMP"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v))
+        .map(PathBuf::from)
+        .collect();
+    dirs.extend(["/tmp", "/var/tmp", "/usr/tmp"].iter().map(PathBuf::from));
+    dirs
 }
 
 /// Where the dynamic loader looked for each shared library a process mapped
@@ -308,6 +332,7 @@ mod tests {
             NotKeyed::PseudoFilesystems,
             NotKeyed::MadeByTheCompile,
             NotKeyed::OwnSearchDirListings,
+            NotKeyed::TemporaryDirectories,
             NotKeyed::CanonicalSpellings,
             NotKeyed::IgnoredVariables,
             NotKeyed::CiWithoutPlugins,

@@ -42,6 +42,9 @@ pub enum Passthrough {
     PreprocessFailed,
     /// A precompiled header next to an included one would be used instead.
     PchFound,
+    /// An assembler `.incbin`/`.include` in a C/C++ source: it reads a file
+    /// that neither the preprocessor nor the dep file names.
+    AssemblerInclude,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,7 @@ impl Passthrough {
             Passthrough::NativeLibNotFound => "native-lib-not-found".into(),
             Passthrough::PreprocessFailed => "cc:preprocess-failed".into(),
             Passthrough::PchFound => "cc:pch".into(),
+            Passthrough::AssemblerInclude => "cc:incbin".into(),
         }
     }
 }

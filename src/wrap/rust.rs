@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
-use kache_wrapper::paths::has_tokens;
+use kache_wrapper::paths::{has_tokens, TARGET_TOKEN, WS_TOKEN};
 use kache_wrapper::rustc::key::{self, DirectInput, Roots, PATH_VARS};
 use kache_wrapper::rustc::{self, BadArtifact, Parsed, RustcInvocation};
 
@@ -119,7 +119,15 @@ impl Rust {
                 .is_some_and(|p| p.ends_with(std::env::consts::DLL_SUFFIX))
         });
         let tokenize = |t: &str| self.roots.tokenize(t);
+        let mut roots_tokens = Vec::new();
+        if let Some(ws) = &self.roots.ws {
+            roots_tokens.push((ws.as_str(), WS_TOKEN));
+        }
+        if let Some(t) = &self.roots.target {
+            roots_tokens.push((t.as_str(), TARGET_TOKEN));
+        }
         let scope = observe::Scope {
+            roots: &roots_tokens,
             tokenize: &tokenize,
             own_search_dirs: &own_search_dirs,
             loads_plugins,
