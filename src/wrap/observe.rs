@@ -222,7 +222,7 @@ pub fn to_observed(
 fn temporary_directories() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = ["TMPDIR", "TMP", "TEMP"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .map(PathBuf::from)
         .collect();
     dirs.extend(["/tmp", "/var/tmp", "/usr/tmp"].iter().map(PathBuf::from));
