@@ -393,6 +393,13 @@ impl<'a> Reducer<'a> {
                 if rec.fields == [b"?"] {
                     self.lose(Lost::RootEnvironmentUnknown);
                 }
+                // The first root is the process the caller started: its
+                // environment is what the compile was given. A program it
+                // exec'd (a wrapper script running the compiler) reports
+                // again from the same pid with what the wrapper changed.
+                if self.root_env.is_some() {
+                    return;
+                }
                 let mut env = HashMap::new();
                 for entry in &rec.fields {
                     if let Some(eq) = entry.iter().position(|&b| b == b'=') {
@@ -720,8 +727,9 @@ mod tests {
 
     #[test]
     fn the_program_search_path_is_keyed_once_a_program_is_looked_for() {
-        let mut l = Log::new();
-        l.add('I', 10, &["PATH=/u/bin:/usr/bin", "KEEP=1"]);
+        let mut l = Log(Vec::new());
+        l.add('S', 10, &["/bin/cc", "/w", "1"])
+            .add('I', 10, &["PATH=/u/bin:/usr/bin", "KEEP=1"]);
         assert_eq!(l.parse().unwrap().env.get(&OsString::from("PATH")), None);
         // A lookup that found nothing still searched the path.
         l.add('X', 20, &["", "/usr/bin/cc", "n", "k"])
@@ -730,6 +738,21 @@ mod tests {
             l.parse().unwrap().env.get(&OsString::from("PATH")),
             Some(&Some("/u/bin:/usr/bin".into()))
         );
+    }
+
+    #[test]
+    fn the_environment_given_is_the_first_roots_not_what_a_wrapper_it_execs_changed() {
+        let mut l = Log::new();
+        // A shell script as the root sets PWD, then execs the compiler
+        // (same pid), which reports its environment again.
+        l.add('S', 10, &["/usr/bin/cc", "/w", "1"])
+            .add('I', 10, &["HOME=/root", "KEEP=2", "PWD=/w"])
+            .add('V', 10, &["KEEP", "=", "2"])
+            .add('V', 10, &["PWD", "=", "/w"]);
+        let o = l.parse().unwrap();
+        let get = |n: &str| o.env.get(&OsString::from(n)).cloned();
+        assert_eq!(get("KEEP"), None, "a value the wrapper set is derived");
+        assert_eq!(get("PWD"), None, "a value the wrapper set is derived");
     }
 
     #[test]

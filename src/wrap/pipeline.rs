@@ -427,12 +427,19 @@ fn trusted(call: &Call, rec: &Record) -> bool {
 /// way, files by content (through the stat memo: only a file whose stat
 /// changed is hashed again). Cheap checks first.
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
+    let changed = |what: &str, name: &str| {
+        log::debug(&format!(
+            "record for {} does not hold: {what} {name}",
+            rec.result
+        ));
+        false
+    };
     for (name, want) in &rec.env {
         let now = match lang.compile_env(name) {
             Some(v) => match v.into_string() {
                 Ok(v) => Some(v),
                 // A value a record cannot hold cannot match one it does.
-                Err(_) => return false,
+                Err(_) => return changed("variable", name),
             },
             None => None,
         };
@@ -441,30 +448,33 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
             false => v,
         });
         if &now_form != want {
-            return false;
+            return changed("variable", &format!("{name} {want:?} now {now_form:?}"));
         }
     }
     let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
-    if !rec.absent.iter().all(|p| observe::is_absent(&path(p))) {
-        return false;
+    if let Some(p) = rec.absent.iter().find(|p| !observe::is_absent(&path(p))) {
+        return changed("now present", p);
     }
-    if !rec.present.iter().all(|p| path(p).exists()) {
-        return false;
+    if let Some(p) = rec.present.iter().find(|p| !path(p).exists()) {
+        return changed("now absent", p);
     }
-    let resolves = |(p, t): &(String, String)| observe::resolves_to(&path(p), &path(t));
-    if !rec.links.iter().all(resolves) {
-        return false;
+    let resolves = |(p, t): &&(String, String)| observe::resolves_to(&path(p), &path(t));
+    if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
+        return changed("link", p);
     }
     for (p, hash, size) in &rec.files {
         match memo::file_digest(&call.store, &path(p)) {
             Ok((h, s)) if &h == hash && s == *size => {}
-            _ => return false,
+            _ => return changed("file", p),
         }
     }
-    let listed = |(d, digest): &(String, String)| {
+    let listed = |(d, digest): &&(String, String)| {
         observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
     };
-    rec.listed.iter().all(listed)
+    match rec.listed.iter().find(|l| !listed(l)) {
+        Some((d, _)) => changed("listing", d),
+        None => true,
+    }
 }
 
 /// Serves entry `key`: verified, rewritten for this worktree, then placed.
