@@ -155,6 +155,10 @@ fn an_asset_renamed_in_a_directory_a_proc_macro_lists_misses() {
     );
     // The proc-macro itself reads nothing that differs: it hits.
     assert!(counter(&stats(&store), "rust", "hits") >= 1);
+    // Both results are kept apart: A, rebuilt, gets its own again.
+    run_ok(cargo(&a, &store, &["clean"]));
+    build(&a, &store);
+    assert_eq!(output_of(&a.join("target/debug/app")), "logo.png");
 }
 
 #[test]

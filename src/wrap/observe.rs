@@ -19,6 +19,7 @@
 //! never: key a file the compile wrote, or drop an input the table does not
 //! name.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use kache_recorder::{Filter, Incomplete, ObservedInputs, Recorder, Unavailable};
+use kache_wrapper::key::KeyBuilder;
 use kache_wrapper::paths::tokenize_bounded;
 
 use super::outcome::NotStored;
@@ -229,6 +231,45 @@ fn temporary_directories() -> Vec<PathBuf> {
     dirs
 }
 
+/// The result key of a record that holds lookups (paths absent or present,
+/// listings, links) as well: `result` (from the files and variables read)
+/// with each of them folded in, so two compiles that read the same files and
+/// saw different directories never share an entry. A record without lookups
+/// keeps `result` as it is.
+pub fn with_lookups(
+    (result, mut groups): (String, BTreeMap<String, String>),
+    o: &Observed,
+) -> (String, BTreeMap<String, String>) {
+    if o.absent.is_empty() && o.present.is_empty() && o.listed.is_empty() && o.links.is_empty() {
+        return (result, groups);
+    }
+    let mut k = KeyBuilder::new("kache-result-lookups-v1");
+    k.group("result").str("key", &result);
+    k.group("absent");
+    for p in &o.absent {
+        k.str("path", p);
+    }
+    k.group("present");
+    for p in &o.present {
+        k.str("path", p);
+    }
+    k.group("listed");
+    for (d, digest) in &o.listed {
+        k.str(d, digest);
+    }
+    k.group("links");
+    for (p, t) in &o.links {
+        k.str(p, t);
+    }
+    let (key, more) = k.finish();
+    for (g, d) in more {
+        if g != "result" && g != "domain" {
+            groups.insert(g, d);
+        }
+    }
+    (key, groups)
+}
+
 /// Where the dynamic loader looked for each shared library a process mapped
 /// before it found it, along `LD_LIBRARY_PATH` (its value as the compile
 /// was given it). Each directory's `glibc-hwcaps` subdirectory is a
@@ -315,6 +356,26 @@ pub fn resolves_to(path: &Path, target: &Path) -> bool {
         || fs::read_link(path).is_ok_and(|l| l == target)
 }
 
+/// Removes session logs older than `max_age`: a compile whose wrapper was
+/// killed leaves its log behind. Returns how many were removed.
+pub fn prune_sessions(store: &Store, max_age: std::time::Duration) -> u64 {
+    let cutoff = SystemTime::now() - max_age;
+    let Ok(logs) = fs::read_dir(store.root().join("recorder").join("sessions")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for log in logs.flatten() {
+        let old = log
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m < cutoff);
+        if old && fs::remove_file(log.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Logs why a recording was incomplete (kache's debug log).
 pub fn note_incomplete(why: &Incomplete) {
     crate::log::debug(&format!("{why}; inputs inferred strictly"));
@@ -354,6 +415,58 @@ mod tests {
         assert_eq!(listing_digest(d.path()).unwrap(), before);
         fs::rename(d.path().join("a.txt"), d.path().join("b.txt")).unwrap();
         assert_ne!(listing_digest(d.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn results_that_saw_different_directories_never_share_a_key() {
+        let base = || ("r".repeat(64), BTreeMap::new());
+        let plain = Observed::default();
+        assert_eq!(with_lookups(base(), &plain).0, "r".repeat(64));
+        let listed = |digest: &str| Observed {
+            listed: vec![("@KACHE_WS@/assets".into(), digest.into())],
+            ..Observed::default()
+        };
+        let (one, groups) = with_lookups(base(), &listed("1"));
+        assert_ne!(one, with_lookups(base(), &listed("2")).0);
+        assert!(groups.contains_key("listed"), "{groups:?}");
+        let absent = Observed {
+            absent: vec!["@KACHE_WS@/src/foo/mod.rs".into()],
+            ..Observed::default()
+        };
+        assert_ne!(with_lookups(base(), &absent).0, "r".repeat(64));
+    }
+
+    #[test]
+    fn each_library_is_looked_for_along_ld_library_path_before_where_it_was_found() {
+        let mut seen = ObservedInputs::default();
+        seen.env.insert(
+            "LD_LIBRARY_PATH".into(),
+            Some("/t/deps:/sysroot/lib:/d2".into()),
+        );
+        seen.files_read.insert("/d2/libfoo.so.1".into());
+        seen.files_read.insert("/lib/libc.so.6".into());
+        seen.files_read.insert("/w/src/lib.rs".into());
+        let filter = Filter::new().drop_under("/sysroot");
+        let scope = Scope {
+            roots: &[],
+            tokenize: &|t| t.to_string(),
+            own_search_dirs: &[],
+            loads_plugins: false,
+            started: SystemTime::now(),
+            filter: &filter,
+        };
+        let got: Vec<PathBuf> = loader_candidates(&seen, &scope);
+        let want: Vec<PathBuf> = [
+            "/t/deps/glibc-hwcaps",
+            "/d2/glibc-hwcaps",
+            "/t/deps/libfoo.so.1",
+            "/t/deps/libc.so.6",
+            "/d2/libc.so.6",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -712,7 +712,9 @@ fn store<L: Language>(
     let observed = lang.observed_inputs(call, run, started, recording)?;
     let (result, groups) = match (&keys.ahead, &keys.direct, &observed) {
         (Some(k), _, _) => (k.clone(), BTreeMap::new()),
-        (None, Some(d), Some(o)) => lang.result_key(d, o).ok_or(NotStored::NoResultKey)?,
+        (None, Some(d), Some(o)) => {
+            observe::with_lookups(lang.result_key(d, o).ok_or(NotStored::NoResultKey)?, o)
+        }
         (None, _, _) => return Err(NotStored::NoResultKey),
     };
     for (g, d) in &groups {
