@@ -2,6 +2,9 @@
 //! process shares them:
 //! - file digests keyed by (path, size, mtime, ctime, inode): a hit hashes
 //!   only files whose stat changed (ccache's "inode cache");
+//! - verified file sets keyed by each file's (path, stat signature, digest):
+//!   a manifest record whose files all kept their stat is checked with one
+//!   stat per file and no memo read per file;
 //! - tool identities (`rustc -vV`, `cc --version`) keyed by the tool binary's
 //!   path, size and mtime: per-compiler facts only, never per-file ones (a
 //!   memo of anything per-file, shared by concurrent compiles of different
@@ -52,25 +55,27 @@ fn file_memo_path(store: &Store, path: &Path, sig: &str) -> PathBuf {
     )
 }
 
-/// Removes file memos not created in the last `max_age` (they are recomputed
-/// on demand). Returns how many were removed.
+/// Removes file and file-set memos not created in the last `max_age` (they
+/// are recomputed on demand). Returns how many were removed.
 pub fn prune(store: &Store, max_age: std::time::Duration) -> u64 {
     let cutoff = SystemTime::now() - max_age;
     let mut removed = 0;
-    let Ok(shards) = fs::read_dir(store.root().join("memo").join("files")) else {
-        return 0;
-    };
-    for shard in shards.flatten() {
-        let Ok(files) = fs::read_dir(shard.path()) else {
+    for kind in ["files", "sets"] {
+        let Ok(shards) = fs::read_dir(store.root().join("memo").join(kind)) else {
             continue;
         };
-        for f in files.flatten() {
-            let old = f
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m < cutoff);
-            if old && fs::remove_file(f.path()).is_ok() {
-                removed += 1;
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let old = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m < cutoff);
+                if old && fs::remove_file(f.path()).is_ok() {
+                    removed += 1;
+                }
             }
         }
     }
@@ -84,7 +89,16 @@ fn stat_sig(meta: &fs::Metadata) -> String {
 /// A file's (blake3, size), using the memo when its stat is unchanged.
 pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
     let meta = fs::metadata(path)?;
-    let sig = stat_sig(&meta);
+    file_digest_of(store, path, &meta)
+}
+
+/// [`file_digest`] for a file whose stat the caller already has.
+pub fn file_digest_of(
+    store: &Store,
+    path: &Path,
+    meta: &fs::Metadata,
+) -> io::Result<(String, u64)> {
+    let sig = stat_sig(meta);
     let mp = file_memo_path(store, path, &sig);
     if let Ok(text) = fs::read_to_string(&mp) {
         if crate::store::is_valid_hash(&text) {
@@ -92,8 +106,39 @@ pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
         }
     }
     let (hash, size) = hash_file(path)?;
-    remember_digest(store, path, &meta, &hash);
+    remember_digest(store, path, meta, &hash);
     Ok((hash, size))
+}
+
+/// The stat signature of a file as memos name it.
+pub fn signature(meta: &fs::Metadata) -> String {
+    stat_sig(meta)
+}
+
+/// True when a set of files, named by `id` (built by the caller from each
+/// file's path, stat signature and expected digest), was verified before:
+/// every digest then matched, and no stat has changed since.
+pub fn set_verified(store: &Store, id: &str) -> bool {
+    memo_path(store, "sets", id).exists()
+}
+
+/// Records that the set `id` verified. Not when one of its files changed
+/// within the last two seconds (see [`remember_digest`]): `newest_change`
+/// is the latest change time among them, in seconds.
+pub fn remember_set_verified(store: &Store, id: &str, newest_change: i64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if newest_change >= now - 2 {
+        return;
+    }
+    write_memo(store, &memo_path(store, "sets", id), "");
+}
+
+/// The latest change time (mtime or ctime, seconds) of a stat.
+pub fn changed_secs(meta: &fs::Metadata) -> i64 {
+    kache_platform::file_signature(meta).changed_secs()
 }
 
 /// Records that `path` (with stat `meta`) has content `hash`. Files changed

@@ -321,6 +321,24 @@ pub fn is_absent(p: &Path) -> bool {
     }
 }
 
+/// The first of `paths` (record text, path now) that is no longer absent.
+/// A path below a directory found absent is absent too and is not looked
+/// up again (a record holds many candidates below one missing include or
+/// library directory).
+pub fn first_present<'a>(paths: impl Iterator<Item = (&'a String, PathBuf)>) -> Option<&'a String> {
+    let mut gone: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    for (text, p) in paths {
+        if p.ancestors().skip(1).any(|a| gone.contains(a)) {
+            continue;
+        }
+        if !is_absent(&p) {
+            return Some(text);
+        }
+        gone.insert(p);
+    }
+    None
+}
+
 /// The digest of a directory's listing: its names and their types, sorted.
 pub fn listing_digest(dir: &Path) -> io::Result<String> {
     let mut names = Vec::new();
@@ -467,6 +485,22 @@ mod tests {
         .map(PathBuf::from)
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_path_below_a_directory_still_absent_is_not_looked_up_again() {
+        let d = tempfile::tempdir().unwrap();
+        let texts: Vec<String> = ["gone", "gone/a.h", "gone/b/c.h", "here"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let paths = || texts.iter().map(|t| (t, d.path().join(t)));
+        assert_eq!(first_present(paths()), None);
+        fs::write(d.path().join("here"), "").unwrap();
+        assert_eq!(first_present(paths()).map(String::as_str), Some("here"));
+        fs::create_dir(d.path().join("gone")).unwrap();
+        fs::write(d.path().join("gone/a.h"), "").unwrap();
+        assert_eq!(first_present(paths()).map(String::as_str), Some("gone"));
     }
 
     #[test]

@@ -452,7 +452,7 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
         }
     }
     let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
-    if let Some(p) = rec.absent.iter().find(|p| !observe::is_absent(&path(p))) {
+    if let Some(p) = observe::first_present(rec.absent.iter().map(|p| (p, path(p)))) {
         return changed("now present", p);
     }
     if let Some(p) = rec.present.iter().find(|p| !path(p).exists()) {
@@ -462,11 +462,38 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
         return changed("link", p);
     }
+    // One stat per file; the digests are read only when this exact set of
+    // (path, stat) was not verified before.
+    let mut files = Vec::with_capacity(rec.files.len());
+    let mut set = blake3::Hasher::new();
+    let mut newest = 0;
     for (p, hash, size) in &rec.files {
-        match memo::file_digest(&call.store, &path(p)) {
-            Ok((h, s)) if &h == hash && s == *size => {}
+        let abs = path(p);
+        let meta = match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => m,
             _ => return changed("file", p),
+        };
+        let sig = memo::signature(&meta);
+        for part in [
+            abs.as_os_str().as_encoded_bytes(),
+            sig.as_bytes(),
+            hash.as_bytes(),
+        ] {
+            set.update(&(part.len() as u64).to_le_bytes());
+            set.update(part);
         }
+        newest = newest.max(memo::changed_secs(&meta));
+        files.push((p, abs, meta, hash));
+    }
+    let set = set.finalize().to_hex();
+    if !memo::set_verified(&call.store, &set) {
+        for (p, abs, meta, hash) in &files {
+            match memo::file_digest_of(&call.store, abs, meta) {
+                Ok((h, _)) if &&h == hash => {}
+                _ => return changed("file", p),
+            }
+        }
+        memo::remember_set_verified(&call.store, &set, newest);
     }
     let listed = |(d, digest): &&(String, String)| {
         observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
