@@ -18,7 +18,8 @@ pub use atomic::{replace_unsynced, write_atomic, AtomicFile};
 pub use lock::{FileLock, LockMode};
 pub use path::{normalize_path, NormalizedPath, PathKind};
 pub use place::{
-    clone_into_new, place_file, remove_readonly_outputs, set_mtime_now, HardlinkPolicy, PlaceMethod,
+    clone_into_new, clone_or_copy, place_file, remove_readonly_outputs, set_mtime_now,
+    HardlinkPolicy, PlaceMethod,
 };
 
 pub mod stat;

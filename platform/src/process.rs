@@ -18,6 +18,20 @@ pub fn exit_code_of(status: &ExitStatus) -> i32 {
     1
 }
 
+/// True when this process runs with root's privileges (effective uid 0):
+/// it may mount, bind-mount and serve other users. Never on Windows, where
+/// kache does not ask for elevation.
+pub fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        rustix::process::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
 /// An identifier of the cargo process this process runs under (its pid and
 /// start time, so a reused pid is a new build), found by walking up to four
 /// parents; `None` when not under cargo or not on Linux. Lets `kache report`

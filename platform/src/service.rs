@@ -421,10 +421,16 @@ pub fn spawn_detached(cmd: &mut Command) -> io::Result<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches no Rust state.
+        // SAFETY: `pre_exec` runs the closure in the forked child before
+        // exec, where only async-signal-safe calls are allowed: `setsid` is
+        // one system call, allocates nothing and touches no lock. std has no
+        // safe way to start a new session (`process_group` only makes a new
+        // group inside the caller's session and terminal).
         unsafe {
             cmd.pre_exec(|| {
-                libc::setsid();
+                // Already a session leader is the only failure; the child is
+                // then detached enough.
+                let _ = rustix::process::setsid();
                 Ok(())
             });
         }
@@ -438,9 +444,14 @@ pub fn spawn_detached(cmd: &mut Command) -> io::Result<u32> {
 pub fn pid_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
-        // SAFETY: signal 0 only checks existence and permission.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        // Signal 0: existence and permission only. EPERM means it exists.
+        let Some(pid) = unix_pid(pid) else {
+            return false;
+        };
+        matches!(
+            rustix::process::test_kill_process(pid),
+            Ok(()) | Err(rustix::io::Errno::PERM)
+        )
     }
     #[cfg(windows)]
     {
@@ -449,17 +460,26 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// A pid as the kernel's type; `None` for 0 and values past `i32::MAX`, which
+/// would address a process group or every process, never one process.
+#[cfg(unix)]
+fn unix_pid(pid: u32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
 /// Asks a process to terminate (SIGTERM), or kills it outright (SIGKILL).
 pub fn signal_terminate(pid: u32, force: bool) -> io::Result<()> {
     #[cfg(unix)]
     {
-        let sig = if force { libc::SIGKILL } else { libc::SIGTERM };
-        // SAFETY: plain kill(2).
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        use rustix::process::Signal;
+        let sig = if force { Signal::KILL } else { Signal::TERM };
+        let pid = unix_pid(pid).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a process id: {pid}"),
+            )
+        })?;
+        Ok(rustix::process::kill_process(pid, sig)?)
     }
     #[cfg(windows)]
     {
@@ -520,6 +540,19 @@ mod tests {
             args: vec!["daemon".into(), "run".into()],
             env: vec![("KACHE_DIR".into(), "/data/kache".into())],
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pid_that_names_no_single_process_is_never_signalled() {
+        // As kill(2)'s pid_t, u32::MAX is -1 (every process the user may
+        // signal) and 0 is the caller's own process group.
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!pid_alive(pid), "{pid}");
+            let e = signal_terminate(pid, false).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{pid}");
+        }
+        assert!(pid_alive(std::process::id()));
     }
 
     #[test]
