@@ -322,8 +322,7 @@ impl Language for Cc {
     ) -> Result<Option<Observed>, NotStored> {
         let seen = match recording {
             Some(Ok(seen)) => seen,
-            Some(Err(why)) => {
-                observe::note_incomplete(&why);
+            Some(Err(_)) => {
                 return match self.ahead_incomplete {
                     true => Err(NotStored::RecordingIncomplete),
                     false => Ok(None),

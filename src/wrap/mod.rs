@@ -83,7 +83,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     } else {
         Lang::Cc
     };
-    let observe = observe::enabled(&ctx.config);
+    let observe = observe::enabled(&ctx.config, &store);
     let mut call = Call {
         observe,
         ctx,

@@ -86,10 +86,16 @@ pub fn reason(what: NotKeyed) -> &'static str {
         .map_or("", |r| r.reason)
 }
 
-/// Whether calls of this configuration observe their compiles: `auto` and a
-/// build of kache that carries the recorder.
-pub fn enabled(config: &Config) -> bool {
-    config.observe() == Observe::Auto && kache_recorder::built_in()
+/// Whether calls of this configuration observe their compiles: `auto`, a
+/// build of kache that carries the recorder, and a store whose path
+/// `LD_PRELOAD` can name (no space, tab or colon: they separate its
+/// entries). Decided without touching the library, so a hit pays nothing.
+pub fn enabled(config: &Config, store: &Store) -> bool {
+    let usable = store
+        .root()
+        .to_str()
+        .is_some_and(|p| !p.contains([' ', '\t', ':']));
+    config.observe() == Observe::Auto && kache_recorder::built_in() && usable
 }
 
 /// The recorder of `store`, installed on first use under `recorder/`.

@@ -97,6 +97,15 @@ impl Rust {
         }))
     }
 
+    /// rustc's sysroot, as a root the recording leaves out. Without it the
+    /// standard library would be keyed file by file: correct, and slower on
+    /// every hit.
+    fn sysroot(&self, call: &mut Call) -> Vec<PathBuf> {
+        tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
+            .map(|s| vec![PathBuf::from(s)])
+            .unwrap_or_default()
+    }
+
     /// The record fields of what the recorder saw this compile read.
     fn to_observed(
         &self,
@@ -104,9 +113,7 @@ impl Rust {
         seen: &kache_recorder::ObservedInputs,
         started: SystemTime,
     ) -> Result<Observed, NotStored> {
-        let roots: Vec<PathBuf> = tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
-            .map(|s| vec![PathBuf::from(s)])
-            .unwrap_or_default();
+        let roots = self.sysroot(call);
         let inv = &self.inv;
         let own_search_dirs: Vec<PathBuf> = (inv.search_paths.iter().map(|(_, d)| d))
             .chain(&inv.dependency_dirs)
@@ -263,11 +270,7 @@ impl Language for Rust {
     }
 
     fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
-        // Without a sysroot to leave out, the standard library would be
-        // keyed file by file: correct, and slower on every hit.
-        tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
-            .map(|s| vec![PathBuf::from(s)])
-            .unwrap_or_default()
+        self.sysroot(call)
     }
 
     fn observed_inputs(
