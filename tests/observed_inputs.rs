@@ -244,3 +244,28 @@ fn records_inferred_without_the_recorder_are_not_served_to_an_observing_build() 
     build(&a, &store);
     assert_eq!(counter(&stats(&store), "rust", "hits"), units);
 }
+
+#[test]
+fn a_target_dir_reached_through_a_symbolic_link_is_cached_and_shared() {
+    // A kache mount is reached this way too: `target` links into the store.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let mut units = 0;
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let wt = fixture_at(&tmp.path().join(name));
+        let real = tmp.path().join(format!("elsewhere/{name}-target"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(&real, wt.join("target")).unwrap();
+        build(&wt, &store);
+        let s = stats(&store);
+        if i == 0 {
+            units = counter(&s, "rust", "misses");
+            assert!(
+                s["rust"]["not_stored"].as_object().is_none_or(|m| m.is_empty()),
+                "rustc's temporaries, written through one name and read through the other, were taken for inputs: {s}"
+            );
+        } else {
+            assert_eq!(counter(&s, "rust", "hits"), units, "{s}");
+        }
+    }
+}

@@ -150,6 +150,9 @@ impl std::error::Error for Incomplete {}
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     roots: Vec<Norm>,
+    /// (another spelling, the spelling to use): a directory reached through
+    /// a symbolic link is one directory, whichever way a process names it.
+    aliases: Vec<(Norm, Norm)>,
 }
 
 /// Kernel pseudo-filesystems: their files describe the running system, not sources.
@@ -175,6 +178,32 @@ impl Filter {
         self.roots
             .push(normalize(root.into().as_os_str().as_encoded_bytes()));
         self
+    }
+
+    /// Treats paths below `other` as below `spelling`: the same directory
+    /// named two ways (a `target` that is a symbolic link, a worktree below
+    /// one) must be one for what the compile made and what it read, and is
+    /// reported under `spelling`. The caller knows both names (the reducer
+    /// never looks at the filesystem).
+    pub fn alias(mut self, other: impl Into<PathBuf>, spelling: impl Into<PathBuf>) -> Filter {
+        let other = normalize(other.into().as_os_str().as_encoded_bytes());
+        let spelling = normalize(spelling.into().as_os_str().as_encoded_bytes());
+        if other != spelling {
+            self.aliases.push((other, spelling));
+        }
+        self
+    }
+
+    /// `path` in the spelling its aliases give it.
+    fn respell(&self, path: Norm) -> Norm {
+        for (other, spelling) in &self.aliases {
+            if under(&path, other) {
+                let mut p = spelling.clone();
+                p.extend_from_slice(&path[other.len()..]);
+                return p;
+            }
+        }
+        path
     }
 
     /// Whether `path` is left out.
@@ -320,7 +349,7 @@ impl<'a> Reducer<'a> {
     /// too when the filter drops it (the caller accounts for it, so nothing about it can be a
     /// loss either: /dev/null is opened both ways, /proc/self/exe differs per process).
     fn path(&mut self, rec: &Record<'a>, i: usize) -> Option<Norm> {
-        let p = join(rec.field(i), rec.field(i + 1));
+        let p = join(rec.field(i), rec.field(i + 1)).map(|p| self.filter.respell(p));
         match p {
             None => {
                 self.lose(Lost::UnknownDirectory(os(rec.field(i + 1))));
@@ -334,6 +363,8 @@ impl<'a> Reducer<'a> {
     /// First pass: what the compile itself made, so that reads of its own files (outputs,
     /// temporaries, files written then read back) are not taken for inputs.
     fn collect_made(&mut self, records: &[Record<'a>]) {
+        let filter = self.filter;
+        let join = |base: &[u8], path: &[u8]| join(base, path).map(|p| filter.respell(p));
         for (i, rec) in records.iter().enumerate() {
             let mut mark = |p: Option<Norm>| {
                 if let Some(p) = p {
@@ -386,7 +417,8 @@ impl<'a> Reducer<'a> {
                 self.started.insert(rec.pid);
                 self.pending_exec.remove(&rec.pid);
                 if rec.field(0).starts_with(b"/") {
-                    self.programs.insert(normalize(rec.field(0)));
+                    let p = self.filter.respell(normalize(rec.field(0)));
+                    self.programs.insert(p);
                 }
             }
             b'I' => {
@@ -439,7 +471,10 @@ impl<'a> Reducer<'a> {
                         self.listed.insert(p);
                     }
                     _ => {
-                        let target = normalize_target(rec.kind, rec.field(2));
+                        let mut target = normalize_target(rec.kind, rec.field(2));
+                        if rec.kind == b'Q' {
+                            target = self.filter.respell(target);
+                        }
                         if let Some(old) = self.links.insert(p.clone(), target.clone()) {
                             if old != target {
                                 self.lose(Lost::ChangedDuringCompile(path_of(&p)));
@@ -483,7 +518,7 @@ impl<'a> Reducer<'a> {
                 }
             }
             b'H' => {
-                let p = normalize(rec.field(0));
+                let p = self.filter.respell(normalize(rec.field(0)));
                 self.classify(&p, rec.field(1), rec.field(2));
                 self.programs.insert(p);
             }
@@ -820,6 +855,24 @@ mod tests {
         let f = Filter::pseudo_filesystems().drop_under("/sysroot/");
         let o = parse(&l.0, Path::new("/k/rec.so"), &f).unwrap();
         assert_eq!(o.files_read, set(&["/sysrootx/a"]));
+    }
+
+    #[test]
+    fn a_directory_named_through_a_link_is_one_directory() {
+        // `target` is a link into a mount: rustc writes a temporary archive
+        // through one name and reads it back through the other.
+        let mut l = Log::new();
+        l.add('W', 10, &["", "/w/target/deps/.tmp1.temp-archive"])
+            .add('R', 10, &["", "/m/mnt/deps/.tmp1.temp-archive", "f"])
+            .add('R', 10, &["", "/m/mnt/deps/libdep.rlib", "f"])
+            .add('Q', 10, &["", "/w/target/deps", "/m/mnt/deps"]);
+        let f = Filter::pseudo_filesystems().alias("/m/mnt", "/w/target");
+        let o = parse(&l.0, Path::new("/k/rec.so"), &f).unwrap();
+        assert_eq!(o.files_read, set(&["/w/target/deps/libdep.rlib"]));
+        assert_eq!(
+            o.links.get(Path::new("/w/target/deps")),
+            Some(&PathBuf::from("/w/target/deps"))
+        );
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Cc {
             // which the flag table refuses.
             loads_plugins: false,
             started,
-            filter: &observe::filter(&call.store, &[]),
+            filter: &observe::filter(&call.store, &[], &[]),
         };
         observe::to_observed(&call.store, seen, &scope)
     }
@@ -275,7 +275,8 @@ impl Language for Cc {
         let time =
             key::time_macro_policy(reported, &sde, version).map_err(Passthrough::CcRefused)?;
         self.no_direct_record = reported;
-        if let Some(Ok(seen)) = session.map(|s| s.finish(&observe::filter(&call.store, &[]))) {
+        let filter = observe::filter(&call.store, &[], &self.spelled_roots());
+        if let Some(Ok(seen)) = session.map(|s| s.finish(&filter)) {
             self.seen_ahead = self.to_observed(call, &seen, started).ok();
         }
         Ok(Some(key::cache_key(&key::KeyInput {
@@ -300,6 +301,10 @@ impl Language for Cc {
             true => None,
             false => self.seen_ahead.take(),
         }
+    }
+
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        self.roots().iter().map(|(r, _)| PathBuf::from(r)).collect()
     }
 
     fn compile_env(&self, name: &str) -> Option<OsString> {

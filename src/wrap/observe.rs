@@ -104,11 +104,20 @@ pub fn recorder(store: &Store) -> Result<Recorder, Unavailable> {
 }
 
 /// The recorder's filter: pseudo-filesystems, the recorder itself, and
-/// `roots` (what the key covers otherwise: the sysroot).
-pub fn filter(store: &Store, roots: &[PathBuf]) -> Filter {
+/// `unobserved` (what the key covers otherwise: the sysroot). Each of
+/// `spelled` (the worktree roots as the compile names them) that is reached
+/// through a symbolic link (a `target` linked into a kache mount, a worktree
+/// below a linked directory) is one directory under both names, reported
+/// under the compile's.
+pub fn filter(store: &Store, unobserved: &[PathBuf], spelled: &[PathBuf]) -> Filter {
     let mut f = Filter::pseudo_filesystems().drop_under(store.root().join("recorder"));
-    for r in roots {
+    for r in unobserved {
         f = f.drop_under(r);
+    }
+    for r in spelled {
+        if let Ok(real) = fs::canonicalize(r) {
+            f = f.alias(real, r);
+        }
     }
     f
 }
@@ -156,7 +165,7 @@ pub fn to_observed(
         .iter()
         .filter(|p| !seen.files_read.contains(*p) && !scope.filter.covers(p));
     for p in seen.files_read.iter().chain(programs) {
-        let meta = fs::metadata(p).map_err(|_| NotStored::InputVanished)?;
+        let meta = fs::metadata(p).map_err(|_| vanished(p))?;
         if meta.is_dir() {
             present.push(p);
             continue;
@@ -192,7 +201,7 @@ pub fn to_observed(
         if scope.own_search_dirs.iter().any(|o| o == d) {
             continue;
         }
-        let meta = fs::metadata(d).map_err(|_| NotStored::InputVanished)?;
+        let meta = fs::metadata(d).map_err(|_| vanished(d))?;
         if meta.modified().is_ok_and(|m| m > scope.started) {
             crate::log::debug(&format!(
                 "{} listed and changed during the compile",
@@ -223,6 +232,11 @@ pub fn to_observed(
     out.present.sort();
     out.absent.sort();
     Ok(out)
+}
+
+fn vanished(p: &Path) -> NotStored {
+    crate::log::debug(&format!("{} was read and is gone", p.display()));
+    NotStored::InputVanished
 }
 
 /// The directories compilers choose among for their temporary files

@@ -205,6 +205,12 @@ pub trait Language {
         Vec::new()
     }
 
+    /// The worktree's roots as the compile names them (what a recording
+    /// reports a path through a linked root under).
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// The value of variable `name` that the real compile would be given
     /// (what a recorded read is compared with on a hit).
     fn compile_env(&self, name: &str) -> Option<OsString> {
@@ -690,8 +696,9 @@ fn compile<L: Language>(
     let stored = match code {
         0 => {
             let recording = recording.map(|session| {
-                let roots = lang.unobserved_roots(call);
-                session.finish(&observe::filter(&call.store, &roots))
+                let unobserved = lang.unobserved_roots(call);
+                let spelled = lang.spelled_roots();
+                session.finish(&observe::filter(&call.store, &unobserved, &spelled))
             });
             store(call, lang, keys, &run, started, recording, mount)
         }

@@ -139,7 +139,7 @@ impl Rust {
             own_search_dirs: &own_search_dirs,
             loads_plugins,
             started,
-            filter: &observe::filter(&call.store, &roots),
+            filter: &observe::filter(&call.store, &roots, &[]),
         };
         observe::to_observed(&call.store, seen, &scope)
     }
@@ -271,6 +271,11 @@ impl Language for Rust {
 
     fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
         self.sysroot(call)
+    }
+
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        let roots = [&self.roots.ws, &self.roots.target];
+        roots.into_iter().flatten().map(PathBuf::from).collect()
     }
 
     fn observed_inputs(
