@@ -269,3 +269,39 @@ fn a_target_dir_reached_through_a_symbolic_link_is_cached_and_shared() {
         }
     }
 }
+
+#[test]
+fn a_linker_the_recorder_cannot_see_into_falls_back_to_inference_and_still_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // A linker driver that runs the real one with LD_PRELOAD removed: the
+    // recorder sees the library dropped, so what the link read is unknown.
+    let linker = tmp.path().join("blind-cc");
+    write_script(&linker, "exec env -u LD_PRELOAD cc \"$@\"");
+    let flags = format!("-C linker={}", linker.display());
+    let mut units = 0;
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let wt = fixture_at(&tmp.path().join(name));
+        let mut c = cargo(&wt, &store, &["build"]);
+        c.env("RUSTFLAGS", &flags);
+        run_ok(c);
+        let s = stats(&store);
+        if i == 0 {
+            units = counter(&s, "rust", "misses");
+            // The binary, the build scripts and the proc-macro link; the
+            // libraries link nothing and are observed whole.
+            let fallbacks = counter(&s, "rust", "observe_fallbacks");
+            assert!(fallbacks >= 4, "{s}");
+            assert_eq!(counter(&s, "rust", "observed") + fallbacks, units, "{s}");
+            assert!(
+                s["rust"]["not_stored"]
+                    .as_object()
+                    .is_none_or(|m| m.is_empty()),
+                "{s}"
+            );
+        } else {
+            assert_eq!(counter(&s, "rust", "hits"), units, "{s}");
+        }
+        assert!(run_app(&wt, "debug").contains("csys: 5"));
+    }
+}

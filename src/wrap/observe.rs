@@ -142,21 +142,43 @@ pub struct Scope<'a> {
     pub filter: &'a Filter,
 }
 
-/// The record fields of a complete recording.
+/// The record fields of a complete recording. Anything that makes one of
+/// them unknowable (an input gone or changed since the compile read it)
+/// means nothing is stored.
 pub fn to_observed(
     store: &Store,
     seen: &ObservedInputs,
     scope: &Scope,
 ) -> Result<Observed, NotStored> {
-    let text = |p: &Path| -> Result<String, NotStored> {
-        p.to_str()
-            .map(|t| tokenize_bounded(t, scope.roots))
-            .ok_or(NotStored::InputPathNotUtf8)
-    };
-    let mut out = Observed {
-        found_by: FoundBy::Observed,
-        ..Observed::default()
-    };
+    convert(store, seen, scope, true).map(|mut o| {
+        o.found_by = FoundBy::Observed;
+        o
+    })
+}
+
+/// The record fields of what an incomplete recording did see, to add to
+/// strict inference. A process the recorder could not see may have written
+/// files that others then read (a linker's output, its temporaries), so an
+/// input that changed or vanished since the compile started, an absent
+/// path that now exists, is left out rather than refused: strict inference
+/// stands on its own, this only adds to it.
+pub fn partial(store: &Store, seen: &ObservedInputs, scope: &Scope) -> Observed {
+    let mut o = convert(store, seen, scope, false).unwrap_or_default();
+    o.found_by = FoundBy::Fallback;
+    o
+}
+
+fn convert(
+    store: &Store,
+    seen: &ObservedInputs,
+    scope: &Scope,
+    complete: bool,
+) -> Result<Observed, NotStored> {
+    // In a complete recording an input that cannot be keyed refuses the
+    // whole record; in a partial one it is only left out.
+    let refuse = |why: NotStored| if complete { Err(why) } else { Ok(()) };
+    let text = |p: &Path| p.to_str().map(|t| tokenize_bounded(t, scope.roots));
+    let mut out = Observed::default();
     let mut present: Vec<&Path> = seen.paths_present.iter().map(PathBuf::as_path).collect();
     // The programs run are read like any file: the recorder reports the
     // root process's executable without filtering it.
@@ -165,67 +187,94 @@ pub fn to_observed(
         .iter()
         .filter(|p| !seen.files_read.contains(*p) && !scope.filter.covers(p));
     for p in seen.files_read.iter().chain(programs) {
-        let meta = fs::metadata(p).map_err(|_| vanished(p))?;
+        let Ok(meta) = fs::metadata(p) else {
+            refuse(vanished(p))?;
+            continue;
+        };
         if meta.is_dir() {
             present.push(p);
             continue;
         }
         if !meta.is_file() {
-            return Err(NotStored::InputNotAFile);
+            refuse(NotStored::InputNotAFile)?;
+            continue;
         }
         if meta.modified().is_ok_and(|m| m > scope.started) {
             crate::log::debug(&format!("{} changed during the compile", p.display()));
-            return Err(NotStored::InputModifiedDuringCompile);
+            refuse(NotStored::InputModifiedDuringCompile)?;
+            continue;
         }
-        let (h, size) = memo::file_digest(store, p).map_err(|_| NotStored::InputUnreadable)?;
-        out.files.push((text(p)?, h, size));
+        let (Ok((h, size)), Some(shown)) = (memo::file_digest_of(store, p, &meta), text(p)) else {
+            refuse(NotStored::InputUnreadable)?;
+            continue;
+        };
+        out.files.push((shown, h, size));
     }
     let temp = temporary_directories();
     for p in present {
-        if !temp.iter().any(|t| t == p) {
-            out.present.push(text(p)?);
+        if temp.iter().any(|t| t == p) || (!complete && !p.exists()) {
+            continue;
+        }
+        match text(p) {
+            Some(t) => out.present.push(t),
+            None => refuse(NotStored::InputPathNotUtf8)?,
         }
     }
-    for p in &seen.paths_absent {
-        if !temp.iter().any(|t| t == p) {
-            out.absent.push(text(p)?);
+    let candidates = loader_candidates(seen, scope)
+        .into_iter()
+        .filter(|c| is_absent(c));
+    for p in seen.paths_absent.iter().cloned().chain(candidates) {
+        if temp.iter().any(|t| t == &p) || (!complete && !is_absent(&p)) {
+            continue;
         }
-    }
-    for candidate in loader_candidates(seen, scope) {
-        let shown = text(&candidate)?;
-        if is_absent(&candidate) && !out.absent.contains(&shown) {
-            out.absent.push(shown);
+        match text(&p) {
+            Some(t) if !out.absent.contains(&t) => out.absent.push(t),
+            Some(_) => {}
+            None => refuse(NotStored::InputPathNotUtf8)?,
         }
     }
     for d in &seen.dirs_listed {
         if scope.own_search_dirs.iter().any(|o| o == d) {
             continue;
         }
-        let meta = fs::metadata(d).map_err(|_| vanished(d))?;
+        let Ok(meta) = fs::metadata(d) else {
+            refuse(vanished(d))?;
+            continue;
+        };
         if meta.modified().is_ok_and(|m| m > scope.started) {
             crate::log::debug(&format!(
                 "{} listed and changed during the compile",
                 d.display()
             ));
-            return Err(NotStored::InputModifiedDuringCompile);
+            refuse(NotStored::InputModifiedDuringCompile)?;
+            continue;
         }
-        let digest = listing_digest(d).map_err(|_| NotStored::InputUnreadable)?;
-        out.listed.push((text(d)?, digest));
+        match (listing_digest(d), text(d)) {
+            (Ok(digest), Some(t)) => out.listed.push((t, digest)),
+            _ => refuse(NotStored::InputUnreadable)?,
+        }
     }
     for (p, target) in &seen.links {
-        if p != target {
-            out.links.push((text(p)?, text(target)?));
+        if p == target {
+            continue;
+        }
+        match (text(p), text(target)) {
+            (Some(p), Some(t)) => out.links.push((p, t)),
+            _ => refuse(NotStored::InputPathNotUtf8)?,
         }
     }
     for (name, value) in &seen.env {
-        let name = name.to_str().ok_or(NotStored::NonUtf8Env)?;
+        let value = match value {
+            Some(v) => v.to_str().map(|v| Some((scope.tokenize)(v))),
+            None => Some(None),
+        };
+        let (Some(name), Some(value)) = (name.to_str(), value) else {
+            refuse(NotStored::NonUtf8Env)?;
+            continue;
+        };
         if name == "CI" && !scope.loads_plugins {
             continue;
         }
-        let value = match value {
-            Some(v) => Some((scope.tokenize)(v.to_str().ok_or(NotStored::NonUtf8Env)?)),
-            None => None,
-        };
         out.env.push((name.to_string(), value));
     }
     out.files.sort();

@@ -106,12 +106,14 @@ impl Rust {
             .unwrap_or_default()
     }
 
-    /// The record fields of what the recorder saw this compile read.
+    /// The record fields of what the recorder saw this compile read (all of
+    /// it when `complete`, else what it did see, on top of inference).
     fn to_observed(
         &self,
         call: &mut Call,
         seen: &kache_recorder::ObservedInputs,
         started: SystemTime,
+        complete: bool,
     ) -> Result<Observed, NotStored> {
         let roots = self.sysroot(call);
         let inv = &self.inv;
@@ -141,7 +143,10 @@ impl Rust {
             started,
             filter: &observe::filter(&call.store, &roots, &[]),
         };
-        observe::to_observed(&call.store, seen, &scope)
+        match complete {
+            true => observe::to_observed(&call.store, seen, &scope),
+            false => Ok(observe::partial(&call.store, seen, &scope)),
+        }
     }
 
     /// A worktree path that rustc reads from the environment and bakes into
@@ -305,7 +310,7 @@ impl Language for Rust {
             None => (None, None),
         };
         if let Some(seen) = observed {
-            let mut o = self.to_observed(call, &seen, started)?;
+            let mut o = self.to_observed(call, &seen, started, true)?;
             self.keep_runtime_paths_local(&mut o, &dep);
             return Ok(Some(o));
         }
@@ -350,7 +355,7 @@ impl Language for Rust {
         }
         if let Some(partial) = partial {
             // What the recorder did see is kept on top of the inference.
-            let mut more = self.to_observed(call, &partial, started)?;
+            let mut more = self.to_observed(call, &partial, started, false)?;
             self.keep_runtime_paths_local(&mut more, &dep);
             merge(&mut seen, more);
             seen.found_by = FoundBy::Fallback;
