@@ -48,6 +48,7 @@ use kache_wrapper::paths::has_tokens;
 use super::exec::{self, Captured};
 use super::observe::{self, Recording};
 use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
+use super::path_local;
 use super::Call;
 use crate::log;
 use crate::remote;
@@ -235,6 +236,20 @@ pub trait Language {
 
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
+
+    /// When a failed compile is an answer rather than a broken build (a
+    /// build script asking whether a feature compiles): the passthrough it
+    /// is recorded as, instead of a miss.
+    fn expected_failure(&self) -> Option<Passthrough> {
+        None
+    }
+
+    /// The absolute roots (name, path) the key leaves out so that worktrees
+    /// share entries. Outputs found to hold one after a compile make the
+    /// result path-local. Empty for a language whose key keeps every path.
+    fn path_roots(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The keys a call is looked up by.
@@ -254,6 +269,12 @@ impl Keys {
 /// Runs one cacheable call: hit, or compile and store. `compiler` and
 /// `args` are what a passthrough runs.
 pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &[OsString]) -> i32 {
+    // A device, FIFO, directory or symlink where an output goes is written
+    // through by the compiler; a restore would replace it, and what the
+    // compiler wrote into it cannot be read back as the output.
+    if lang.written_paths().iter().any(|p| !is_file_or_absent(p)) {
+        return call.passthrough(compiler, args, Passthrough::OutputNotAFile);
+    }
     let unit = lang.unit();
     let mount = crate::mount::mount_root_of(lang.out_dir()).map(Path::to_path_buf);
     let mut keys = Keys {
@@ -427,11 +448,21 @@ fn trusted(call: &Call, rec: &Record) -> bool {
     !call.observe || rec.found_by != FoundBy::Inferred
 }
 
-/// True when every input `rec` names is as it was: variables by value (as
-/// the compile would be given them), paths looked up absent still absent
-/// and present ones present, listings unchanged, links resolving the same
-/// way, files by content (through the stat memo: only a file whose stat
-/// changed is hashed again). Cheap checks first.
+/// True when `p` is a regular file (not through a symlink) or nothing.
+fn is_file_or_absent(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// True when every input `rec` names is as it was: the roots of a
+/// path-local record, variables by value (as the compile would be given
+/// them), paths looked up absent still absent and present ones present,
+/// links resolving the same way, files by content (through the stat memo:
+/// only a file whose stat changed is hashed again; one memo vouches for the
+/// whole set when no stat changed since it was last verified), listings
+/// unchanged. Cheap checks first.
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     let changed = |what: &str, name: &str| {
         log::debug(&format!(
@@ -440,6 +471,12 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
         ));
         false
     };
+    if rec.is_path_local() {
+        let now = lang.path_roots();
+        if !rec.local.iter().all(|held| now.contains(held)) {
+            return changed("roots", "of a path-local result");
+        }
+    }
     for (name, want) in &rec.env {
         let now = match lang.compile_env(name) {
             Some(v) => match v.into_string() {
@@ -468,38 +505,26 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
         return changed("link", p);
     }
-    // One stat per file; the digests are read only when this exact set of
-    // (path, stat) was not verified before.
+    // One memo vouches for the whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo.
     let mut files = Vec::with_capacity(rec.files.len());
-    let mut set = blake3::Hasher::new();
-    let mut newest = 0;
+    let mut set = memo::FileSet::default();
     for (p, hash, size) in &rec.files {
         let abs = path(p);
-        let meta = match fs::metadata(&abs) {
-            Ok(m) if m.len() == *size => m,
+        match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
             _ => return changed("file", p),
-        };
-        let sig = memo::signature(&meta);
-        for part in [
-            abs.as_os_str().as_encoded_bytes(),
-            sig.as_bytes(),
-            hash.as_bytes(),
-        ] {
-            set.update(&(part.len() as u64).to_le_bytes());
-            set.update(part);
         }
-        newest = newest.max(memo::changed_secs(&meta));
-        files.push((p, abs, meta, hash));
+        files.push((p, abs, hash));
     }
-    let set = set.finalize().to_hex();
     if !memo::set_verified(&call.store, &set) {
-        for (p, abs, meta, hash) in &files {
-            match memo::file_digest_of(&call.store, abs, meta) {
-                Ok((h, _)) if &&h == hash => {}
+        for (p, abs, hash) in files {
+            match memo::file_digest(&call.store, &abs) {
+                Ok((h, _)) if &h == hash => {}
                 _ => return changed("file", p),
             }
         }
-        memo::remember_set_verified(&call.store, &set, newest);
+        memo::remember_set_verified(&call.store, &set);
     }
     let listed = |(d, digest): &&(String, String)| {
         observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
@@ -683,16 +708,24 @@ fn compile<L: Language>(
         .then(|| start_recording(call, &mut cmd))
         .flatten();
     let started = SystemTime::now();
-    call.count(Counter::CompilerRuns, 1);
     let run = match exec::run_captured(cmd) {
         Ok(c) => c,
         Err(e) => {
+            call.count(Counter::CompilerRuns, 1);
             log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
             call.record(&Outcome::Error, Some(unit));
             return 1;
         }
     };
     let code = exec::exit_code_of(&run.status);
+    if code != 0 {
+        if let Some(p) = lang.expected_failure() {
+            // Counts its one compiler run itself.
+            call.record(&Outcome::Passthrough(p), Some(unit));
+            return code;
+        }
+    }
+    call.count(Counter::CompilerRuns, 1);
     let stored = match code {
         0 => {
             let recording = recording.map(|session| {
@@ -743,7 +776,19 @@ fn store<L: Language>(
         }
         None => {}
     }
-    let observed = lang.observed_inputs(call, run, started, recording)?;
+    let mut observed = lang.observed_inputs(call, run, started, recording)?;
+    let produced = lang.produced(run)?;
+    for p in &produced {
+        if let Content::File { path, .. } = &p.content {
+            if !is_file_or_absent(path) {
+                return Err(NotStored::OutputNotAFile);
+            }
+        }
+    }
+    let local = path_local_roots(lang, &produced, &run.stdout)?;
+    if let Some(o) = &mut observed {
+        o.local = local.clone();
+    }
     let (result, groups) = match (&keys.ahead, &keys.direct, &observed) {
         (Some(k), _, _) => (k.clone(), BTreeMap::new()),
         (None, Some(d), Some(o)) => {
@@ -759,7 +804,7 @@ fn store<L: Language>(
     let stderr = lang.stored_stderr(run)?;
     let mut outputs = Vec::new();
     let mut bytes = 0;
-    for p in lang.produced(run)? {
+    for p in produced {
         let (blob, mode) = match &p.content {
             Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
             Content::File { path, executable } => {
@@ -791,12 +836,16 @@ fn store<L: Language>(
         manifest.add(observed.record(&result));
         call.store.put_manifest(direct, &manifest)?;
     }
-    if let Some(u) = remote::queue_upload(
-        &call.store,
-        &call.ctx.config,
-        keys.direct.as_deref(),
-        &result,
-    ) {
+    // A path-local result is right only where its roots are: never shared.
+    let shared = local.is_empty().then(|| {
+        remote::queue_upload(
+            &call.store,
+            &call.ctx.config,
+            keys.direct.as_deref(),
+            &result,
+        )
+    });
+    if let Some(Some(u)) = shared {
         call.count_all(u.tally());
     }
     if let Some(root) = mount {
@@ -805,6 +854,42 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
+}
+
+/// The roots of [`Language::path_roots`] the compile's outputs (or its
+/// stdout, replayed on every hit) still hold. Text outputs are already in
+/// token form and not searched.
+fn path_local_roots<L: Language>(
+    lang: &L,
+    produced: &[Produced],
+    stdout: &[u8],
+) -> Result<Vec<(String, String)>, NotStored> {
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    if needles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t0 = std::time::Instant::now();
+    let mut found = vec![false; roots.len()];
+    path_local::search(stdout, &needles, &mut found);
+    let mut searched = 0;
+    for p in produced {
+        if let Content::File { path, .. } = &p.content {
+            path_local::search_file(path, &needles, &mut found)
+                .map_err(|_| NotStored::OutputMissing)?;
+            searched += fs::metadata(path).map_or(0, |m| m.len());
+        }
+    }
+    let held: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(found)
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    log::debug(&format!(
+        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
+        t0.elapsed().as_micros()
+    ));
+    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the

@@ -389,6 +389,31 @@ pub fn observed_result_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assembler_includes_are_found_in_any_spelling() {
+        for src in [
+            &b"__asm__(\".section .rodata\\n.incbin \\\"data.bin\\\"\\n\");"[..],
+            b"asm(\".incbin\\t\\\"x\\\"\");",
+            b"  .include \"macros.s\"\n",
+        ] {
+            assert!(
+                uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+        for src in [
+            &b"int incbin = 1; s.incbinary = 2;"[..],
+            b"#include <stdio.h>",
+        ] {
+            assert!(
+                !uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+    }
     use crate::cc::args::parse;
     use crate::cc::compiler::Family;
     use crate::cc::paths::plan;
