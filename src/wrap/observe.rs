@@ -1,7 +1,7 @@
 //! Observed inputs: a compile run under kache's input recorder
 //! (`kache-recorder`, an `LD_PRELOAD` library inherited by every process of
 //! the compile), and what it was seen to read turned into a manifest record
-//! ([`to_observed`]) that a later call validates before it hits ([`Check`]).
+//! ([`to_observed`]) that a later call validates before it hits (`pipeline::inputs_match`).
 //!
 //! Everything seen is keyed, except what [`NOT_KEYED`] lists: one reviewed
 //! table, a reason per row. Variables follow the recorder's own table

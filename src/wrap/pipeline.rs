@@ -13,21 +13,20 @@
 //!  lock the key ──► look up again (a peer may have just stored it) ──► hit
 //!       │ miss
 //!       ▼
-//!  compile ──► observed inputs ──► result key ──► blobs, entry, manifest record
+//!  compile (under the input recorder) ──► inputs ──► result key
+//!          ──► blobs, entry, manifest record
 //!          ──► queue upload, turn mounted outputs into placements, gc
 //! ```
 //!
 //! A language plugs in through [`Language`]: how its calls are keyed, where
 //! their outputs go, how stored text is rewritten for a worktree, and what a
-//! compile read. Rust keys directly (a manifest per direct key, inputs from
-//! dep-info); C/C++ keys by its preprocessed source. Two extensions have
-//! their place here without reshaping anything:
-//! - inputs *observed* by a recorder under the compiler (files read by
-//!   content, paths looked up and absent, variables read) come back from
-//!   [`Language::observed_inputs`] as data; the manifest stores them and a
-//!   hit validates them in [`inputs_match`];
-//! - a C/C++ direct mode is a [`Language::direct_key`] for C, validated by
-//!   its manifest before [`Language::key_ahead`] runs the preprocessor.
+//! compile read. Rust keys directly (a manifest per direct key); C/C++ keys
+//! by a direct key too where the recorder runs, and by its preprocessed
+//! source. What a compile read comes back from [`Language::observed_inputs`]
+//! as data: what the recorder saw (`observe.rs`), or, without a complete
+//! recording, what dep-info and strict inference name. The manifest stores
+//! it and a hit validates every field in [`inputs_match`] (a call that
+//! observes trusts only observed or fallback records: `trusted`).
 //!
 //! Owns: lookup order, locking, blob verification, restore/placement,
 //! storing, and the recording of every outcome. Must never: serve an entry
