@@ -1,7 +1,8 @@
 //! Observed inputs: a compile run under kache's input recorder
 //! (`kache-recorder`, an `LD_PRELOAD` library inherited by every process of
 //! the compile), and what it was seen to read turned into a manifest record
-//! ([`to_observed`]) that a later call validates before it hits (`pipeline::inputs_match`).
+//! ([`to_observed`]) that a later call validates before it hits
+//! (`pipeline::inputs_match`).
 //!
 //! Everything seen is keyed, except what [`NOT_KEYED`] lists: one reviewed
 //! table, a reason per row. Variables follow the recorder's own table
@@ -71,7 +72,7 @@ pub const NOT_KEYED: &[NotKeyedRow] = &[
     row(NotKeyed::RecorderLibrary, "the recorder's own library, loaded into every process of the compile only to observe it"),
     row(NotKeyed::PseudoFilesystems, "/proc, /sys and /dev describe the running system, not sources; /dev/null is both read and written by every compile"),
     row(NotKeyed::MadeByTheCompile, "files and directories the compile wrote, created, renamed or removed (its outputs and temporaries): dropped by the recorder"),
-    row(NotKeyed::OwnSearchDirListings, "listings of rustc's own -L directories (target/debug/deps, build/*/out): rustc lists each one on every run and the build writes into them, so a listing would never match again; each file opened from them is keyed by content and each file looked for and not found as absent"),
+    row(NotKeyed::OwnSearchDirListings, "listings of rustc's own -L directories (target/debug/deps, build/*/out): rustc lists each one on every run and the build writes into them, so a listing would never match again; each file opened from them is keyed by content, and the linker's own search through them file by file; cargo names each unit's files with a hash of its configuration, so no second candidate for rustc's choice from the listing appears there"),
     row(NotKeyed::TemporaryDirectories, "whether the temporary directory exists (TMPDIR, TMP, TEMP, /tmp, /var/tmp, /usr/tmp): compilers look them up to choose where to put files they delete, never named in an output (files read below them are keyed)"),
     row(NotKeyed::CanonicalSpellings, "realpath of a path that was already canonical: the file it names is keyed by content, its existence by lookup"),
     row(NotKeyed::IgnoredVariables, "the recorder's environment table rows marked Ignore (jobserver, terminal, temporary directory, allocator tuning), each with its reason"),
