@@ -4,6 +4,8 @@
 //! (counted with a logging compiler first on PATH); what direct mode cannot
 //! prove (time macros) is left to the preprocessor.
 
+#![cfg(target_os = "linux")] // the input recorder (LD_PRELOAD, glibc) is Linux-only
+
 mod common;
 
 use common::*;

@@ -9,6 +9,8 @@
 //! the worktrees of one test share the store, so the cache alone decides
 //! what the second one gets.
 
+#![cfg(target_os = "linux")] // the input recorder (LD_PRELOAD, glibc) is Linux-only
+
 mod common;
 
 use common::*;
