@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use kache_platform::{FileLock, LockMode};
 
 use crate::stats::{self, Counter, Tally};
-use crate::store::Store;
+use crate::store::{GcReport, Store};
 
 /// Fraction of the limit a collection shrinks the store to.
 const LOW_WATER: f64 = 0.9;
@@ -47,22 +47,42 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     let report = store.gc(target, &pinned_blobs(store))?;
     // Digest memos are cheap to recompute; keep a week of them.
     crate::store::memo::prune(store, std::time::Duration::from_secs(7 * 24 * 3600));
+    record(store, &report)?;
+    Ok(true)
+}
+
+/// Counts a collection (automatic or `kache gc`) in the store's counters, so `kache stats`
+/// agrees with what the collection said: `gc.entries_evicted` grows by the entries it removed.
+pub fn record(store: &Store, report: &GcReport) -> std::io::Result<()> {
     stats::set(
         store,
         &[
-            (Counter::GcLastTotal, report.bytes_after),
+            // What counts against the limit: blobs held by mounts are counted apart.
+            (
+                Counter::GcLastTotal,
+                report.bytes_after.saturating_sub(report.held_bytes),
+            ),
             (Counter::GcPendingBytes, 0),
         ],
     )?;
     let mut t = Tally::default();
     t.add_store(Counter::GcRuns, 1);
     t.add_store(Counter::GcEntriesEvicted, report.entries_removed);
-    t.flush(store)?;
-    Ok(true)
+    t.flush(store)
 }
 
-/// Blobs that must survive any collection: every blob placed in a kache
-/// mount's state directory (`mounts/<id>/`), mounted or not.
+/// Blobs that must survive any collection: every blob placed in a kache mount's state
+/// directory (`mounts/<id>/`), mounted or not.
 pub fn pinned_blobs(store: &Store) -> HashSet<String> {
     crate::mount::placed_blobs(store.root())
+}
+
+/// Bytes of the store's blobs that mounts hold (placed in a mount's state directory): what
+/// `kache stats` shows as `store.mount_held_bytes`, and gc counts apart from its limit.
+pub fn mount_held_bytes(store: &Store) -> u64 {
+    crate::mount::placed_blobs(store.root())
+        .iter()
+        .filter_map(|b| std::fs::metadata(store.blob_path(b)).ok())
+        .map(|m| m.len())
+        .sum()
 }

@@ -241,7 +241,8 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
     }
     let counters = stats::read(&store)?;
     let usage = store.usage();
-    let v = stats::to_json(&counters, &usage, ctx.config.max_size());
+    let mut v = stats::to_json(&counters, &usage, ctx.config.max_size());
+    v["store"]["mount_held_bytes"] = kache::gc::mount_held_bytes(&store).into();
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -256,6 +257,12 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
             .max_size()
             .map_or("none".into(), kache::report::human_bytes)
     );
+    if let Some(held) = v["store"]["mount_held_bytes"].as_u64().filter(|b| *b > 0) {
+        println!(
+            "held by mounts   {} (not counted against the limit)",
+            kache::report::human_bytes(held)
+        );
+    }
     for lang in stats::LANGUAGES {
         let sec = &v[lang];
         println!(

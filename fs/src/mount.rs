@@ -11,13 +11,15 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 
-use crate::fs::{xattr_name, Blob, KacheFs, Shared, CONTROL_ID, CONTROL_NAME};
+use crate::control::{self, is_kache_mount};
+use crate::fs::KacheFs;
+use crate::placement::Blob;
+use crate::state::Shared;
 use crate::sys;
 use crate::BlobSource;
 
@@ -26,24 +28,21 @@ const FS_NAME: &str = "kache";
 /// Serving threads: enough that a slow copy-up or an invalidation never stalls the others.
 const THREADS: usize = 4;
 
-/// Where and how to mount.
+/// Where to mount.
 #[derive(Clone, Debug)]
 pub struct MountOptions {
-    /// The directory to cover, usually a worktree's `target/`.
+    /// The directory to cover (kache mounts at `$KACHE_DIR/mounts/<id>/mnt`, the worktree's
+    /// target being a link to it).
     pub mountpoint: PathBuf,
     /// Per-mount state: `upper/` holds every ordinary file and every placement marker.
     pub state_dir: PathBuf,
-    /// Use kernel FUSE passthrough for reads (needs root); falls back to served reads.
-    pub passthrough: bool,
 }
 
 impl MountOptions {
-    /// Options with passthrough on.
     pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MountOptions {
         MountOptions {
             mountpoint: mountpoint.into(),
             state_dir: state_dir.into(),
-            passthrough: true,
         }
     }
 }
@@ -61,9 +60,10 @@ impl MountHandle {
         &self.mountpoint
     }
 
-    /// Whether reads currently go through kernel passthrough (negotiated and permitted).
-    pub fn passthrough_active(&self) -> bool {
-        self.shared.passthrough_on.load(Ordering::Relaxed)
+    /// Empty the mount as `rm -rf` of its contents would, in one step (what `cargo clean` means
+    /// for a mounted target); see [`crate::clear`]. Returns how many top-level entries went.
+    pub fn clear(&self) -> io::Result<usize> {
+        self.shared.clear()
     }
 
     /// Unmount and wait for the serving threads to finish.
@@ -103,6 +103,9 @@ pub struct MountStats {
     pub placed_bytes: u64,
     /// Bytes of ordinary files written into the mount.
     pub upper_bytes: u64,
+    /// Disk the upper directory really takes (allocated blocks of every file, marker and
+    /// directory in it, each inode once): what this mount costs beyond the shared store.
+    pub disk_bytes: u64,
 }
 
 /// One placed file found in a state directory.
@@ -138,7 +141,7 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
         let view = read_only_view(&root, &opts.state_dir.join("blobs-ro")).ok()?;
         Some((root, view))
     });
-    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view, opts.passthrough)?);
+    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view)?);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(FS_NAME.to_string()),
@@ -229,23 +232,21 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
         Ok(None) => return MountHealth::NotMounted,
         Err(e) => return MountHealth::Broken(format!("reading mountinfo: {e}")),
     }
-    let control = mountpoint.join(CONTROL_NAME);
+    let root = mountpoint.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
-    // An open always reaches the server (a stat may be answered from the kernel's cache).
+    // A status read always reaches the server (a stat may be answered from the kernel's cache).
     // A wedged server would block it forever: run it aside and stop waiting.
     let spawned = std::thread::Builder::new()
         .name("kache-fs-health".into())
         .spawn(move || {
-            let _ = tx.send(File::open(&control).and_then(|f| f.metadata()));
+            let _ = tx.send(control::ping(&root).map(|()| is_kache_mount(&root)));
         });
     if let Err(e) = spawned {
         return MountHealth::Broken(format!("cannot check: {e}"));
     }
     match rx.recv_timeout(Duration::from_secs(2)) {
-        Ok(Ok(meta)) if std::os::unix::fs::MetadataExt::ino(&meta) == CONTROL_ID => {
-            MountHealth::Healthy
-        }
-        Ok(Ok(_)) => MountHealth::Broken("control file has the wrong identity".into()),
+        Ok(Ok(true)) => MountHealth::Healthy,
+        Ok(Ok(false)) => MountHealth::Broken("control file has the wrong identity".into()),
         Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             MountHealth::Broken("server is gone (transport endpoint is not connected)".into())
         }
@@ -256,71 +257,64 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
 
 /// Every placed file in a mount's state directory: what eviction must keep.
 pub fn scan_placements(state_dir: &Path) -> io::Result<Vec<PlacedFile>> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
-    Ok(found)
+    scan.walk(&upper, &upper)?;
+    Ok(scan.found)
 }
 
 /// Placed files and bytes, and ordinary bytes, of a mount's state directory.
 pub fn mount_stats(state_dir: &Path) -> io::Result<MountStats> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
+    scan.walk(&upper, &upper)?;
     Ok(MountStats {
-        placed_files: found.len() as u64,
-        placed_bytes: found.iter().map(|p| p.size).sum(),
-        upper_bytes,
+        placed_files: scan.found.len() as u64,
+        placed_bytes: scan.found.iter().map(|p| p.size).sum(),
+        upper_bytes: scan.upper_bytes,
+        disk_bytes: scan.disk_bytes,
     })
 }
 
-/// Each inode is counted once, under the first name met (hard links share a placement).
-fn walk(
-    root: &Path,
-    dir: &Path,
-    seen: &mut std::collections::HashSet<u64>,
-    found: &mut Vec<PlacedFile>,
-    upper_bytes: &mut u64,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if kind.is_dir() {
-            walk(root, &path, seen, found, upper_bytes)?;
-        } else if kind.is_file() {
-            if !seen.insert(std::os::unix::fs::DirEntryExt::ino(&entry)) {
+#[derive(Default)]
+struct Scan {
+    seen: std::collections::HashSet<u64>,
+    found: Vec<PlacedFile>,
+    upper_bytes: u64,
+    disk_bytes: u64,
+}
+
+impl Scan {
+    /// Each inode is counted once, under the first name met (hard links share a placement).
+    fn walk(&mut self, root: &Path, dir: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !self.seen.insert(meta.ino()) {
                 continue;
             }
-            let fd: OwnedFd = match File::open(&path) {
-                Ok(f) => f.into(),
-                Err(_) => continue,
-            };
-            match sys::getxattr_fd(fd.as_fd(), &xattr_name())?.and_then(|v| Blob::parse(&v)) {
-                Some(blob) => found.push(PlacedFile {
-                    path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
-                    hash: blob.hash,
-                    size: blob.size,
-                }),
-                None => *upper_bytes += entry.metadata()?.len(),
+            self.disk_bytes += meta.blocks() * 512;
+            let path = entry.path();
+            if meta.is_dir() {
+                self.walk(root, &path)?;
+            } else if meta.is_file() {
+                let fd: OwnedFd = match File::open(&path) {
+                    Ok(f) => f.into(),
+                    Err(_) => continue,
+                };
+                match Blob::of_marker(fd.as_fd())? {
+                    Some(blob) => self.found.push(PlacedFile {
+                        path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
+                        hash: blob.hash,
+                        size: blob.size,
+                    }),
+                    None => self.upper_bytes += meta.len(),
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn check_user_xattrs(state_dir: &Path) -> io::Result<()> {

@@ -7,9 +7,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Name of the xattr that marks an upper file as a placement: value `"<hash>:<size>"`.
-pub(crate) const PLACED_XATTR: &str = "user.kache.blob";
-
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())

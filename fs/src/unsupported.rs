@@ -34,7 +34,6 @@ pub struct Placement {
 pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub state_dir: PathBuf,
-    pub passthrough: bool,
 }
 
 impl MountOptions {
@@ -42,7 +41,6 @@ impl MountOptions {
         MountOptions {
             mountpoint: mountpoint.into(),
             state_dir: state_dir.into(),
-            passthrough: true,
         }
     }
 }
@@ -57,8 +55,8 @@ impl MountHandle {
         &self.mountpoint
     }
 
-    pub fn passthrough_active(&self) -> bool {
-        false
+    pub fn clear(&self) -> io::Result<usize> {
+        Err(unsupported())
     }
 
     pub fn unmount(self) -> io::Result<()> {
@@ -78,6 +76,7 @@ pub struct MountStats {
     pub placed_files: u64,
     pub placed_bytes: u64,
     pub upper_bytes: u64,
+    pub disk_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +111,10 @@ pub fn mount_stats(_state_dir: &Path) -> io::Result<MountStats> {
 }
 
 pub fn place(_mount_root: &Path, _placements: &[Placement]) -> io::Result<()> {
+    Err(unsupported())
+}
+
+pub fn clear(_mount_root: &Path) -> io::Result<usize> {
     Err(unsupported())
 }
 

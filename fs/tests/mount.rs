@@ -6,6 +6,7 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -14,8 +15,9 @@ use std::time::{Duration, SystemTime};
 use common::Fixture;
 use kache_fs::{MountHealth, Placement};
 
-fn placed_file_reads_the_blob(passthrough: bool) {
-    let f = Fixture::new(passthrough);
+#[test]
+fn placed_file_reads_the_blobs_bytes() {
+    let f = Fixture::new();
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     f.place("debug/deps/libbig.rlib", &content);
     assert_eq!(fs::read(f.path("debug/deps/libbig.rlib")).unwrap(), content);
@@ -25,59 +27,68 @@ fn placed_file_reads_the_blob(passthrough: bool) {
 }
 
 #[test]
-fn placed_file_reads_the_blobs_bytes() {
-    placed_file_reads_the_blob(false);
+fn write_to_placed_file_copies_up_and_leaves_blob_unchanged() {
+    let f = Fixture::new();
+    let hash = f.place("a.rlib", b"original bytes");
+    let mut reader = File::open(f.path("a.rlib")).unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .open(f.path("a.rlib"))
+        .unwrap();
+    w.write_all(b"CHANGED").unwrap();
+    drop(w);
+    // A reader from before the write reads the file as it is now, like any file.
+    let mut seen = Vec::new();
+    reader.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, b"CHANGEDl bytes");
+    assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes");
+    assert_eq!(f.blob_bytes(&hash), b"original bytes", "blob corrupted");
+    let mut a = OpenOptions::new()
+        .append(true)
+        .open(f.path("a.rlib"))
+        .unwrap();
+    a.write_all(b"!").unwrap();
+    drop(a);
+    assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes!");
+    assert_eq!(f.blob_bytes(&hash), b"original bytes");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
 }
 
 #[test]
-fn placed_file_reads_the_blobs_bytes_with_passthrough() {
-    placed_file_reads_the_blob(true);
-}
-
-#[test]
-fn write_open_of_placed_file_copies_up_and_leaves_blob_unchanged() {
-    for passthrough in [false, true] {
-        let f = Fixture::new(passthrough);
-        let hash = f.place("a.rlib", b"original bytes");
-        let mut reader = File::open(f.path("a.rlib")).unwrap();
-        if passthrough {
-            // One backing file per inode: while a reader has the blob open in passthrough
-            // mode, a write-open is refused as busy instead of failing with EIO.
-            let busy = OpenOptions::new()
-                .write(true)
-                .open(f.path("a.rlib"))
-                .unwrap_err();
-            assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
-        }
-        let mut old = Vec::new();
-        reader.read_to_end(&mut old).unwrap();
-        assert_eq!(old, b"original bytes");
-        if passthrough {
-            drop(reader);
-        }
-        let mut w = OpenOptions::new()
-            .write(true)
-            .open(f.path("a.rlib"))
-            .unwrap();
-        w.write_all(b"CHANGED").unwrap();
-        drop(w);
-        assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes");
-        assert_eq!(f.blob_bytes(&hash), b"original bytes", "blob corrupted");
-        let mut a = OpenOptions::new()
-            .append(true)
-            .open(f.path("a.rlib"))
-            .unwrap();
-        a.write_all(b"!").unwrap();
-        drop(a);
-        assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes!");
-        assert_eq!(f.blob_bytes(&hash), b"original bytes");
-        assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
+fn shared_writable_mmap_of_placed_file_copies_up_and_leaves_blob_unchanged() {
+    let f = Fixture::new();
+    let hash = f.place("m.so", b"mapped bytes");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.path("m.so"))
+        .unwrap();
+    // SAFETY: a shared mapping of a file we keep open, unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            12,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+    unsafe {
+        *(ptr as *mut u8) = b'M';
+        assert_eq!(libc::msync(ptr, 12, libc::MS_SYNC), 0);
+        libc::munmap(ptr, 12);
     }
+    drop(file);
+    assert_eq!(fs::read(f.path("m.so")).unwrap(), b"Mapped bytes");
+    assert_eq!(f.blob_bytes(&hash), b"mapped bytes", "blob corrupted");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
 }
 
 #[test]
 fn truncate_of_placed_file_copies_up_and_leaves_blob_unchanged() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let hash = f.place("t.bin", b"0123456789");
     OpenOptions::new()
         .write(true)
@@ -95,7 +106,7 @@ fn truncate_of_placed_file_copies_up_and_leaves_blob_unchanged() {
 
 #[test]
 fn utimensat_on_placed_file_changes_mtime_without_copy_up() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("m.rlib", b"placed");
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     File::open(f.path("m.rlib"))
@@ -113,7 +124,7 @@ fn utimensat_on_placed_file_changes_mtime_without_copy_up() {
 
 #[test]
 fn hard_links_share_an_inode_for_placed_and_upper_files() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("debug/deps/libp.rlib", b"placed content");
     fs::hard_link(f.path("debug/deps/libp.rlib"), f.path("debug/libp.rlib")).unwrap();
     let a = fs::metadata(f.path("debug/deps/libp.rlib")).unwrap();
@@ -140,7 +151,7 @@ fn hard_links_share_an_inode_for_placed_and_upper_files() {
 
 #[test]
 fn rename_over_an_existing_file_replaces_it() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::create_dir_all(f.path("d")).unwrap();
     fs::write(f.path("d/new.tmp"), b"new").unwrap();
     fs::write(f.path("d/x.rmeta"), b"old").unwrap();
@@ -161,7 +172,7 @@ fn rename_over_an_existing_file_replaces_it() {
 
 #[test]
 fn unlink_removes_placed_and_upper_files() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let hash = f.place("p", b"placed");
     fs::write(f.path("u"), b"upper").unwrap();
     fs::remove_file(f.path("p")).unwrap();
@@ -181,8 +192,52 @@ fn unlink_removes_placed_and_upper_files() {
 }
 
 #[test]
+fn clear_empties_the_mount_at_once_and_open_files_stay_readable() {
+    let f = Fixture::new();
+    let hash = f.place("debug/deps/libx.rlib", b"placed bytes");
+    fs::create_dir_all(f.path("debug/build/x")).unwrap();
+    fs::write(f.path("debug/build/x/out"), b"upper bytes").unwrap();
+    fs::write(f.path("CACHEDIR.TAG"), b"tag").unwrap();
+    let mut open = File::open(f.path("debug/build/x/out")).unwrap();
+    assert_eq!(kache_fs::clear(&f.mnt).unwrap(), 2);
+    let names: Vec<_> = fs::read_dir(&f.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left: {names:?}");
+    assert!(
+        !f.path("debug/deps/libx.rlib").exists(),
+        "kernel cache kept a name"
+    );
+    let mut bytes = Vec::new();
+    open.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"upper bytes", "an open file stays readable");
+    assert_eq!(
+        f.blob_bytes(&hash),
+        b"placed bytes",
+        "the blob is untouched"
+    );
+    // The mount stays usable, and the trash goes from the upper directory too.
+    fs::create_dir(f.path("debug")).unwrap();
+    fs::write(f.path("debug/new"), b"n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let only_new = || {
+        let s = kache_fs::mount_stats(&f.state).unwrap();
+        s.placed_files == 0 && s.upper_bytes == 1
+    };
+    while !only_new() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trash never deleted: {:?}",
+            kache_fs::mount_stats(&f.state)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn symlink_and_readlink() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::write(f.path("target-file"), b"t").unwrap();
     std::os::unix::fs::symlink("target-file", f.path("link")).unwrap();
     assert_eq!(
@@ -198,38 +253,36 @@ fn symlink_and_readlink() {
 
 #[test]
 fn mmap_read_of_placed_file() {
-    for passthrough in [false, true] {
-        let f = Fixture::new(passthrough);
-        let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        f.place("mapped.so", &content);
-        let file = File::open(f.path("mapped.so")).unwrap();
-        let len = content.len();
-        // SAFETY: read-only private mapping of a file we keep open.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
-        unsafe { libc::munmap(ptr, len) };
-        assert_eq!(mapped, content);
-    }
+    let f = Fixture::new();
+    let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    f.place("mapped.so", &content);
+    let file = File::open(f.path("mapped.so")).unwrap();
+    let len = content.len();
+    // SAFETY: read-only private mapping of a file we keep open.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        ptr,
+        libc::MAP_FAILED,
+        "mmap failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
+    unsafe { libc::munmap(ptr, len) };
+    assert_eq!(mapped, content);
 }
 
 #[test]
 fn flock_works_on_files_in_the_mount() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::write(f.path(".package-cache"), b"").unwrap();
     let a = File::open(f.path(".package-cache")).unwrap();
     let b = File::open(f.path(".package-cache")).unwrap();
@@ -251,7 +304,7 @@ fn flock_works_on_files_in_the_mount() {
 
 #[test]
 fn placements_and_upper_files_persist_across_remount() {
-    let mut f = Fixture::new(true);
+    let mut f = Fixture::new();
     f.place("debug/deps/libkeep.rlib", b"kept placed");
     fs::write(f.path("debug/.fingerprint"), b"fp").unwrap();
     fs::hard_link(
@@ -295,7 +348,7 @@ fn placements_and_upper_files_persist_across_remount() {
 
 #[test]
 fn placement_from_another_thread_replaces_an_existing_file_atomically() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let old: Vec<u8> = vec![b'o'; 100_000];
     let new: Vec<u8> = vec![b'n'; 150_000];
     f.place("deps/libx.rlib", &old);
@@ -339,7 +392,7 @@ fn placement_from_another_thread_replaces_an_existing_file_atomically() {
 
 #[test]
 fn hostile_control_requests_are_rejected_and_change_nothing() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("keep", b"keep me");
     let good = f.blob(b"good");
     let ok = |path: &str| Placement {
@@ -396,21 +449,46 @@ fn hostile_control_requests_are_rejected_and_change_nothing() {
     assert_eq!(names, vec!["keep"]);
     assert_eq!(fs::read(f.path("keep")).unwrap(), b"keep me");
     assert!(!f.tmp.path().join("escape").exists());
-    // Garbage on the control file is refused too.
-    let mut control = OpenOptions::new()
-        .read(true)
+    // Garbage as a request is refused with EINVAL, and its status says why.
+    let control =
+        std::ffi::CString::new(f.path(".kache-control").into_os_string().into_vec()).unwrap();
+    let garbage = b"not json";
+    let rc = unsafe {
+        libc::setxattr(
+            control.as_ptr(),
+            c"user.kache.request".as_ptr(),
+            garbage.as_ptr().cast(),
+            garbage.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EINVAL)
+    );
+    let mut status = [0u8; 256];
+    let n = unsafe {
+        libc::getxattr(
+            control.as_ptr(),
+            c"user.kache.status".as_ptr(),
+            status.as_mut_ptr().cast(),
+            status.len(),
+        )
+    };
+    let status = String::from_utf8_lossy(&status[..n.max(0) as usize]).into_owned();
+    assert!(status.starts_with("error: malformed request"), "{status}");
+    // The control file takes no bytes.
+    let write = OpenOptions::new()
         .write(true)
         .open(f.path(".kache-control"))
-        .unwrap();
-    control.write_all(b"not json").unwrap();
-    let mut status = String::new();
-    control.read_to_string(&mut status).unwrap();
-    assert!(status.starts_with("error:"), "{status}");
+        .and_then(|mut c| c.write_all(b"{}"));
+    assert!(write.is_err(), "a write to the control file was accepted");
 }
 
 #[test]
 fn is_kache_mount_tells_mounts_from_plain_dirs() {
-    let f = Fixture::new(false);
+    let f = Fixture::new();
     assert!(kache_fs::is_kache_mount(&f.mnt));
     assert!(!kache_fs::is_kache_mount(f.tmp.path()));
     assert!(!kache_fs::is_kache_mount(&f.state));
@@ -418,7 +496,7 @@ fn is_kache_mount_tells_mounts_from_plain_dirs() {
 
 #[test]
 fn cargo_builds_a_crate_in_the_mount_and_rebuilds_nothing_after_remount() {
-    let mut f = Fixture::new(true);
+    let mut f = Fixture::new();
     let krate = f.tmp.path().join("tiny");
     let new = Command::new("cargo")
         .args(["new", "--lib", "--vcs", "none"])

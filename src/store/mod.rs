@@ -120,9 +120,13 @@ pub struct Usage {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
     pub entries_removed: u64,
+    pub manifests_removed: u64,
     pub blobs_removed: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Bytes of blobs the `keep` set holds (placed in mounts): part of `bytes_after`, not
+    /// counted against the limit.
+    pub held_bytes: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -457,7 +461,10 @@ impl Store {
     /// Evicts least-recently-used entries (and manifests) until the store is
     /// at most `limit` bytes, then removes blobs no remaining entry uses.
     /// `keep` names blobs that must stay whatever their entries' age (placed
-    /// in a mount). Blobs touched after gc began are kept: a compile may be
+    /// in a mount): they are counted apart, not against the limit (removing
+    /// anything frees none of them), and an entry whose blobs are all kept
+    /// is never evicted (it would free next to nothing and lose a hit).
+    /// Blobs touched after gc began are kept: a compile may be
     /// about to publish the entry that references them. A restore in progress
     /// holds its blobs open, so removing a name never takes its bytes.
     pub fn gc(&self, limit: u64, keep: &HashSet<String>) -> io::Result<GcReport> {
@@ -481,6 +488,7 @@ impl Store {
             mtime: SystemTime,
             size: u64,
             blobs: Vec<String>,
+            is_entry: bool,
         }
         let mut items: Vec<Item> = Vec::new();
         Self::walk_sharded(&self.root.join("entries"), |_, p, m| {
@@ -494,6 +502,7 @@ impl Store {
                 mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 size: m.len(),
                 blobs,
+                is_entry: true,
             });
         });
         Self::walk_sharded(&self.root.join("manifests"), |_, p, m| {
@@ -502,6 +511,7 @@ impl Store {
                 mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 size: m.len(),
                 blobs: Vec::new(),
+                is_entry: false,
             });
         });
         let mut blob_sizes: HashMap<String, (u64, SystemTime, PathBuf)> = HashMap::new();
@@ -527,13 +537,18 @@ impl Store {
         // counts once, however many entries share it.
         items.sort_by_key(|i| std::cmp::Reverse(i.mtime));
         let mut kept_blobs: HashSet<String> = keep.clone();
-        let mut total: u64 = keep
+        report.held_bytes = keep
             .iter()
             .filter_map(|b| blob_sizes.get(b))
             .map(|b| b.0)
             .sum();
+        let mut total: u64 = 0;
         let mut doomed: Vec<&Item> = Vec::new();
         for item in &items {
+            if !item.blobs.is_empty() && item.blobs.iter().all(|b| keep.contains(b)) {
+                total += item.size;
+                continue;
+            }
             // Each blob is charged once, by the newest entry that uses it (a
             // set: two outputs with the same bytes share one blob).
             let extra: u64 = item
@@ -581,7 +596,10 @@ impl Store {
                 continue;
             }
             if fs::remove_file(&item.path).is_ok() {
-                report.entries_removed += 1;
+                match item.is_entry {
+                    true => report.entries_removed += 1,
+                    false => report.manifests_removed += 1,
+                }
             }
         }
         for (name, (_, _, path)) in &blob_sizes {
@@ -589,7 +607,7 @@ impl Store {
                 report.blobs_removed += 1;
             }
         }
-        report.bytes_after = total;
+        report.bytes_after = total + report.held_bytes;
         Ok(report)
     }
 

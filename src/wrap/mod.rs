@@ -66,6 +66,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     if ctx.config.cache_disabled() {
         return plain(compiler, rest);
     }
+    crate::mount::notice::at_wrapper_start(&ctx.store_dir, is_rustc(compiler), rest);
     let store = match ctx.open_store() {
         Ok(s) => s,
         Err(e) => {

@@ -488,12 +488,12 @@ fn restore(
 /// Places outputs into the mount at `root` by reference (the only call into
 /// the mount's placement). `None` when an output lies outside the mount.
 fn place_in_mount(root: &Path, to_place: &[ToPlace]) -> Option<io::Result<u64>> {
-    let outs: Vec<crate::mount::ToPlace> = to_place
+    let outs: Vec<kache_fs::Placement> = to_place
         .iter()
         .map(|p| {
-            Some(crate::mount::ToPlace {
+            Some(kache_fs::Placement {
                 path: p.path.strip_prefix(root).ok()?.to_path_buf(),
-                blob: &p.out.blob,
+                hash: p.out.blob.clone(),
                 size: p.out.size,
                 mode: p.out.mode,
             })
