@@ -94,6 +94,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "allow hardlink restores (one consumer per blob)",
     },
     KeyDef {
+        name: "cache.observe",
+        env: "KACHE_OBSERVE",
+        kind: Kind::Str,
+        default: "auto",
+        doc: "`auto`: observe what a compile reads where an input recorder can run, else strict inference; `off`: always strict inference",
+    },
+    KeyDef {
         name: "rust.incremental",
         env: "KACHE_RUST_INCREMENTAL",
         kind: Kind::Str,
@@ -256,6 +263,25 @@ pub enum Incremental {
     Passthrough,
 }
 
+/// How a compile's inputs are found (`cache.observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observe {
+    /// Observed by the input recorder where it can run; strict inference
+    /// elsewhere. Until the recorder is part of kache, strict everywhere.
+    Auto,
+    /// Strict inference always (what runs where no recorder can).
+    Off,
+}
+
+/// The values a key of kind `Str` may take, for the keys that have a fixed
+/// set; anything else is an error naming the choices.
+fn choices(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "cache.observe" => Some(&["auto", "off"]),
+        _ => None,
+    }
+}
+
 /// A glob from `cache.exclude`, anchored at the directory of its file (the
 /// current directory for `KACHE_EXCLUDE`), with `~` and `$VAR` already
 /// expanded as literal text. A leading `!` re-includes what an earlier glob
@@ -409,7 +435,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 fn from_text(def: &KeyDef, s: &str) -> Option<Value> {
     Some(match def.kind {
-        Kind::Str => Value::Str(s.to_string()),
+        Kind::Str => Value::Str(chosen(def, s)?.to_string()),
         Kind::Bool => Value::Bool(parse_bool(s)?),
         Kind::Size => Value::Int(parse_size(s)?),
         Kind::Int => Value::Int(s.trim().parse().ok()?),
@@ -423,9 +449,17 @@ fn from_text(def: &KeyDef, s: &str) -> Option<Value> {
     })
 }
 
+/// `s`, if `def` takes any string or `s` is one of its choices.
+fn chosen<'a>(def: &KeyDef, s: &'a str) -> Option<&'a str> {
+    match choices(def.name) {
+        Some(c) if !c.contains(&s) => None,
+        _ => Some(s),
+    }
+}
+
 fn from_toml(def: &KeyDef, v: &toml::Value) -> Option<Value> {
     match (def.kind, v) {
-        (Kind::Str, toml::Value::String(s)) => Some(Value::Str(s.clone())),
+        (Kind::Str, toml::Value::String(s)) => Some(Value::Str(chosen(def, s)?.to_string())),
         (Kind::Bool, toml::Value::Boolean(b)) => Some(Value::Bool(*b)),
         (Kind::Size, toml::Value::String(s)) => parse_size(s).map(Value::Int),
         (Kind::Size | Kind::Int, toml::Value::Integer(i)) if *i >= 0 => Some(Value::Int(*i as u64)),
@@ -435,6 +469,13 @@ fn from_toml(def: &KeyDef, v: &toml::Value) -> Option<Value> {
             .collect::<Option<Vec<_>>>()
             .map(Value::List),
         _ => None,
+    }
+}
+
+fn expected(def: &KeyDef) -> String {
+    match choices(def.name) {
+        Some(c) => format!("one of {}", c.join(", ")),
+        None => kind_name(def.kind).to_string(),
     }
 }
 
@@ -545,7 +586,7 @@ impl Config {
                         return Err(ConfigError(format!(
                             "{}={raw:?} is not valid: expected {}",
                             def.env,
-                            kind_name(def.kind)
+                            expected(def)
                         )))
                     }
                 }
@@ -586,7 +627,7 @@ impl Config {
                     ConfigError(format!(
                         "{}: `{name}` must be {}, found {v}",
                         path.display(),
-                        kind_name(def.kind)
+                        expected(def)
                     ))
                 })?;
                 if def.name == "cache.exclude" {
@@ -653,6 +694,14 @@ impl Config {
         match self.str("rust.incremental") {
             "passthrough" => Incremental::Passthrough,
             _ => Incremental::Strip,
+        }
+    }
+
+    /// `cache.observe`.
+    pub fn observe(&self) -> Observe {
+        match self.str("cache.observe") {
+            "off" => Observe::Off,
+            _ => Observe::Auto,
         }
     }
 
@@ -940,6 +989,25 @@ mod tests {
         assert!(!c.bool("no.such"));
         assert_eq!(c.int("no.such"), 0);
         assert!(c.list("no.such").is_empty());
+    }
+
+    #[test]
+    fn observation_is_auto_unless_switched_off_and_typos_are_errors() {
+        let c = Config::load(Path::new("/"), &env_of(&[])).unwrap();
+        assert_eq!(c.observe(), Observe::Auto);
+        let c = Config::load(Path::new("/"), &env_of(&[("KACHE_OBSERVE", "off")])).unwrap();
+        assert_eq!(c.observe(), Observe::Off);
+        let err = Config::load(Path::new("/"), &env_of(&[("KACHE_OBSERVE", "of")]))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("one of auto, off"), "{err}");
+        let proj = tempfile::tempdir().unwrap();
+        std::fs::write(
+            proj.path().join(".kache.toml"),
+            "[cache]\nobserve = \"maybe\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(proj.path(), &env_of(&[])).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! (`RUSTC_WRAPPER=kache`, `CC="kache cc"`, a compiler-named shim), CLI mode
 //! otherwise. Each CLI subcommand is one function below.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(first) = args.get(1) {
-        if kache::wrap::is_compiler(first) {
+        if kache::wrap::is_compiler(first) || is_other_program(first) {
             return kache::wrap::run(&args[1..]);
         }
     }
@@ -184,6 +185,30 @@ fn stdout_reader_gone() -> bool {
 #[cfg(not(unix))]
 fn stdout_reader_gone() -> bool {
     false
+}
+
+/// True when `first` is not one of kache's subcommands or flags but names
+/// a program: in wrapper mode cargo puts whatever it runs after `kache` (a
+/// `RUSTC_WORKSPACE_WRAPPER`, rustc under another name), and answering that
+/// with a CLI error would break a build plain cargo finishes. A word that
+/// names no program stays a CLI error, so a mistyped subcommand is reported.
+fn is_other_program(first: &OsStr) -> bool {
+    if first.as_encoded_bytes().starts_with(b"-") {
+        return false;
+    }
+    let cli = <Cli as clap::CommandFactory>::command();
+    let is_subcommand = first == "help"
+        || cli
+            .get_subcommands()
+            .any(|c| first == c.get_name() || c.get_all_aliases().any(|a| first == a));
+    if is_subcommand {
+        return false;
+    }
+    let path = Path::new(first);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    kache::path_search::which(&first.to_string_lossy()).is_some()
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;

@@ -182,7 +182,8 @@ async fn import_manifest(
     let Some(body) = manifest::unseal(&bytes) else {
         return Ok(miss("corrupt-manifest", moved.bytes));
     };
-    let Some(records) = Manifest::decode(body).map(|m| m.records) else {
+    // A path-local record is never shared; one found on a remote is not used.
+    let Some(records) = Manifest::decode(body).map(|m| m.shareable().records) else {
         return Ok(miss("bad-manifest", moved.bytes));
     };
     if records.is_empty() {

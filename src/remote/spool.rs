@@ -306,7 +306,8 @@ fn drain_item(
     }
 
     if let Some(direct) = &item.direct {
-        if let Ok(local) = store.get_manifest(direct) {
+        // Path-local records hold this worktree's paths: they stay here.
+        if let Ok(local) = store.get_manifest(direct).map(Manifest::shareable) {
             let mkey = manifest_path(direct);
             let op = b.op.clone();
             let max = rc.max_meta;

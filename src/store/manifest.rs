@@ -8,11 +8,14 @@
 //! absence).
 //!
 //! A record is the inputs one compile read. Today they come from dep-info
-//! (files by path and content) and the variables rustc reports; a recorder
-//! that observes the compiler (LD_PRELOAD) will add paths looked up and not
-//! found and directory listings. Fields are added with `serde(default)` and
-//! left out when empty, so manifests written before stay readable and
-//! records without them serialize to the same bytes.
+//! (files by path and content), the variables rustc reports, and for linked
+//! outputs the link closure (files by content, libraries looked up and not
+//! found as absent paths); a recorder that observes the compiler
+//! (LD_PRELOAD) will add what it saw looked up and directory listings. A
+//! path-local record (an output holds a worktree path) names the roots it
+//! holds and only matches where they are the same. Fields are added with
+//! `serde(default)` and left out when empty, so manifests written before
+//! stay readable and records without them serialize to the same bytes.
 //!
 //! Format: `{"records":[{"files":[[path,blake3,size]…],"env":[[name,value|null]…],
 //! "result":key}…]}` followed by the 32-byte blake3 of that body. Paths and
@@ -36,8 +39,24 @@ pub struct Record {
     /// Environment variables read: (name, value in token form or raw, or
     /// `None` when it was unset).
     pub env: Vec<(String, Option<String>)>,
+    /// Paths (possibly in token form) that were looked up and not found: a
+    /// file appearing there would have changed the result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<String>,
+    /// For a path-local result: the roots (name, absolute path) its outputs
+    /// hold. Such a record only matches where every one is the same, and is
+    /// never shared through a remote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<(String, String)>,
     /// The result key of the entry these inputs produced.
     pub result: String,
+}
+
+impl Record {
+    /// True when the outputs hold a path of the worktree that made them.
+    pub fn is_path_local(&self) -> bool {
+        !self.local.is_empty()
+    }
 }
 
 /// The records of one direct key, newest first.
@@ -99,6 +118,12 @@ impl Manifest {
         self
     }
 
+    /// The records another machine may use: path-local ones stay here.
+    pub fn shareable(mut self) -> Manifest {
+        self.records.retain(|r| !r.is_path_local());
+        self
+    }
+
     /// The result key of the newest record.
     pub fn newest_result(&self) -> Option<&str> {
         self.records.first().map(|r| r.result.as_str())
@@ -130,6 +155,8 @@ mod tests {
         Record {
             files: vec![("src/lib.rs".into(), "x".into(), 3)],
             env: vec![("A".into(), None)],
+            absent: Vec::new(),
+            local: Vec::new(),
             result: result.into(),
         }
     }
@@ -171,6 +198,20 @@ mod tests {
         let m = Manifest::decode(old.as_bytes()).unwrap();
         assert_eq!(m.records.len(), 1);
         assert_eq!(m.encode(), old.as_bytes());
+    }
+
+    #[test]
+    fn absent_paths_and_local_roots_round_trip_and_local_records_are_not_shared() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut local = rec(&a);
+        local.absent = vec!["@KACHE_TARGET@/out/libz.a".into()];
+        local.local = vec![("ws".into(), "/w/a".into())];
+        let m = Manifest {
+            records: vec![local.clone(), rec(&b)],
+        };
+        let back = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.shareable().records, vec![rec(&b)]);
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Language for Cc {
         if !pre.status.success() {
             return Err(Passthrough::PreprocessFailed);
         }
+        // An assembler `.incbin`/`.include` reads a file no dep file names;
+        // without an input recorder to see it, refuse.
+        if key::uses_assembler_include(&pre.stdout) {
+            return Err(Passthrough::AssemblerInclude);
+        }
         let headers = key::included_files(&pre.stdout);
         if self
             .inv

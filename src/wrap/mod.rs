@@ -14,8 +14,10 @@
 pub mod cc;
 pub mod exec;
 pub mod outcome;
+mod path_local;
 pub mod pipeline;
 pub mod rust;
+mod strict;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -92,12 +94,67 @@ pub fn run(args: &[OsString]) -> ExitCode {
     };
     let code = match lang {
         Lang::Rust => rust::run(&mut call, compiler, rest),
+        Lang::Cc
+            if kache_wrapper::cc::compiler_kind(&compiler.to_string_lossy()).is_none()
+                && is_rustc_call(rest) =>
+        {
+            run_unrecognized_rustc(&mut call, compiler, rest)
+        }
         Lang::Cc => cc::run(&mut call, compiler, rest),
     };
     if let Err(e) = std::mem::take(&mut call.tally).flush(&call.store) {
         log::debug(&format!("cannot update counters: {e}"));
     }
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The arguments of a rustc call behind a program kache has no name for:
+/// `kache <workspace-wrapper> <rustc> ARGS` (`RUSTC_WORKSPACE_WRAPPER`), or
+/// rustc installed under another name (`RUSTC=/path/myrustc`).
+fn rustc_args_behind(args: &[OsString]) -> &[OsString] {
+    match args.first() {
+        Some(first) if is_rustc(first) => &args[1..],
+        _ => args,
+    }
+}
+
+/// True for calls that are not compiles (`-vV`, `--print …`), as rustc
+/// would read the arguments.
+fn is_rustc_probe(args: &[OsString]) -> bool {
+    rustc_args_behind(args)
+        .iter()
+        .map(|a| a.to_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+        .is_some_and(|a| {
+            matches!(
+                kache_wrapper::rustc::parse(&a),
+                kache_wrapper::rustc::Parsed::NotACompile
+            )
+        })
+}
+
+fn is_rustc_call(args: &[OsString]) -> bool {
+    args.first().is_some_and(|a| is_rustc(a))
+        || args.iter().any(|a| a == "--crate-name")
+        || is_rustc_probe(args)
+}
+
+/// A rustc call through a program kache does not know: what that program
+/// does with its arguments is unknown, so it runs as given and nothing is
+/// cached. cargo's probes (`-vV`, `--print`) run uncounted, as they do for
+/// rustc itself; compiles are passthroughs with a reason.
+fn run_unrecognized_rustc(call: &mut Call, program: &OsStr, args: &[OsString]) -> i32 {
+    if !is_rustc_probe(args) {
+        call.lang = Lang::Rust;
+        return call.passthrough(program, args, Passthrough::UnrecognizedCompiler);
+    }
+    match exec::run_inherited(program, args) {
+        Ok(s) => exec::exit_code_of(&s),
+        Err(e) => {
+            eprintln!("kache: cannot run {}: {e}", program.to_string_lossy());
+            1
+        }
+    }
 }
 
 /// Runs the compiler with no cache and nothing counted. A C/C++ name is

@@ -42,6 +42,23 @@ pub enum Passthrough {
     PreprocessFailed,
     /// A precompiled header next to an included one would be used instead.
     PchFound,
+    /// A rustc call through a program kache has no name for (a
+    /// `RUSTC_WORKSPACE_WRAPPER`, rustc under another name): what it does
+    /// with its arguments is unknown.
+    UnrecognizedCompiler,
+    /// An output path that is not a regular file (a device such as
+    /// `/dev/null`, a FIFO, a directory, a symlink): the compiler writes
+    /// through it, and a restore would replace it.
+    OutputNotAFile,
+    /// A build script's question to the compiler (does this feature
+    /// compile?) answered "no": the failure is the answer, not a broken
+    /// build, so it is not a miss. (A probe that compiles is cached.)
+    Probe,
+    /// An assembler `.incbin`/`.include` in a C/C++ source: it reads a file
+    /// that neither the preprocessor nor the dep file names.
+    AssemblerInclude,
+    /// What `-C target-cpu=native` means here could not be asked.
+    NativeCpuUnknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +79,7 @@ impl Passthrough {
     pub fn label(&self) -> String {
         match self {
             Passthrough::Excluded => "excluded".into(),
+            Passthrough::UnrecognizedCompiler => "unrecognized-compiler".into(),
             Passthrough::ClippyDriver => "clippy-driver".into(),
             Passthrough::NonUtf8Args => "non-utf8-args".into(),
             Passthrough::NonUtf8Env => "non-utf8-env".into(),
@@ -81,6 +99,10 @@ impl Passthrough {
             Passthrough::NativeLibNotFound => "native-lib-not-found".into(),
             Passthrough::PreprocessFailed => "cc:preprocess-failed".into(),
             Passthrough::PchFound => "cc:pch".into(),
+            Passthrough::OutputNotAFile => "output-not-a-file".into(),
+            Passthrough::Probe => "probe".into(),
+            Passthrough::AssemblerInclude => "cc:incbin".into(),
+            Passthrough::NativeCpuUnknown => "native-cpu-unknown".into(),
         }
     }
 }
@@ -150,6 +172,17 @@ pub enum NotStored {
     InputModifiedDuringCompile,
     InputUnreadable,
     OutputMissing,
+    /// An output is not a regular file (the compiler wrote into a device or
+    /// through a symlink): nothing of it can be stored.
+    OutputNotAFile,
+    /// The linker command line rustc printed could not be read or
+    /// understood (a response file, an unexpected shape): the link closure
+    /// is unknown.
+    LinkLineUnknown,
+    /// The link named an input that cannot be keyed (gone after the link, a
+    /// program directory or a linker outside the toolchain that cannot be
+    /// found).
+    LinkInputUnknown,
     /// The language gave no result key to store under (an adapter without
     /// either key kind).
     NoResultKey,
@@ -172,6 +205,9 @@ impl NotStored {
             NotStored::InputModifiedDuringCompile => "input-modified-during-compile".into(),
             NotStored::InputUnreadable => "input-unreadable".into(),
             NotStored::OutputMissing => "output-missing".into(),
+            NotStored::OutputNotAFile => "output-not-a-file".into(),
+            NotStored::LinkLineUnknown => "link-line-unknown".into(),
+            NotStored::LinkInputUnknown => "link-input-unknown".into(),
             NotStored::NoResultKey => "no-result-key".into(),
             NotStored::Store(kind) => format!("store:{kind}"),
         }

@@ -47,6 +47,7 @@ use kache_wrapper::paths::has_tokens;
 
 use super::exec::{self, Captured};
 use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
+use super::path_local;
 use super::Call;
 use crate::log;
 use crate::remote;
@@ -65,6 +66,11 @@ pub struct Observed {
     pub files: Vec<(String, String, u64)>,
     /// (name, value or `None` when unset) of every variable read.
     pub env: Vec<(String, Option<String>)>,
+    /// Paths looked up and not found (a file there would have been used).
+    pub absent: Vec<String>,
+    /// The roots (name, absolute path) the outputs still hold (set by the
+    /// pipeline from [`Language::path_roots`]).
+    pub local: Vec<(String, String)>,
 }
 
 /// A key and the digests of its groups (what `why-miss` compares).
@@ -176,6 +182,20 @@ pub trait Language {
 
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
+
+    /// When a failed compile is an answer rather than a broken build (a
+    /// build script asking whether a feature compiles): the passthrough it
+    /// is recorded as, instead of a miss.
+    fn expected_failure(&self) -> Option<Passthrough> {
+        None
+    }
+
+    /// The absolute roots (name, path) the key leaves out so that worktrees
+    /// share entries. Outputs found to hold one after a compile make the
+    /// result path-local. Empty for a language whose key keeps every path.
+    fn path_roots(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The keys a call is looked up by.
@@ -195,6 +215,12 @@ impl Keys {
 /// Runs one cacheable call: hit, or compile and store. `compiler` and
 /// `args` are what a passthrough runs.
 pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &[OsString]) -> i32 {
+    // A device, FIFO, directory or symlink where an output goes is written
+    // through by the compiler; a restore would replace it, and what the
+    // compiler wrote into it cannot be read back as the output.
+    if lang.written_paths().iter().any(|p| !is_file_or_absent(p)) {
+        return call.passthrough(compiler, args, Passthrough::OutputNotAFile);
+    }
     let unit = lang.unit();
     let mount = crate::mount::mount_root_of(lang.out_dir()).map(Path::to_path_buf);
     let mut keys = Keys {
@@ -319,10 +345,25 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
     }
 }
 
-/// True when every input `rec` names is as it was: variables by value,
-/// files by content (through the stat memo: only a file whose stat changed
-/// is hashed again).
+/// True when `p` is a regular file (not through a symlink) or nothing.
+fn is_file_or_absent(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// True when every input `rec` names is as it was: the roots of a
+/// path-local record, variables by value, paths looked up and not found
+/// still absent, files by content (through the stat memo: only a file whose
+/// stat changed is hashed again).
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
+    if rec.is_path_local() {
+        let now = lang.path_roots();
+        if !rec.local.iter().all(|held| now.contains(held)) {
+            return false;
+        }
+    }
     for (name, want) in &rec.env {
         let now = std::env::var(name).ok();
         let now_form = now.as_deref().map(|v| {
@@ -336,13 +377,33 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
             return false;
         }
     }
+    for p in &rec.absent {
+        if call.ctx.cwd.join(lang.expand(p)).exists() {
+            return false;
+        }
+    }
+    // One memo vouches for the whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo.
+    let mut files = Vec::with_capacity(rec.files.len());
+    let mut set = memo::FileSet::default();
     for (p, hash, size) in &rec.files {
         let abs = call.ctx.cwd.join(lang.expand(p));
+        match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
+            _ => return false,
+        }
+        files.push((abs, hash));
+    }
+    if memo::set_verified(&call.store, &set) {
+        return true;
+    }
+    for (abs, hash) in files {
         match memo::file_digest(&call.store, &abs) {
-            Ok((h, s)) if &h == hash && s == *size => {}
+            Ok((h, _)) if &h == hash => {}
             _ => return false,
         }
     }
+    memo::remember_set_verified(&call.store, &set);
     true
 }
 
@@ -514,16 +575,24 @@ fn compile<L: Language>(
 ) -> i32 {
     let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
     let started = SystemTime::now();
-    call.count(Counter::CompilerRuns, 1);
     let run = match exec::run_captured(lang.command()) {
         Ok(c) => c,
         Err(e) => {
+            call.count(Counter::CompilerRuns, 1);
             log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
             call.record(&Outcome::Error, Some(unit));
             return 1;
         }
     };
     let code = exec::exit_code_of(&run.status);
+    if code != 0 {
+        if let Some(p) = lang.expected_failure() {
+            // Counts its one compiler run itself.
+            call.record(&Outcome::Passthrough(p), Some(unit));
+            return code;
+        }
+    }
+    call.count(Counter::CompilerRuns, 1);
     let stored = match code {
         0 => store(call, lang, keys, &run, started, mount),
         _ => Err(NotStored::CompileFailed),
@@ -543,7 +612,16 @@ fn store<L: Language>(
     started: SystemTime,
     mount: Option<&Path>,
 ) -> Result<u64, NotStored> {
-    let observed = lang.observed_inputs(call, run, started)?;
+    let mut observed = lang.observed_inputs(call, run, started)?;
+    let produced = lang.produced(run)?;
+    for p in &produced {
+        if let Content::File { path, .. } = &p.content {
+            if !is_file_or_absent(path) {
+                return Err(NotStored::OutputNotAFile);
+            }
+        }
+    }
+    observed.local = path_local_roots(lang, &produced, &run.stdout)?;
     let (result, groups) = match (&keys.ahead, &keys.direct) {
         (Some(k), _) => (k.clone(), BTreeMap::new()),
         (None, Some(d)) => lang
@@ -559,7 +637,7 @@ fn store<L: Language>(
     let stderr = lang.stored_stderr(run)?;
     let mut outputs = Vec::new();
     let mut bytes = 0;
-    for p in lang.produced(run)? {
+    for p in produced {
         let (blob, mode) = match &p.content {
             Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
             Content::File { path, executable } => {
@@ -591,16 +669,22 @@ fn store<L: Language>(
         manifest.add(Record {
             files: observed.files,
             env: observed.env,
+            absent: observed.absent,
+            local: observed.local.clone(),
             result: result.clone(),
         });
         call.store.put_manifest(direct, &manifest)?;
     }
-    if let Some(u) = remote::queue_upload(
-        &call.store,
-        &call.ctx.config,
-        keys.direct.as_deref(),
-        &result,
-    ) {
+    // A path-local result is right only where its roots are: never shared.
+    let shared = observed.local.is_empty().then(|| {
+        remote::queue_upload(
+            &call.store,
+            &call.ctx.config,
+            keys.direct.as_deref(),
+            &result,
+        )
+    });
+    if let Some(Some(u)) = shared {
         call.count_all(u.tally());
     }
     if let Some(root) = mount {
@@ -609,6 +693,42 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
+}
+
+/// The roots of [`Language::path_roots`] the compile's outputs (or its
+/// stdout, replayed on every hit) still hold. Text outputs are already in
+/// token form and not searched.
+fn path_local_roots<L: Language>(
+    lang: &L,
+    produced: &[Produced],
+    stdout: &[u8],
+) -> Result<Vec<(String, String)>, NotStored> {
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    if needles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t0 = std::time::Instant::now();
+    let mut found = vec![false; roots.len()];
+    path_local::search(stdout, &needles, &mut found);
+    let mut searched = 0;
+    for p in produced {
+        if let Content::File { path, .. } = &p.content {
+            path_local::search_file(path, &needles, &mut found)
+                .map_err(|_| NotStored::OutputMissing)?;
+            searched += fs::metadata(path).map_or(0, |m| m.len());
+        }
+    }
+    let held: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(found)
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    log::debug(&format!(
+        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
+        t0.elapsed().as_micros()
+    ));
+    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the

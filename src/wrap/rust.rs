@@ -1,5 +1,6 @@
 //! The rustc adapter of the compile pipeline: direct mode (a hit never
-//! starts rustc), inputs from dep-info, worktree paths remapped.
+//! starts rustc), inputs from dep-info and strict inference (the link
+//! closure, bundled native code: `strict.rs`), worktree paths remapped.
 //!
 //! What a call means and how it is keyed is decided in `kache_wrapper::rustc`
 //! (parsing, refusals, the keys as pure functions); this module gathers the
@@ -14,14 +15,15 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
-use kache_wrapper::rustc::key::{self, DirectInput, Roots, PATH_VARS};
+use kache_wrapper::rustc::key::{self, DirectInput, ReadInputs, Roots};
 use kache_wrapper::rustc::{self, BadArtifact, Parsed, RustcInvocation};
 
 use super::exec::Captured;
 use super::outcome::{KeyedFile, MissReason, NotStored, Passthrough};
 use super::pipeline::{self, Content, Dest, KeyAndGroups, Language, Observed, Produced};
+use super::strict::{self, Found, Scope};
 use super::{tools, Call};
-use crate::config::Incremental;
+use crate::config::{Incremental, Observe};
 use crate::store::{memo, Entry};
 use crate::worktree;
 
@@ -43,6 +45,68 @@ struct Rust {
     hardlink: HardlinkPolicy,
     /// Dep-info in stored (token) form, read after the compile.
     dep_info: Option<String>,
+    /// Where rustc prints the linker's command line (linked outputs, when
+    /// inputs are inferred strictly): next to the outputs, so it can be
+    /// written wherever they can (a read-only or full store must not fail
+    /// the compile).
+    link_args: Option<PathBuf>,
+    /// True once a compile was told to write `link_args`.
+    link_args_used: std::cell::Cell<bool>,
+    /// A build script's probe: cached like any compile when it succeeds;
+    /// when it fails (by design, often), a passthrough, not a miss.
+    probe: bool,
+}
+
+impl Drop for Rust {
+    fn drop(&mut self) {
+        if let Some(p) = self
+            .link_args
+            .as_ref()
+            .filter(|_| self.link_args_used.get())
+        {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Whether a compile's inputs are inferred strictly. `auto` will mean "the
+/// input recorder, where it can run"; until the recorder is part of kache
+/// there is nothing to observe with, and both settings infer strictly.
+fn strict_inference(observe: Observe) -> bool {
+    match observe {
+        Observe::Off => true,
+        Observe::Auto => true,
+    }
+}
+
+/// The `--out-dir` of a rustc command line, as given.
+fn out_dir_arg(args: &[String]) -> Option<&str> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--out-dir" {
+            return it.next().map(String::as_str);
+        }
+        if let Some(v) = a.strip_prefix("--out-dir=") {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// True for a compile a build script runs to ask the compiler a question
+/// (anyhow's, proc-macro2's, autocfg's probes): cargo runs build scripts
+/// with `TARGET` and `HOST` set and never runs a compile of its own into a
+/// build script's `OUT_DIR`, which is where probes put their output. (A
+/// probe on stdin, `rustc … -`, is not a compile kache caches at all.)
+fn is_build_script_probe(args: &[String], cwd: &Path) -> bool {
+    let build_script = ["TARGET", "HOST"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_some());
+    let out_dir = std::env::var_os("OUT_DIR").map(PathBuf::from);
+    match (build_script, out_dir, out_dir_arg(args)) {
+        (true, Some(od), Some(arg)) => od.is_absolute() && cwd.join(arg).starts_with(od),
+        _ => false,
+    }
 }
 
 impl Rust {
@@ -57,6 +121,7 @@ impl Rust {
             .map(|a| a.to_str().map(String::from))
             .collect::<Option<_>>()
             .ok_or(Passthrough::NonUtf8Args)?;
+        let probe = is_build_script_probe(&sargs, &call.ctx.cwd);
         let inv = match rustc::parse(&sargs) {
             Parsed::NotACompile => return Ok(None),
             Parsed::Refuse(r) => return Err(Passthrough::RustRefused(r)),
@@ -83,6 +148,10 @@ impl Rust {
             true => HardlinkPolicy::IfSoleConsumer,
             false => HardlinkPolicy::Never,
         };
+        let link_args = (inv.is_linked() && strict_inference(config.observe())).then(|| {
+            let stem = format!("{}{}", inv.crate_name, inv.extra_filename);
+            out_dir.join(format!("{stem}.kache-link-args"))
+        });
         Ok(Some(Rust {
             compiler: compiler.to_os_string(),
             inv,
@@ -91,7 +160,73 @@ impl Rust {
             roots,
             hardlink,
             dep_info: None,
+            link_args,
+            link_args_used: std::cell::Cell::new(false),
+            probe,
         }))
+    }
+
+    /// What dep-info does not name and no recorder saw: the link closure of
+    /// a linked output, the native archives a library may bundle, the rlibs
+    /// a static library copies.
+    fn strict_inputs(&self, call: &mut Call, started: SystemTime) -> Result<Found, NotStored> {
+        let inv = &self.inv;
+        let mut found = Found::default();
+        if !inv.is_linked() && !inv.bundles_native_libs() {
+            return Ok(found);
+        }
+        let sysroot = tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
+            .map_err(|_| NotStored::LinkInputUnknown)?;
+        let outputs = self.written_paths();
+        let stem = format!("{}{}", inv.crate_name, inv.extra_filename);
+        let scope = Scope {
+            cwd: &self.cwd,
+            roots: &self.roots,
+            sysroot: Path::new(&sysroot),
+            out_dir: &self.out_dir,
+            outputs: &outputs,
+            stem: &stem,
+            started,
+        };
+        let store = &call.store;
+        let mut add = |more: Found| {
+            for f in more.files {
+                if !found.files.iter().any(|(p, _, _)| p == &f.0) {
+                    found.files.push(f);
+                }
+            }
+            for a in more.absent {
+                if !found.absent.contains(&a) {
+                    found.absent.push(a);
+                }
+            }
+        };
+        if inv.is_linked() {
+            let p = self.link_args.as_ref().ok_or(NotStored::LinkLineUnknown)?;
+            let printed = fs::read_to_string(p).map_err(|_| NotStored::LinkLineUnknown)?;
+            add(strict::link_closure(store, &scope, &printed)?);
+        }
+        if inv.bundles_native_libs() {
+            let dirs = inv.native_dirs();
+            add(strict::files_in(
+                store,
+                &scope,
+                &dirs,
+                strict::is_archive,
+                false,
+            )?);
+        }
+        if inv.is_staticlib() {
+            let dirs = &inv.dependency_dirs;
+            add(strict::files_in(
+                store,
+                &scope,
+                dirs,
+                strict::is_rlib,
+                true,
+            )?);
+        }
+        Ok(found)
     }
 
     fn digest(&self, call: &Call, p: &Path, what: KeyedFile) -> Result<String, Passthrough> {
@@ -132,6 +267,14 @@ impl Language for Rust {
                 .ok_or(Passthrough::NativeLibNotFound)?;
             static_libs.push((file, self.digest(call, &p, KeyedFile::NativeLib)?));
         }
+        let native_cpu = match inv.native_cpu {
+            true => Some(tools::native_cpu(
+                call,
+                &self.compiler.to_string_lossy(),
+                inv.target.as_deref(),
+            )?),
+            false => None,
+        };
         let declared = call.ctx.config.rust_env();
         let env =
             key::keyed_vars(std::env::vars_os(), declared).map_err(|_| Passthrough::NonUtf8Env)?;
@@ -145,6 +288,7 @@ impl Language for Rust {
             target_spec: target_spec.as_deref(),
             extern_contents: &extern_contents,
             static_libs: &static_libs,
+            native_cpu: native_cpu.as_deref(),
             env: &env,
             declared_env: declared,
         });
@@ -182,7 +326,20 @@ impl Language for Rust {
         Ok(dests)
     }
 
+    /// The dep-info file for this worktree; every file it names must exist
+    /// here, or cargo would take the unit for stale on every build.
     fn rewrite(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason> {
+        let stored = std::str::from_utf8(stored).map_err(|_| MissReason::TextUnusable)?;
+        let text = self.roots.expand_dep_info(stored);
+        for f in rustc::parse_dep_info(&text).files {
+            if !self.cwd.join(&f).exists() {
+                return Err(MissReason::DepFileStale);
+            }
+        }
+        Ok(text.into_bytes())
+    }
+
+    fn replay_stderr(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason> {
         Ok(self.expand(&String::from_utf8_lossy(stored)).into_bytes())
     }
 
@@ -195,6 +352,12 @@ impl Language for Rust {
         let mut cmd = Command::new(&self.compiler);
         cmd.args(&self.inv.compile_args)
             .args(self.roots.norm.remap_args());
+        if let Some(p) = &self.link_args {
+            let mut arg = std::ffi::OsString::from("--print=link-args=");
+            arg.push(p);
+            cmd.arg(arg);
+            self.link_args_used.set(true);
+        }
         cmd
     }
 
@@ -216,11 +379,10 @@ impl Language for Rust {
         let dep_text = fs::read_to_string(self.out_dir.join(dep_name))
             .map_err(|_| NotStored::DepInfoUnreadable)?;
         let dep = rustc::parse_dep_info(&dep_text);
-        self.dep_info = Some(self.roots.tokenize(&dep_text));
+        self.dep_info = Some(self.roots.tokenize_dep_info(&dep_text));
 
         // Inputs by (token path, content), checked unchanged since the compile began.
         let mut seen = Observed::default();
-        let mut sources = Vec::new();
         for f in &dep.files {
             let abs = self.cwd.join(f);
             let meta = fs::metadata(&abs).map_err(|_| NotStored::InputVanished)?;
@@ -235,32 +397,53 @@ impl Language for Rust {
                 f.clone()
             };
             seen.files.push((shown, h, size));
-            if f.ends_with(".rs") {
-                sources.push(abs);
-            }
         }
-        let texts = || -> Vec<Option<String>> {
-            sources.iter().map(|s| fs::read_to_string(s).ok()).collect()
-        };
+        // Values in token form: whether one that names a worktree path is
+        // baked into the outputs is found by looking at them (path-local).
         for (name, value) in dep.env {
-            // A worktree path baked into the crate stays this worktree's
-            // unless it is only ever included.
-            let value = value.map(|v| match self.roots.tokenize(&v) {
-                t if t != v
-                    && PATH_VARS.contains(&name.as_str())
-                    && rustc::every_use_is_include(&texts(), &name) =>
-                {
-                    t
+            seen.env
+                .push((name, value.map(|v| self.roots.tokenize(&v))));
+        }
+        if strict_inference(call.ctx.config.observe()) {
+            let found = self.strict_inputs(call, started)?;
+            for f in found.files {
+                if !seen.files.iter().any(|(p, _, _)| p == &f.0) {
+                    seen.files.push(f);
                 }
-                _ => v,
-            });
-            seen.env.push((name, value));
+            }
+            seen.absent = found.absent;
         }
         Ok(seen)
     }
 
+    fn expected_failure(&self) -> Option<Passthrough> {
+        self.probe.then_some(Passthrough::Probe)
+    }
+
+    fn path_roots(&self) -> Vec<(String, String)> {
+        // OUT_DIR and CARGO_MANIFEST_DIR are under these roots whenever the
+        // key normalizes them; elsewhere they are keyed as they are, and an
+        // output holding them is as specific as its key.
+        let mut roots = Vec::new();
+        if let Some(ws) = &self.roots.ws {
+            roots.push(("ws".to_string(), ws.clone()));
+        }
+        if let Some(t) = &self.roots.target {
+            roots.push(("target".to_string(), t.clone()));
+        }
+        roots
+    }
+
     fn result_key(&self, direct: &str, seen: &Observed) -> Option<KeyAndGroups> {
-        Some(key::result_key(direct, &seen.files, &seen.env))
+        Some(key::result_key(
+            direct,
+            &ReadInputs {
+                files: &seen.files,
+                env: &seen.env,
+                absent: &seen.absent,
+                local: &seen.local,
+            },
+        ))
     }
 
     fn produced(&self, _: &Captured) -> Result<Vec<Produced>, NotStored> {
@@ -284,7 +467,7 @@ impl Language for Rust {
     }
 
     fn meta(&self, groups: &BTreeMap<String, String>) -> serde_json::Value {
-        serde_json::json!({ "crate": self.inv.crate_name, "groups": groups })
+        serde_json::json!({ "crate": self.inv.crate_name, "groups": groups, "inputs": "strict" })
     }
 
     fn out_dir(&self) -> &Path {

@@ -123,6 +123,21 @@ pub fn line_markers_for_key(pre: &[u8], plan: &PathPlan) -> Vec<u8> {
     out
 }
 
+/// True when the preprocessed source holds an assembler `.incbin` or
+/// `.include` directive (in inline or top-level `asm`): the assembler then
+/// reads a file that neither the preprocessor nor the dep file names. A text
+/// search, so it also fires on the words inside an ordinary string; that
+/// costs a passthrough, never a wrong object.
+pub fn uses_assembler_include(pre: &[u8]) -> bool {
+    [&b".incbin"[..], b".include"].iter().any(|d| {
+        memchr::memmem::find_iter(pre, d).any(|at| {
+            // A directive is followed by its operand: a space, a tab, a
+            // quote, or an escaped quote inside a C string.
+            matches!(pre.get(at + d.len()), Some(b' ' | b'\t' | b'"' | b'\\'))
+        })
+    })
+}
+
 /// The files the preprocessed output names (the source and every header read), unescaped,
 /// in first-seen order; pseudo-files (`<built-in>`) and GCC's working-directory marker
 /// (`"/cwd//"`) are left out.
@@ -308,6 +323,31 @@ pub fn cache_key(input: &KeyInput<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assembler_includes_are_found_in_any_spelling() {
+        for src in [
+            &b"__asm__(\".section .rodata\\n.incbin \\\"data.bin\\\"\\n\");"[..],
+            b"asm(\".incbin\\t\\\"x\\\"\");",
+            b"  .include \"macros.s\"\n",
+        ] {
+            assert!(
+                uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+        for src in [
+            &b"int incbin = 1; s.incbinary = 2;"[..],
+            b"#include <stdio.h>",
+        ] {
+            assert!(
+                !uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+    }
     use crate::cc::args::parse;
     use crate::cc::compiler::Family;
     use crate::cc::paths::plan;

@@ -25,13 +25,16 @@ pub const TARGET_REMAP: &str = "/kache/target";
 /// Marks a declared variable that is unset (no value can contain a NUL).
 const UNSET: &str = "\0unset";
 
-/// Variables whose values are worktree paths: normalized in the direct key,
-/// and kept normalized in the result key only when every use is an include
-/// (a path baked into the binary as a string must stay this worktree's).
+/// Variables whose values are worktree paths: normalized in the direct key.
+/// Whether an output still holds such a path is found by looking at the
+/// output after the compile (a path-local result), not assumed.
 pub const PATH_VARS: [&str; 2] = ["CARGO_MANIFEST_DIR", "OUT_DIR"];
 
 /// Variables that can change rustc's output without appearing in dep-info
 /// (rustc's own, and cargo's package facts that proc-macros read).
+/// `RUSTFLAGS` and `CARGO_ENCODED_RUSTFLAGS` are not among them: rustc never
+/// reads either, and cargo has already turned them into arguments (keyed as
+/// arguments), so an empty value and an unset one compile alike.
 pub fn keyed_env(name: &str) -> bool {
     name.starts_with("CARGO_PKG_")
         || name.starts_with("CARGO_CFG_")
@@ -40,8 +43,6 @@ pub fn keyed_env(name: &str) -> bool {
             "CARGO_CRATE_NAME"
                 | "CARGO_BIN_NAME"
                 | "CARGO_PRIMARY_PACKAGE"
-                | "CARGO_ENCODED_RUSTFLAGS"
-                | "RUSTFLAGS"
                 | "RUSTC_BOOTSTRAP"
                 | "SOURCE_DATE_EPOCH"
                 | "CARGO_MANIFEST_DIR"
@@ -112,6 +113,47 @@ impl Roots {
         from_placeholders(text, &self.tokens())
     }
 
+    /// A rustc dep-info file in token form. rustc escapes a space as `\\ `
+    /// in a rule's prerequisites and in the empty rule it adds for each,
+    /// but writes the outputs its rules are for, and the values of
+    /// `# env-dep:` lines, as they are; each part is matched against the
+    /// roots in its own spelling.
+    pub fn tokenize_dep_info(&self, text: &str) -> String {
+        self.map_dep_info(text, |part, tokens| self.norm.to_placeholders(part, tokens))
+    }
+
+    /// A dep-info file in token form → this worktree's (the inverse of
+    /// [`Roots::tokenize_dep_info`]).
+    pub fn expand_dep_info(&self, text: &str) -> String {
+        self.map_dep_info(text, from_placeholders)
+    }
+
+    fn map_dep_info(&self, text: &str, f: impl Fn(&str, &[(&str, &str)]) -> String) -> String {
+        let raw = self.tokens();
+        let escaped: Vec<(String, &str)> = raw
+            .iter()
+            .map(|(root, t)| (escape_dep_path(root), *t))
+            .collect();
+        let escaped: Vec<(&str, &str)> = escaped.iter().map(|(r, t)| (r.as_str(), *t)).collect();
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            if line.starts_with('#') {
+                out.push_str(&f(line, &raw));
+                continue;
+            }
+            // An output's rule names it raw, then its prerequisites escaped;
+            // the empty rule rustc adds for each prerequisite names it
+            // escaped.
+            let split = match super::find_rule_colon(line) {
+                Some(c) if !line[c + 1..].trim().is_empty() => c,
+                _ => 0,
+            };
+            out.push_str(&f(&line[..split], &raw));
+            out.push_str(&f(&line[split..], &escaped));
+        }
+        out
+    }
+
     /// Key form of a path: its remapped spelling.
     pub fn key_path(&self, p: &str) -> String {
         self.norm.apply(p)
@@ -135,6 +177,9 @@ pub struct DirectInput<'a> {
     pub extern_contents: &'a [Option<String>],
     /// (`libNAME.a`, content hash) per static native library, in order.
     pub static_libs: &'a [(String, String)],
+    /// What `-C target-cpu=native` means on this machine (the CPU and its
+    /// features, as rustc reports them), when the compile asks for it.
+    pub native_cpu: Option<&'a str>,
     /// The process environment (filtered here).
     pub env: &'a [(String, String)],
     /// Extra variables declared as inputs (`rust.env`).
@@ -144,7 +189,9 @@ pub struct DirectInput<'a> {
 /// The direct key and its per-group digests.
 pub fn direct_key(i: &DirectInput) -> (String, BTreeMap<String, String>) {
     let inv = i.invocation;
-    let mut k = KeyBuilder::new("kache-rust-direct-v1");
+    // v2: path-locality by observation and the link closure in the result;
+    // entries made under v1 may hold another worktree's paths.
+    let mut k = KeyBuilder::new("kache-rust-direct-v2");
     k.group("compiler").str("rustc", i.rustc_identity);
     if let Some(l) = i.linker_identity {
         k.str("linker", l);
@@ -153,6 +200,10 @@ pub fn direct_key(i: &DirectInput) -> (String, BTreeMap<String, String>) {
         k.str("cwd", cwd);
     }
     k.str("remap", &format!("{WS_REMAP}\0{TARGET_REMAP}"));
+
+    if let Some(cpu) = i.native_cpu {
+        k.str("native-cpu", cpu);
+    }
 
     k.group("args");
     for a in &inv.key_args {
@@ -206,25 +257,52 @@ pub fn direct_key(i: &DirectInput) -> (String, BTreeMap<String, String>) {
     k.finish()
 }
 
-/// The result key of a compile with direct key `direct` that read `files`
-/// ((path, blake3, size), path in token form) and `env` ((name, value)),
+/// What a compile read, as the result key takes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadInputs<'a> {
+    /// (path in token form, blake3, size) of every file read.
+    pub files: &'a [(String, String, u64)],
+    /// (name, value) of every variable read; `None` when it was unset.
+    pub env: &'a [(String, Option<String>)],
+    /// Paths (token form) that were looked up and not found.
+    pub absent: &'a [String],
+    /// The roots (name, absolute path) an output still holds: a path-local
+    /// result is a different result in every worktree.
+    pub local: &'a [(String, String)],
+}
+
+/// The result key of a compile with direct key `direct` that read `inputs`,
 /// and its per-group digests.
-pub fn result_key(
-    direct: &str,
-    files: &[(String, String, u64)],
-    env: &[(String, Option<String>)],
-) -> (String, BTreeMap<String, String>) {
+pub fn result_key(direct: &str, inputs: &ReadInputs) -> (String, BTreeMap<String, String>) {
     let mut rk = KeyBuilder::new("kache-rust-result-v1");
     rk.group("direct").str("key", direct);
     rk.group("sources");
-    for (p, h, _) in files {
+    for (p, h, _) in inputs.files {
         rk.str(p, h);
     }
     rk.group("env");
-    for (n, v) in env {
+    for (n, v) in inputs.env {
         rk.str(n, v.as_deref().unwrap_or(UNSET));
     }
+    if !inputs.absent.is_empty() {
+        rk.group("absent");
+        for p in inputs.absent {
+            rk.str("path", p);
+        }
+    }
+    if !inputs.local.is_empty() {
+        rk.group("path-local");
+        for (name, root) in inputs.local {
+            rk.str(name, root);
+        }
+    }
     rk.finish()
+}
+
+/// A path as a make-style dependency file spells it (rustc escapes spaces
+/// only).
+pub fn escape_dep_path(p: &str) -> String {
+    p.replace(' ', "\\ ")
 }
 
 #[cfg(test)]
@@ -280,6 +358,7 @@ mod tests {
             target_spec: None,
             extern_contents: &externs,
             static_libs: &[],
+            native_cpu: None,
             env: &env,
             declared_env: declared,
         })
@@ -365,6 +444,15 @@ mod tests {
         );
     }
 
+    fn rk(files: &[(String, String, u64)], env: &[(String, Option<String>)]) -> String {
+        let inputs = ReadInputs {
+            files,
+            env,
+            ..ReadInputs::default()
+        };
+        result_key("d", &inputs).0
+    }
+
     #[test]
     fn result_key_binds_paths_to_contents_and_unset_to_unset() {
         let f = |a: &str, b: &str| {
@@ -374,18 +462,99 @@ mod tests {
             ]
         };
         // Swapping two files' contents changes the key.
-        assert_ne!(
-            result_key("d", &f("h1", "h2"), &[]).0,
-            result_key("d", &f("h2", "h1"), &[]).0
-        );
+        assert_ne!(rk(&f("h1", "h2"), &[]), rk(&f("h2", "h1"), &[]));
         let unset = [("V".to_string(), None)];
         let empty = [("V".to_string(), Some(String::new()))];
-        assert_ne!(
-            result_key("d", &[], &unset).0,
-            result_key("d", &[], &empty).0
-        );
-        let (_, groups) = result_key("d", &f("h1", "h2"), &unset);
+        assert_ne!(rk(&[], &unset), rk(&[], &empty));
+        let files = f("h1", "h2");
+        let inputs = ReadInputs {
+            files: &files,
+            env: &unset,
+            ..ReadInputs::default()
+        };
+        let (_, groups) = result_key("d", &inputs);
         assert!(groups.contains_key("sources") && groups.contains_key("env"));
+    }
+
+    #[test]
+    fn absent_paths_and_path_local_roots_make_distinct_results() {
+        let plain = rk(&[], &[]);
+        let absent = ["@KACHE_TARGET@/out/libz.a".to_string()];
+        let with_absent = ReadInputs {
+            absent: &absent,
+            ..ReadInputs::default()
+        };
+        assert_ne!(plain, result_key("d", &with_absent).0);
+        let a = [("ws".to_string(), "/w/a".to_string())];
+        let b = [("ws".to_string(), "/w/b".to_string())];
+        let local = |l| {
+            result_key(
+                "d",
+                &ReadInputs {
+                    local: l,
+                    ..ReadInputs::default()
+                },
+            )
+            .0
+        };
+        assert_ne!(local(&a), local(&b));
+        assert_ne!(local(&a), plain);
+    }
+
+    #[test]
+    fn native_cpu_is_keyed_by_what_it_resolves_to() {
+        let (i, r) = (inv(&["-C", "target-cpu=native"]), roots("/w/a"));
+        let with = |cpu: Option<&str>| {
+            direct_key(&DirectInput {
+                invocation: &i,
+                roots: &r,
+                rustc_identity: "rustc 1.95",
+                linker_identity: None,
+                cwd: None,
+                target_spec: None,
+                extern_contents: &[],
+                static_libs: &[],
+                native_cpu: cpu,
+                env: &[],
+                declared_env: &[],
+            })
+            .0
+        };
+        let znver5 = with(Some("currently znver5\ntarget_feature=\"avx512f\""));
+        let nehalem = with(Some("currently nehalem\ntarget_feature=\"sse4.2\""));
+        assert_ne!(znver5, nehalem);
+        assert_ne!(znver5, with(None));
+    }
+
+    #[test]
+    fn rustflags_are_not_keyed_as_variables() {
+        let (i, r) = (inv(&[]), roots("/w/a"));
+        let unset = key(&i, &r, &[]);
+        assert_eq!(unset, key(&i, &r, &[("RUSTFLAGS", "")]));
+        assert_eq!(unset, key(&i, &r, &[("CARGO_ENCODED_RUSTFLAGS", "")]));
+    }
+
+    #[test]
+    fn dep_info_with_spaces_in_the_roots_tokenizes_and_expands() {
+        let a = roots("/w/work tree a");
+        let stored = a.tokenize_dep_info(
+            "/w/work tree a/target/debug/deps/x.d: src/lib.rs /w/work\\ tree\\ a/target/out/gen.rs\n\n\
+             /w/work\\ tree\\ a/target/out/gen.rs:\n\n\
+             # env-dep:OUT_DIR=/w/work tree a/target/out\n",
+        );
+        assert_eq!(
+            stored,
+            "@KACHE_TARGET@/debug/deps/x.d: src/lib.rs @KACHE_TARGET@/out/gen.rs\n\n\
+             @KACHE_TARGET@/out/gen.rs:\n\n\
+             # env-dep:OUT_DIR=@KACHE_TARGET@/out\n"
+        );
+        let b = roots("/w/work tree b");
+        assert_eq!(
+            b.expand_dep_info(&stored),
+            "/w/work tree b/target/debug/deps/x.d: src/lib.rs /w/work\\ tree\\ b/target/out/gen.rs\n\n\
+             /w/work\\ tree\\ b/target/out/gen.rs:\n\n\
+             # env-dep:OUT_DIR=/w/work tree b/target/out\n"
+        );
     }
 
     #[test]

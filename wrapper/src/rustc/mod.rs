@@ -6,6 +6,7 @@
 //! and nothing is cached.
 
 pub mod key;
+pub mod link;
 
 /// The outcome of parsing a rustc command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,11 @@ pub struct RustcInvocation {
     pub native_libs: Vec<(String, String)>,
     /// `-L [kind=]path` except `dependency=` as (kind, path).
     pub search_paths: Vec<(String, String)>,
+    /// `-L dependency=` directories: where rustc finds the crates of the
+    /// dependency graph that are not `--extern`s.
+    pub dependency_dirs: Vec<String>,
+    /// `-C target-cpu=native`: code for the CPU of the machine compiling.
+    pub native_cpu: bool,
     pub incremental: Option<String>,
     pub target: Option<String>,
     pub linker: Option<String>,
@@ -352,6 +358,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                 _ => ("all", value),
             };
             if kind == "dependency" {
+                inv.dependency_dirs.push(path.to_string());
                 return Ok(Keep::CompileOnly);
             }
             inv.search_paths.push((kind.to_string(), path.to_string()));
@@ -428,6 +435,7 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
             });
             return Ok(Keep::Both);
         }
+        "target-cpu" if v == "native" => inv.native_cpu = true,
         "split-debuginfo" if v != "off" => {
             return Err(Parsed::Refuse(Refusal::SplitDebuginfo));
         }
@@ -446,33 +454,64 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
 }
 
 impl RustcInvocation {
-    /// Each static native library (`-l static=NAME`) as its file name
-    /// (`libNAME.a`) and the search directories it may be in, in order.
-    pub fn static_libs(&self) -> Vec<(String, Vec<String>)> {
-        let dirs: Vec<String> = self
-            .search_paths
+    /// The `-l native=`/`-l all=` search directories, in order.
+    pub fn native_dirs(&self) -> Vec<String> {
+        self.search_paths
             .iter()
             .filter(|(k, _)| k == "native" || k == "all")
             .map(|(_, d)| d.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Each static native library (`-l static=NAME`) as its file name
+    /// (`libNAME.a`, or NAME as given with `+verbatim`) and the search
+    /// directories it may be in, in order.
+    pub fn static_libs(&self) -> Vec<(String, Vec<String>)> {
+        let dirs = self.native_dirs();
         self.native_libs
             .iter()
-            .filter(|(kind, _)| kind.starts_with("static"))
-            .map(|(_, name)| {
+            .filter_map(|(kind, name)| {
+                let (kind, modifiers) = kind.split_once(':').unwrap_or((kind, ""));
+                if kind != "static" {
+                    return None;
+                }
                 let name = name.split(':').next().unwrap_or(name);
-                (format!("lib{name}.a"), dirs.clone())
+                let verbatim = modifiers.split(',').any(|m| m == "+verbatim");
+                let file = match verbatim {
+                    true => name.to_string(),
+                    false => format!("lib{name}.a"),
+                };
+                Some((file, dirs.clone()))
             })
             .collect()
     }
 
     /// True when the outputs are produced by a linker (so the linker and the
-    /// host libc are part of the key).
+    /// host libc are part of the key, and the whole link closure is an
+    /// input).
     pub fn is_linked(&self) -> bool {
         self.emit.iter().any(|e| e == "link")
             && self
                 .crate_types
                 .iter()
                 .any(|t| matches!(t.as_str(), "bin" | "proc-macro" | "dylib" | "cdylib"))
+    }
+
+    /// True when a static library is archived: rustc copies every rlib of
+    /// the dependency graph into it, with their bundled native code.
+    pub fn is_staticlib(&self) -> bool {
+        self.emit.iter().any(|e| e == "link") && self.crate_types.iter().any(|t| t == "staticlib")
+    }
+
+    /// True when the compile may copy native static libraries into its
+    /// output (an rlib bundles those its crate links statically, whether
+    /// named by `-l static=` or by `#[link(kind = "static")]` in its source).
+    pub fn bundles_native_libs(&self) -> bool {
+        self.emit.iter().any(|e| e == "link")
+            && self
+                .crate_types
+                .iter()
+                .any(|t| matches!(t.as_str(), "lib" | "rlib" | "staticlib"))
     }
 
     /// True when the `-C incremental` policy question applies.
@@ -549,7 +588,7 @@ fn unescape_env(v: &str) -> String {
 }
 
 /// The colon ending the targets: the first `: ` (or trailing `:`) that is not escaped.
-fn find_rule_colon(line: &str) -> Option<usize> {
+pub(crate) fn find_rule_colon(line: &str) -> Option<usize> {
     let b = line.as_bytes();
     (0..b.len()).find(|&i| {
         b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\')
@@ -578,54 +617,6 @@ fn split_escaped(s: &str) -> Vec<String> {
         out.push(cur);
     }
     out
-}
-
-/// For each `env!`-style use of `var` in `source`, whether it sits directly
-/// inside `include!(concat!(env!("VAR"), …))` (or `include_str!`/
-/// `include_bytes!`). Returns (uses, include-only uses).
-pub fn env_var_uses(source: &str, var: &str) -> (usize, usize) {
-    let needle = format!("\"{var}\"");
-    let mut uses = 0;
-    let mut include_uses = 0;
-    let mut from = 0;
-    while let Some(pos) = source[from..].find(&needle) {
-        let at = from + pos;
-        from = at + needle.len();
-        let before: String = source[..at]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let is_env = before.ends_with("env!(") || before.ends_with("option_env!(");
-        if !is_env {
-            // A string equal to the name used elsewhere (std::env::var("OUT_DIR")
-            // reads the runtime environment, not the compile's): not baked.
-            continue;
-        }
-        uses += 1;
-        let head = before.trim_end_matches("env!(").trim_end_matches("option_");
-        if head.ends_with("include!(concat!(")
-            || head.ends_with("include_str!(concat!(")
-            || head.ends_with("include_bytes!(concat!(")
-        {
-            include_uses += 1;
-        }
-    }
-    (uses, include_uses)
-}
-
-/// True when `var` is used in `sources` and every use is inside an
-/// include (so the path it holds is only read at compile time, and any
-/// worktree's copy of it gives the same output). `None` for a source that
-/// could not be read: then it is not known, and the answer is no.
-pub fn every_use_is_include(sources: &[Option<String>], var: &str) -> bool {
-    let (mut uses, mut includes) = (0, 0);
-    for s in sources {
-        let Some(text) = s else { return false };
-        let (u, i) = env_var_uses(text, var);
-        uses += u;
-        includes += i;
-    }
-    uses > 0 && uses == includes
 }
 
 /// Why rustc's artifact notifications cannot be trusted.
@@ -724,6 +715,36 @@ mod tests {
                 vec!["/o".to_string(), "/all".to_string()]
             )]
         );
+        let mut v = cargo_lib_args();
+        v.extend(s(&[
+            "-l",
+            "static:+verbatim,-bundle=foo.o",
+            "-L",
+            "native=/o",
+        ]));
+        assert_eq!(
+            compile(&v).static_libs(),
+            vec![("foo.o".to_string(), vec!["/o".to_string()])]
+        );
+    }
+
+    #[test]
+    fn native_cpu_and_dependency_dirs_are_noted_in_every_spelling() {
+        for spelling in [
+            &["-C", "target-cpu=native"][..],
+            &["-Ctarget-cpu=native"],
+            &["--codegen", "target-cpu=native"],
+            &["--codegen=target-cpu=native"],
+        ] {
+            let mut a = cargo_lib_args();
+            a.extend(s(spelling));
+            assert!(compile(&a).native_cpu, "{spelling:?}");
+        }
+        let mut a = cargo_lib_args();
+        a.extend(s(&["-C", "target-cpu=znver3"]));
+        let inv = compile(&a);
+        assert!(!inv.native_cpu);
+        assert_eq!(inv.dependency_dirs, vec!["/w/target/debug/deps"]);
     }
 
     #[test]
@@ -878,25 +899,5 @@ mod tests {
             check_artifacts("{\"artifact\":", &expected),
             Err(BadArtifact::Unparsable)
         );
-    }
-
-    #[test]
-    fn a_path_variable_is_include_only_when_every_source_agrees() {
-        let inc = Some(r#"include!(concat!(env!("OUT_DIR"), "/g.rs"));"#.to_string());
-        let run = Some(r#"const D: &str = env!("OUT_DIR");"#.to_string());
-        assert!(every_use_is_include(std::slice::from_ref(&inc), "OUT_DIR"));
-        assert!(!every_use_is_include(&[inc.clone(), run], "OUT_DIR"));
-        assert!(!every_use_is_include(&[inc.clone(), None], "OUT_DIR"));
-        assert!(!every_use_is_include(&[inc], "CARGO_MANIFEST_DIR"));
-    }
-
-    #[test]
-    fn env_uses_inside_include_are_told_apart_from_runtime_strings() {
-        let src = r#"include!(concat!(env!("OUT_DIR"), "/gen.rs"));
-            const D: &str = env!("CARGO_MANIFEST_DIR");
-            const S: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/data.txt"));
-            fn f() { std::env::var("OUT_DIR"); }"#;
-        assert_eq!(env_var_uses(src, "OUT_DIR"), (1, 1));
-        assert_eq!(env_var_uses(src, "CARGO_MANIFEST_DIR"), (2, 1));
     }
 }
