@@ -309,6 +309,8 @@ fn variants() -> Vec<Variant> {
                     records: vec![Record {
                         files: vec![],
                         env: vec![],
+                        absent: vec![],
+                        local: vec![],
                         result: other.result.clone(),
                     }],
                 };
@@ -333,7 +335,27 @@ fn variants() -> Vec<Variant> {
                             ("../../../../../../etc/hostname".into(), "11".repeat(32), 1),
                         ],
                         env: vec![],
+                        // Paths that must be absent, outside the worktree and climbing out.
+                        absent: vec![format!("../../../{ESCAPE}-absent"), "/etc/hostname".into()],
+                        local: vec![],
                         result: other.result.clone(),
+                    }],
+                };
+                c.manifest_body(u, &m.encode())
+            },
+        ),
+        m(
+            "manifest record claiming to be path-local",
+            Stop::Import,
+            |c, u| {
+                // Path-local records never travel; one on a remote is a lie about this machine.
+                let m = Manifest {
+                    records: vec![Record {
+                        files: vec![],
+                        env: vec![],
+                        absent: vec![],
+                        local: vec![("ws".into(), "/".into())],
+                        result: u.result.clone(),
                     }],
                 };
                 c.manifest_body(u, &m.encode())

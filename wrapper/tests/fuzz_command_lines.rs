@@ -690,7 +690,9 @@ fn fuzz_rustc(n: u64, rng: &mut Rng) -> Figures {
         let text = args.join(" ");
         let _ = rustc::parse_dep_info(&text);
         let _ = rustc::check_artifacts(&text, &inv.expected_outputs());
-        let _ = rustc::env_var_uses(&text, "OUT_DIR");
+        if let Some(line) = rustc::link::parse_link_line(&text) {
+            let _ = rustc::link::link_inputs(&line);
+        }
     }
     f
 }
