@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use kache::config::KEYS;
 use kache::env::Context;
 use kache::stats;
+use kache_platform::process::stdout_reader_gone;
 
 #[derive(Parser)]
 #[command(name = "kache", version, about = "A build cache for Rust and C/C++", long_about = None)]
@@ -166,25 +167,6 @@ fn quiet_on_closed_stdout() {
             default(info);
         }
     }));
-}
-
-/// True when stdout is a pipe or socket nobody reads any more: asked of the
-/// descriptor itself, not guessed from a panic message.
-#[cfg(unix)]
-fn stdout_reader_gone() -> bool {
-    let mut p = libc::pollfd {
-        fd: libc::STDOUT_FILENO,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
-}
-
-#[cfg(not(unix))]
-fn stdout_reader_gone() -> bool {
-    false
 }
 
 /// True when `first` is not one of kache's subcommands or flags but names

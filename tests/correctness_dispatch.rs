@@ -2,6 +2,7 @@
 //! `RUSTC_WORKSPACE_WRAPPER`, a rustc under another name, a build script's
 //! probe) runs, and the build ends as it would without kache. Calls kache
 //! does not understand are passthroughs, counted with a reason.
+#![cfg(unix)] // shell-script compilers and build scripts, mode bits
 
 mod common;
 mod correctness_support;

@@ -2,6 +2,7 @@
 //! break a build, spellings that mean the same thing must not cost hits, and
 //! `-C target-cpu=native` (whose meaning is the machine's CPU) must never
 //! bring one machine's code to another.
+#![cfg(unix)] // shell-script compilers and build scripts, mode bits
 
 mod common;
 mod correctness_support;

@@ -6,6 +6,7 @@
 //!
 //! The Rust cases build a second worktree on the same store, so cargo's own
 //! freshness tracking plays no part: the cache alone decides what B gets.
+#![cfg(unix)] // shell-script compilers and build scripts, mode bits
 
 mod common;
 mod correctness_support;

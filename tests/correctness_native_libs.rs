@@ -11,6 +11,7 @@
 //! Every test runs twice (`in_both_modes!`): with the default observation
 //! and with `KACHE_OBSERVE=off`, the strict inference used wherever no input
 //! recorder can run.
+#![cfg(unix)] // shell-script compilers and build scripts, mode bits
 
 mod common;
 mod correctness_support;

@@ -6,6 +6,7 @@
 //! Each runtime-path crate also includes a file through
 //! `include!(concat!(env!("…"), …))`: that one use is path-independent, and
 //! a cache that takes it as proof that every use is must still see the other.
+#![cfg(unix)] // shell-script compilers and build scripts, mode bits
 
 mod common;
 mod correctness_support;

@@ -108,7 +108,7 @@ fn a_mount_survives_unmount_and_a_killed_server_and_cargo_clean() {
 
     // Kill the server: the mount is reported broken, and `kache mount` repairs it.
     let pid = mount_row(&store, &a)["pid"].as_u64().unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, _) = mounts(&store);
     assert_eq!(mount_row(&store, &a)["state"], "broken");
@@ -145,6 +145,45 @@ fn a_mount_survives_unmount_and_a_killed_server_and_cargo_clean() {
         stderr(&rebuilt)
     );
     assert_eq!(run_app(&a, "debug"), expected);
+}
+
+/// A mount server's stop signals: SIGTERM (shutdown, logout) unmounts and leaves the mount
+/// wanted, so a daemon brings it back; SIGINT (Ctrl-C) unmounts and marks it unwanted.
+#[test]
+fn a_mount_server_unmounts_on_sigterm_and_sigint_and_only_ctrl_c_makes_it_unwanted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = fixture_at(&tmp.path().join("wt"));
+    let _m = Mount::new(&store, &a);
+    let stop = |sig: &str, wanted_after: bool| {
+        let row = mount_row(&store, &a);
+        assert_eq!(row["state"], "healthy", "{row}");
+        let pid = row["pid"].as_u64().unwrap();
+        let kill = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .output()
+            .unwrap();
+        assert!(kill.status.success(), "kill -{sig}: {}", stderr(&kill));
+        assert!(eventually(10, || !alive(pid)), "server {pid} ignored {sig}");
+        let row = mount_row(&store, &a);
+        assert_eq!(row["state"], "unmounted", "after {sig}: {row}");
+        assert_eq!(row["wanted"], wanted_after, "after {sig}: {row}");
+        let log = std::path::Path::new(row["mountpoint"].as_str().unwrap())
+            .parent()
+            .unwrap()
+            .join("server.log");
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            log.contains(&format!("SIG{sig}: unmounting")),
+            "{}: {log}",
+            sig
+        );
+    };
+    stop("TERM", true);
+    let out = kache_path(&store, &["mount"], &a);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stop("INT", false);
 }
 
 #[test]
@@ -282,7 +321,7 @@ fn the_daemon_remounts_a_mount_whose_server_died() {
     let _m = Mount::new(&store, &wt);
     std::fs::write(wt.join("target/kept"), b"still here").unwrap();
     let pid = mount_row(&store, &wt)["pid"].as_u64().unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(mount_row(&store, &wt)["state"], "broken");
 
@@ -342,7 +381,7 @@ fn doctor_names_a_broken_mount_and_fix_remounts_it() {
     let a = fixture_at(&tmp.path().join("wt"));
     let _m = Mount::new(&store, &a);
     let pid = mount_row(&store, &a)["pid"].as_u64().unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let doctor = |fix: bool| {
         let mut c = kache(&store, &["doctor"]);

@@ -6,9 +6,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 use crate::placement::Blob;
 use crate::sys;
@@ -34,13 +37,13 @@ impl Blobs {
         let path = self
             .source
             .blob_path(&blob.hash)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
+            .ok_or_else(|| io::Error::from(Errno::IO))?;
         let file = match &self.view {
             Some((root, view)) => match path.strip_prefix(root) {
                 Ok(rel) => File::from(sys::openat(
-                    view.as_raw_fd(),
+                    view,
                     &sys::cstr(rel.as_os_str())?,
-                    libc::O_RDONLY,
+                    OFlags::RDONLY,
                     0,
                 )?),
                 Err(_) => File::open(&path)?,
@@ -48,7 +51,7 @@ impl Blobs {
             None => File::open(&path)?,
         };
         if file.metadata()?.len() != blob.size {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            return Err(Errno::IO.into());
         }
         Ok(file)
     }

@@ -15,18 +15,18 @@
 //! functions. Must never: apply a request that did not validate as a whole.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use rustix::fs::XattrFlags;
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::inodes::lock;
-use crate::placement::{Placement, CONTROL_ID, CONTROL_NAME};
-use crate::BlobSource;
+use crate::placement::{CONTROL_ID, CONTROL_NAME};
+use crate::{BlobSource, Placement};
 
 /// The xattr a request is written to.
 pub(crate) const REQUEST_XATTR: &str = "user.kache.request";
@@ -92,11 +92,11 @@ impl Status {
     }
 
     /// The errno the request call returns.
-    pub(crate) fn errno(&self) -> Option<i32> {
+    pub(crate) fn errno(&self) -> Option<fuser::Errno> {
         match self {
             Status::Done(_) => None,
-            Status::Refused(_) => Some(libc::EINVAL),
-            Status::Failed(_) => Some(libc::EIO),
+            Status::Refused(_) => Some(fuser::Errno::EINVAL),
+            Status::Failed(_) => Some(fuser::Errno::EIO),
         }
     }
 }
@@ -123,33 +123,13 @@ impl Statuses {
     }
 }
 
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 /// Sends one request to the mount at `mount_root`; with `count`, returns how many things it
 /// did (a second round trip, for the status). A refusal or failure returns the server's reason
 /// (`InvalidInput` for a refusal).
 fn exchange(mount_root: &Path, request: &Request, count: bool) -> io::Result<usize> {
     let body = serde_json::to_vec(request).map_err(io::Error::other)?;
-    let control = cpath(&mount_root.join(CONTROL_NAME))?;
-    let name = CString::new(REQUEST_XATTR).unwrap_or_default();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::setxattr(
-            control.as_ptr(),
-            name.as_ptr(),
-            body.as_ptr().cast(),
-            body.len(),
-            0,
-        )
-    };
-    let sent = if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    };
+    let control = mount_root.join(CONTROL_NAME);
+    let sent = rustix::fs::setxattr(&control, REQUEST_XATTR, &body, XattrFlags::empty());
     if sent.is_ok() && !count {
         return Ok(0);
     }
@@ -162,29 +142,20 @@ fn exchange(mount_root: &Path, request: &Request, count: bool) -> io::Result<usi
             .unwrap_or(0)),
         (Ok(()), None) => Ok(0),
         (Err(e), Some(line)) => Err(io::Error::new(
-            match e.raw_os_error() {
-                Some(libc::EINVAL) => io::ErrorKind::InvalidInput,
-                _ => e.kind(),
+            match e {
+                Errno::INVAL => io::ErrorKind::InvalidInput,
+                e => io::Error::from(e).kind(),
             },
             line.trim_end().trim_start_matches("error: ").to_string(),
         )),
-        (Err(e), None) => Err(e),
+        (Err(e), None) => Err(e.into()),
     }
 }
 
-fn read_status(control: &CString) -> Option<String> {
-    let name = CString::new(STATUS_XATTR).unwrap_or_default();
+fn read_status(control: &Path) -> Option<String> {
     let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            control.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+    let n = rustix::fs::getxattr(control, STATUS_XATTR, &mut buf[..]).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Place `placements` into the kache mount at `mount_root`, atomically per file: each path
@@ -237,14 +208,11 @@ pub fn is_kache_mount(dir: &Path) -> bool {
 /// Asks the server of the mount at `mount_root` something only it can answer (a status read,
 /// never answered from the kernel's caches): `Ok` when it answers.
 pub(crate) fn ping(mount_root: &Path) -> io::Result<()> {
-    let control = cpath(&mount_root.join(CONTROL_NAME))?;
-    let name = CString::new(STATUS_XATTR).unwrap_or_default();
-    // SAFETY: valid C strings; a zero-size call only asks for the length.
-    let n = unsafe { libc::getxattr(control.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    let err = io::Error::last_os_error();
-    match n >= 0 || err.raw_os_error() == Some(libc::ENODATA) {
-        true => Ok(()),
-        false => Err(err),
+    let control = mount_root.join(CONTROL_NAME);
+    // A size query: the server answers it even when it has no status for us (ENODATA).
+    match rustix::fs::getxattr_query(&control, STATUS_XATTR) {
+        Ok(_) | Err(Errno::NODATA) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,8 +28,10 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use crate::control::{REQUEST_XATTR, STATUS_XATTR};
-use crate::inodes::{control_attr, ROOT_ID};
+use crate::inodes::{control_attr, file_type, ROOT_ID};
 use crate::placement::{self, CONTROL_ID, CONTROL_NAME, PLACED_XATTR};
 use crate::state::Shared;
 use crate::sys;
@@ -64,7 +66,7 @@ fn no_such_entry() -> FileAttr {
 }
 
 fn errno(e: io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+    Errno::from_i32(e.raw_os_error().unwrap_or(Errno::EIO.code()))
 }
 
 fn is_control(parent: INodeNo, name: &OsStr) -> bool {
@@ -98,6 +100,11 @@ impl IntoErrno for io::Error {
         errno(self)
     }
 }
+impl IntoErrno for rustix::io::Errno {
+    fn into_errno(self) -> Errno {
+        Errno::from_i32(self.raw_os_error())
+    }
+}
 
 fn name_c(name: &OsStr) -> Result<std::ffi::CString, Errno> {
     sys::cstr(name).map_err(|_| Errno::EINVAL)
@@ -126,7 +133,7 @@ impl Filesystem for KacheFs {
         let name = tri!(reply, name_c(name));
         match s.inodes.lookup(&dir, &name) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 reply.entry(&TTL, &no_such_entry(), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
@@ -171,7 +178,7 @@ impl Filesystem for KacheFs {
         }
         let node = tri!(reply, s.inodes.get(ino));
         let fd = node.fd.as_fd();
-        let is_symlink = tri!(reply, sys::fstat(fd)).st_mode & libc::S_IFMT == libc::S_IFLNK;
+        let is_symlink = file_type(tri!(reply, sys::fstat(fd)).st_mode as u32) == FileType::Symlink;
         if let Some(size) = size {
             tri!(reply, s.truncate(&node, size));
         }
@@ -188,7 +195,7 @@ impl Filesystem for KacheFs {
                 Some(TimeOrNow::SpecificTime(t)) => sys::timespec(t),
             };
             // A placed file keeps its placement: only the marker's times change.
-            tri!(reply, sys::utimens_fd(fd, &[ts(atime), ts(mtime)]));
+            tri!(reply, sys::utimens_fd(fd, ts(atime), ts(mtime)));
         }
         let attr = tri!(reply, s.inodes.attr(&node));
         reply.attr(&TTL, &attr);
@@ -216,7 +223,13 @@ impl Filesystem for KacheFs {
         let name = tri!(reply, name_c(name));
         tri!(
             reply,
-            sys::mknodat(dir.fd.as_raw_fd(), &name, mode & !umask, rdev)
+            rustix::fs::mknodat(
+                &dir.fd,
+                name.as_c_str(),
+                rustix::fs::FileType::from_raw_mode(mode),
+                Mode::from_raw_mode(mode & !umask),
+                rdev.into(),
+            )
         );
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
@@ -237,7 +250,7 @@ impl Filesystem for KacheFs {
         let name = tri!(reply, name_c(name));
         tri!(
             reply,
-            sys::mkdirat(dir.fd.as_raw_fd(), &name, mode & !umask)
+            rustix::fs::mkdirat(&dir.fd, name.as_c_str(), Mode::from_raw_mode(mode & !umask))
         );
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
@@ -247,7 +260,10 @@ impl Filesystem for KacheFs {
         tri!(reply, guard_reserved(parent, name));
         let dir = tri!(reply, self.shared.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
-        tri!(reply, sys::unlinkat(dir.fd.as_raw_fd(), &name, 0));
+        tri!(
+            reply,
+            rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::empty())
+        );
         reply.ok();
     }
 
@@ -256,7 +272,7 @@ impl Filesystem for KacheFs {
         let name = tri!(reply, name_c(name));
         tri!(
             reply,
-            sys::unlinkat(dir.fd.as_raw_fd(), &name, libc::AT_REMOVEDIR)
+            rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::REMOVEDIR)
         );
         reply.ok();
     }
@@ -274,7 +290,10 @@ impl Filesystem for KacheFs {
         let dir = tri!(reply, s.inodes.dir(parent));
         let name = tri!(reply, name_c(link_name));
         let target = tri!(reply, name_c(target.as_os_str()));
-        tri!(reply, sys::symlinkat(&target, dir.fd.as_raw_fd(), &name));
+        tri!(
+            reply,
+            rustix::fs::symlinkat(target.as_c_str(), &dir.fd, name.as_c_str())
+        );
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
     }
@@ -298,12 +317,12 @@ impl Filesystem for KacheFs {
         let newname = tri!(reply, name_c(newname));
         tri!(
             reply,
-            sys::renameat2(
-                from.fd.as_raw_fd(),
-                &name,
-                to.fd.as_raw_fd(),
-                &newname,
-                flags.bits()
+            rustix::fs::renameat_with(
+                &from.fd,
+                name.as_c_str(),
+                &to.fd,
+                newname.as_c_str(),
+                rustix::fs::RenameFlags::from_bits_retain(flags.bits())
             )
         );
         reply.ok();
@@ -322,10 +341,7 @@ impl Filesystem for KacheFs {
         let node = tri!(reply, s.inodes.get(ino));
         let dir = tri!(reply, s.inodes.dir(newparent));
         let name = tri!(reply, name_c(newname));
-        tri!(
-            reply,
-            sys::link_fd(node.fd.as_fd(), dir.fd.as_raw_fd(), &name)
-        );
+        tri!(reply, sys::link_fd(node.fd.as_fd(), &dir.fd, &name));
         let attr = tri!(reply, s.inodes.lookup(&dir, &name));
         reply.entry(&TTL, &attr, Generation(0));
     }
@@ -502,7 +518,7 @@ impl Filesystem for KacheFs {
             s.statuses.keep(req.pid(), &status);
             return match status.errno() {
                 None => reply.ok(),
-                Some(e) => reply.error(Errno::from_i32(e)),
+                Some(e) => reply.error(e),
             };
         }
         if name == PLACED_XATTR {
@@ -522,11 +538,11 @@ impl Filesystem for KacheFs {
             return match self.shared.statuses.take(req.pid()) {
                 Some(line) if line.len() <= size as usize => reply.data(line.as_bytes()),
                 Some(_) => reply.error(Errno::ERANGE),
-                None => reply.error(Errno::from_i32(libc::ENODATA)),
+                None => reply.error(Errno::ENODATA),
             };
         }
         if name == PLACED_XATTR || ino.0 == CONTROL_ID {
-            return reply.error(Errno::from_i32(libc::ENODATA));
+            return reply.error(Errno::ENODATA);
         }
         let node = tri!(reply, self.shared.inodes.get(ino));
         let name = tri!(reply, name_c(name));
@@ -584,12 +600,13 @@ impl Filesystem for KacheFs {
         tri!(reply, guard_reserved(parent, name));
         let dir = tri!(reply, s.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
+        let flags = OFlags::from_bits_retain(flags as u32);
         // Create (or find) the file first, then do what the open asks of it, so an
         // O_CREAT|O_TRUNC open of a placed file cannot leave the placement in force.
         let created = sys::openat(
-            dir.fd.as_raw_fd(),
+            &dir.fd,
             &name,
-            libc::O_CREAT | (flags & libc::O_EXCL) | libc::O_RDONLY | libc::O_NOFOLLOW,
+            OFlags::CREATE | (flags & OFlags::EXCL) | OFlags::RDONLY | OFlags::NOFOLLOW,
             mode & !umask & 0o7777,
         );
         drop(tri!(reply, created));

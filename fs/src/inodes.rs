@@ -9,12 +9,13 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
+use rustix::fs::{FileType as Kind, Stat};
 
 use crate::placement::{Blob, CONTROL_ID};
 use crate::sys;
@@ -99,15 +100,16 @@ impl Inodes {
 
     /// Resolves `name` in `parent` on the upper dir, registers the inode, counts one lookup.
     pub(crate) fn lookup(&self, parent: &Node, name: &CStr) -> io::Result<FileAttr> {
-        let fd = sys::open_path(parent.fd.as_raw_fd(), name)?;
+        let fd = sys::open_path(&parent.fd, name)?;
         let st = sys::fstat(fd.as_fd())?;
         let id = self.id_of(st.st_ino);
         let known = lock(&self.nodes).get(&id).cloned();
         let node = match known {
             Some(node) => node,
             None => {
-                let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-                let placed = if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                let kind = Kind::from_raw_mode(st.st_mode);
+                let is_dir = kind == Kind::Directory;
+                let placed = if kind == Kind::RegularFile {
                     Blob::of_marker(fd.as_fd())?
                 } else {
                     None
@@ -150,7 +152,10 @@ impl Inodes {
         Ok(self.attr_of(&st, placed))
     }
 
-    fn attr_of(&self, st: &libc::stat, placed_size: Option<u64>) -> FileAttr {
+    // `Stat`'s field types differ between architectures (`st_atime` is `i64` here, the
+    // nanoseconds `u32` on 32-bit targets): the same casts are no-ops on some of them.
+    #[allow(clippy::unnecessary_cast)]
+    fn attr_of(&self, st: &Stat, placed_size: Option<u64>) -> FileAttr {
         let size = placed_size.unwrap_or(st.st_size as u64);
         let blocks = match placed_size {
             Some(size) => size.div_ceil(512),
@@ -160,11 +165,11 @@ impl Inodes {
             ino: INodeNo(self.id_of(st.st_ino)),
             size,
             blocks,
-            atime: system_time(st.st_atime, st.st_atime_nsec),
-            mtime: system_time(st.st_mtime, st.st_mtime_nsec),
-            ctime: system_time(st.st_ctime, st.st_ctime_nsec),
+            atime: system_time(st.st_atime as i64, st.st_atime_nsec as u32),
+            mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as u32),
+            ctime: system_time(st.st_ctime as i64, st.st_ctime_nsec as u32),
             crtime: UNIX_EPOCH,
-            kind: file_type(st.st_mode),
+            kind: file_type(st.st_mode as u32),
             perm: (st.st_mode & 0o7777) as u16,
             nlink: st.st_nlink as u32,
             uid: st.st_uid,
@@ -198,22 +203,22 @@ pub(crate) fn control_attr() -> FileAttr {
     }
 }
 
-fn system_time(sec: i64, nsec: i64) -> SystemTime {
+fn system_time(sec: i64, nsec: u32) -> SystemTime {
     if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
     } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec.into())
     }
 }
 
 pub(crate) fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
+    match Kind::from_raw_mode(mode) {
+        Kind::Directory => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharacterDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
         _ => FileType::RegularFile,
     }
 }

@@ -29,6 +29,9 @@
 //! Every inode the kernel has looked up holds one O_PATH descriptor in the server until the
 //! kernel forgets it; the server raises its soft `RLIMIT_NOFILE` to the hard limit.
 
+mod types;
+pub use types::{MountHealth, MountOptions, MountStats, PlacedFile, Placement};
+
 // The FUSE backend (Linux only: O_PATH, /proc/self/fd, renameat2).
 #[cfg(target_os = "linux")]
 mod blobs;
@@ -51,20 +54,17 @@ mod sys;
 pub use control::{clear, is_kache_mount, place};
 #[cfg(target_os = "linux")]
 pub use mount::{
-    mount, mount_foreground, mount_health, mount_stats, scan_placements, unmount, MountHandle,
-    MountHealth, MountOptions, MountStats, PlacedFile,
+    mount, mount_foreground, mount_health, mount_stats, scan_placements, unavailable, unmount,
+    MountHandle,
 };
-#[cfg(target_os = "linux")]
-pub use placement::Placement;
 
-// Elsewhere the same API refuses every mount, until a backend (WinFsp) fills it.
+// Elsewhere the same functions refuse every mount, until a backend (WinFsp) fills them.
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
 #[cfg(not(target_os = "linux"))]
 pub use unsupported::{
     clear, is_kache_mount, mount, mount_foreground, mount_health, mount_stats, place,
-    scan_placements, unmount, MountHandle, MountHealth, MountOptions, MountStats, PlacedFile,
-    Placement,
+    scan_placements, unavailable, unmount, MountHandle,
 };
 
 /// Where the bytes of placed files come from.

@@ -2,7 +2,7 @@
 //!
 //! A placed file is an empty *marker* in the upper directory carrying the xattr
 //! `user.kache.blob = "<hash>:<size>"`; its mode and mtime are the marker's. This module owns
-//! that representation, the [`Placement`] type and its validation, the names a mount reserves
+//! that representation, the validation of a [`Placement`], the names a mount reserves
 //! for itself (the control file, staging names), and applying validated placements to the upper
 //! directory. Must never: accept a path that leaves the mount, a blob whose size does not match,
 //! or follow a symlink while creating the directories of a placement.
@@ -11,16 +11,17 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
 
 use crate::sys;
-use crate::BlobSource;
+use crate::{BlobSource, Placement};
 
 /// Name of the control file at the mount root (hidden from listings).
 pub(crate) const CONTROL_NAME: &str = ".kache-control";
@@ -30,19 +31,6 @@ pub(crate) const CONTROL_ID: u64 = u64::MAX - 1;
 pub(crate) const PLACING_PREFIX: &str = ".kache-placing.";
 /// Name of the xattr that marks an upper file as a placement: value `"<hash>:<size>"`.
 pub(crate) const PLACED_XATTR: &str = "user.kache.blob";
-
-/// One file to place: `path` (relative to the mount root) will read as the blob `hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Path relative to the mount root, without `..`; parent directories are created.
-    pub path: PathBuf,
-    /// blake3 of the content, 64 lowercase hex characters.
-    pub hash: String,
-    /// Size of the blob in bytes; must match the blob file.
-    pub size: u64,
-    /// Permission bits (e.g. `0o644`, `0o755` for executables).
-    pub mode: u32,
-}
 
 impl Placement {
     /// This placement, checked: a relative path inside the mount that names no reserved file, a
@@ -185,9 +173,9 @@ pub(crate) fn apply(
                 STAGED.fetch_add(1, Ordering::Relaxed)
             )))?;
             let fd = sys::openat(
-                parent.as_raw_fd(),
+                &*parent,
                 &tmp,
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
                 0o600,
             )?;
             staged.push((parent, tmp, name));
@@ -204,16 +192,22 @@ pub(crate) fn apply(
     })();
     if let Err(e) = result {
         for (parent, tmp, _) in &staged {
-            let _ = sys::unlinkat(parent.as_raw_fd(), tmp, 0);
+            let _ = rustix::fs::unlinkat(&**parent, tmp.as_c_str(), AtFlags::empty());
         }
         return Err(e);
     }
     let mut first_error = None;
     for (parent, tmp, name) in &staged {
-        let done = sys::renameat2(parent.as_raw_fd(), tmp, parent.as_raw_fd(), name, 0);
+        let done = rustix::fs::renameat_with(
+            &**parent,
+            tmp.as_c_str(),
+            &**parent,
+            name.as_c_str(),
+            RenameFlags::empty(),
+        );
         if let Err(e) = done {
-            let _ = sys::unlinkat(parent.as_raw_fd(), tmp, 0);
-            first_error.get_or_insert(e);
+            let _ = rustix::fs::unlinkat(&**parent, tmp.as_c_str(), AtFlags::empty());
+            first_error.get_or_insert(e.into());
             continue;
         }
         changed(parent, name);
@@ -231,23 +225,23 @@ fn ensure_dirs(
     owner: Owner,
     changed: &mut dyn FnMut(&OwnedFd, &CStr),
 ) -> io::Result<OwnedFd> {
-    let mut dir = sys::openat(root.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let mut dir = sys::openat(root, c".", OFlags::PATH | OFlags::DIRECTORY, 0)?;
     for comp in dirs.components() {
         let name = sys::cstr(comp.as_os_str())?;
-        match sys::mkdirat(dir.as_raw_fd(), &name, 0o755) {
+        match rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o755)) {
             Ok(()) => {
-                if let Ok(fd) = sys::open_path(dir.as_raw_fd(), &name) {
+                if let Ok(fd) = sys::open_path(&dir, &name) {
                     give_to(owner, fd.as_fd());
                 }
                 changed(&dir, &name);
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
         }
         dir = sys::openat(
-            dir.as_raw_fd(),
+            &dir,
             &name,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
             0,
         )?;
     }

@@ -14,14 +14,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, Notifier};
+use kache_platform::process::is_root;
+use rustix::fs::{OFlags, RenameFlags, Timespec};
 
 use crate::blobs::Blobs;
 use crate::control::{self, Command, Status, Statuses};
@@ -56,7 +58,7 @@ impl Shared {
             blobs: Blobs::new(blobs, blob_view),
             statuses: Statuses::default(),
             notifier: OnceLock::new(),
-            daemon_is_root: unsafe { libc::geteuid() } == 0,
+            daemon_is_root: is_root(),
         })
     }
 
@@ -86,17 +88,17 @@ impl Shared {
             return Ok(());
         };
         let before = sys::fstat(node.fd.as_fd())?;
-        let marker = sys::reopen(node.fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)?;
+        let marker = sys::reopen(node.fd.as_fd(), OFlags::WRONLY | OFlags::TRUNC)?;
         if keep_bytes {
             let src = self.blobs.open(&blob)?;
-            sys::clone_or_copy(&src, &marker)?;
+            kache_platform::clone_or_copy(&src, &marker)?;
         }
         // The copy is not a modification: keep the placement time.
-        let mtime = libc::timespec {
-            tv_sec: before.st_mtime,
-            tv_nsec: before.st_mtime_nsec,
+        let mtime = Timespec {
+            tv_sec: before.st_mtime as _,
+            tv_nsec: before.st_mtime_nsec as _,
         };
-        sys::utimens_fd(node.fd.as_fd(), &[sys::omit(), mtime])?;
+        sys::utimens_fd(node.fd.as_fd(), sys::omit(), mtime)?;
         sys::removexattr_fd(node.fd.as_fd(), &xattr_name())?;
         state.placed = None;
         Ok(())
@@ -117,7 +119,7 @@ impl Shared {
         let placed = lock(&node.state).placed.clone();
         let file = match &placed {
             Some(blob) => self.blobs.open(blob)?,
-            None => sys::reopen(node.fd.as_fd(), libc::O_RDONLY)?,
+            None => sys::reopen(node.fd.as_fd(), OFlags::RDONLY)?,
         };
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
@@ -136,7 +138,7 @@ impl Shared {
     /// Writes `data` at `offset` into `node`'s upper file (copying a placed file up first).
     pub(crate) fn write(&self, node: &Node, offset: u64, data: &[u8]) -> io::Result<()> {
         self.before_change(node, true)?;
-        sys::reopen(node.fd.as_fd(), libc::O_WRONLY)?.write_all_at(data, offset)
+        sys::reopen(node.fd.as_fd(), OFlags::WRONLY)?.write_all_at(data, offset)
     }
 
     /// Sets a file's size (a placed file is copied up first, without its bytes when truncated
@@ -155,7 +157,7 @@ impl Shared {
     ) -> io::Result<()> {
         self.before_change(node, true)?;
         sys::fallocate(
-            &sys::reopen(node.fd.as_fd(), libc::O_WRONLY)?,
+            &sys::reopen(node.fd.as_fd(), OFlags::WRONLY)?,
             mode,
             offset,
             len,
@@ -167,7 +169,7 @@ impl Shared {
         if lock(&node.state).placed.is_some() {
             return Ok(());
         }
-        let file = sys::reopen(node.fd.as_fd(), libc::O_RDONLY)?;
+        let file = sys::reopen(node.fd.as_fd(), OFlags::RDONLY)?;
         if datasync {
             file.sync_data()
         } else {
@@ -177,12 +179,11 @@ impl Shared {
 
     /// What an `open(O_CREAT)` with `flags` does to the file it found or made: a truncating or
     /// writing open of a placed file copies it up, a truncating one empties the file.
-    pub(crate) fn opened_by_create(&self, node: &Node, flags: i32) -> io::Result<()> {
-        let trunc = flags & libc::O_TRUNC != 0;
-        if trunc {
+    pub(crate) fn opened_by_create(&self, node: &Node, flags: OFlags) -> io::Result<()> {
+        if flags.contains(OFlags::TRUNC) {
             return self.truncate(node, 0);
         }
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+        if flags.intersects(OFlags::WRONLY | OFlags::RDWR) {
             self.before_change(node, true)?;
         }
         Ok(())
@@ -197,7 +198,7 @@ impl Shared {
         gid: u32,
     ) -> io::Result<FileAttr> {
         if let Some((uid, gid)) = self.owner(uid, gid) {
-            let fd = sys::open_path(parent.fd.as_raw_fd(), name)?;
+            let fd = sys::open_path(&parent.fd, name)?;
             let _ = sys::chown_fd(fd.as_fd(), Some(uid), Some(gid));
         }
         self.inodes.lookup(parent, name)
@@ -206,7 +207,6 @@ impl Shared {
     /// A directory's entries as the kernel should see them (reserved names hidden).
     pub(crate) fn read_dir(&self, node: &Node) -> io::Result<Listing> {
         let path = sys::proc_path(node.fd.as_fd());
-        let path = Path::new(OsStr::from_bytes(path.as_bytes()));
         let st = sys::fstat(node.fd.as_fd())?;
         let me = self.inodes.id_of(st.st_ino);
         let at_root = me == ROOT_ID;
@@ -266,9 +266,7 @@ impl Shared {
             .inodes
             .root()
             .map_err(|e| io::Error::from_raw_os_error(e.code()))?;
-        let upper = std::fs::read_link(OsStr::from_bytes(
-            sys::proc_path(root.fd.as_fd()).as_bytes(),
-        ))?;
+        let upper = std::fs::read_link(sys::proc_path(root.fd.as_fd()))?;
         let name = format!(
             "{PLACING_PREFIX}trash.{}.{}",
             std::process::id(),
@@ -281,7 +279,13 @@ impl Shared {
         let mut moved = 0;
         for (_, _, name) in entries.iter().skip(2) {
             let c = sys::cstr(name)?;
-            sys::renameat2(root.fd.as_raw_fd(), &c, bin.as_raw_fd(), &c, 0)?;
+            rustix::fs::renameat_with(
+                &root.fd,
+                c.as_c_str(),
+                &bin,
+                c.as_c_str(),
+                RenameFlags::empty(),
+            )?;
             if let Some(notifier) = self.notifier.get() {
                 let _ = notifier.inval_entry(INodeNo(ROOT_ID), name);
             }

@@ -1,48 +1,25 @@
 //! The mount API on an OS without a mount backend yet (everything but Linux).
 //!
-//! Same public names and shapes as the FUSE backend, so the rest of kache compiles unchanged:
-//! every mount is refused with `Unsupported` and a reason, nothing is ever a kache mount, and
-//! a state directory holds no placements. A WinFsp backend for Windows replaces this module
+//! Same functions as the FUSE backend (the data types are shared: `types.rs`), so the rest of
+//! kache compiles unchanged: every mount is refused with `Unsupported` and a reason, nothing is
+//! ever a kache mount, and a state directory holds no placements. A WinFsp backend for Windows replaces this module
 //! (behind a cargo feature that is off by default if it uses the GPL `winfsp` binding).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use crate::{BlobSource, MountHealth, MountOptions, MountStats, PlacedFile, Placement};
 
-use crate::BlobSource;
+const NO_BACKEND: &str = "kache mount needs FUSE on Linux; this OS has no mount backend yet";
 
 fn unsupported() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "kache mount needs FUSE on Linux; this OS has no mount backend yet",
-    )
+    io::Error::new(io::ErrorKind::Unsupported, NO_BACKEND)
 }
 
-/// One file to place: `path` (relative to the mount root) will read as the blob `hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    pub path: PathBuf,
-    pub hash: String,
-    pub size: u64,
-    pub mode: u32,
-}
-
-/// Where and how to mount.
-#[derive(Clone, Debug)]
-pub struct MountOptions {
-    pub mountpoint: PathBuf,
-    pub state_dir: PathBuf,
-}
-
-impl MountOptions {
-    pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MountOptions {
-        MountOptions {
-            mountpoint: mountpoint.into(),
-            state_dir: state_dir.into(),
-        }
-    }
+/// Why a mount cannot be made here: always, on this OS.
+pub fn unavailable() -> Option<String> {
+    Some(NO_BACKEND.to_string())
 }
 
 /// Never constructed here: [`mount`] always fails.
@@ -62,28 +39,6 @@ impl MountHandle {
     pub fn unmount(self) -> io::Result<()> {
         Ok(())
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MountHealth {
-    Healthy,
-    NotMounted,
-    Broken(String),
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MountStats {
-    pub placed_files: u64,
-    pub placed_bytes: u64,
-    pub upper_bytes: u64,
-    pub disk_bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlacedFile {
-    pub path: PathBuf,
-    pub hash: String,
-    pub size: u64,
 }
 
 pub fn mount(_opts: MountOptions, _blobs: Arc<dyn BlobSource>) -> io::Result<MountHandle> {

@@ -5,15 +5,20 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::Fixture;
 use kache_fs::{MountHealth, Placement};
+use rustix::fs::{
+    fallocate, flock, getxattr, getxattr_query, listxattr, listxattr_query, mknodat, removexattr,
+    renameat_with, setxattr, statvfs, FallocateFlags, FileType, FlockOperation, Mode, RenameFlags,
+    XattrFlags, CWD,
+};
+use rustix::io::Errno;
+use rustix::mm;
 
 #[test]
 fn placed_file_reads_the_blobs_bytes() {
@@ -63,22 +68,21 @@ fn shared_writable_mmap_of_placed_file_copies_up_and_leaves_blob_unchanged() {
         .write(true)
         .open(f.path("m.so"))
         .unwrap();
-    // SAFETY: a shared mapping of a file we keep open, unmapped below.
-    let ptr = unsafe {
-        libc::mmap(
+    // SAFETY: a new shared mapping of 12 bytes of a file we keep open: nothing else in this
+    // process aliases it; it is written through its own pointer only, then unmapped.
+    unsafe {
+        let ptr = mm::mmap(
             std::ptr::null_mut(),
             12,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
+            mm::ProtFlags::READ | mm::ProtFlags::WRITE,
+            mm::MapFlags::SHARED,
+            &file,
             0,
         )
-    };
-    assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
-    unsafe {
+        .expect("mmap");
         *(ptr as *mut u8) = b'M';
-        assert_eq!(libc::msync(ptr, 12, libc::MS_SYNC), 0);
-        libc::munmap(ptr, 12);
+        mm::msync(ptr, 12, mm::MsyncFlags::SYNC).expect("msync");
+        mm::munmap(ptr, 12).expect("munmap");
     }
     drop(file);
     assert_eq!(fs::read(f.path("m.so")).unwrap(), b"Mapped bytes");
@@ -258,25 +262,22 @@ fn mmap_read_of_placed_file() {
     f.place("mapped.so", &content);
     let file = File::open(f.path("mapped.so")).unwrap();
     let len = content.len();
-    // SAFETY: read-only private mapping of a file we keep open.
-    let ptr = unsafe {
-        libc::mmap(
+    // SAFETY: a new read-only private mapping of `len` bytes of a file we keep open, copied
+    // out while mapped, then unmapped.
+    let mapped = unsafe {
+        let ptr = mm::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
+            mm::ProtFlags::READ,
+            mm::MapFlags::PRIVATE,
+            &file,
             0,
         )
+        .expect("mmap");
+        let bytes = std::slice::from_raw_parts(ptr as *const u8, len).to_vec();
+        mm::munmap(ptr, len).expect("munmap");
+        bytes
     };
-    assert_ne!(
-        ptr,
-        libc::MAP_FAILED,
-        "mmap failed: {}",
-        std::io::Error::last_os_error()
-    );
-    let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
-    unsafe { libc::munmap(ptr, len) };
     assert_eq!(mapped, content);
 }
 
@@ -286,20 +287,139 @@ fn flock_works_on_files_in_the_mount() {
     fs::write(f.path(".package-cache"), b"").unwrap();
     let a = File::open(f.path(".package-cache")).unwrap();
     let b = File::open(f.path(".package-cache")).unwrap();
-    assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_EX) }, 0);
+    flock(&a, FlockOperation::LockExclusive).unwrap();
     assert_eq!(
-        unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        -1
+        flock(&b, FlockOperation::NonBlockingLockExclusive),
+        Err(Errno::WOULDBLOCK)
     );
+    flock(&a, FlockOperation::Unlock).unwrap();
+    flock(&b, FlockOperation::NonBlockingLockExclusive).unwrap();
+}
+
+#[test]
+fn user_xattrs_are_kept_listed_and_removed_and_the_placement_xattr_stays_hidden() {
+    let f = Fixture::new();
+    f.place("placed.rlib", b"placed");
+    fs::write(f.path("upper.txt"), b"upper").unwrap();
+    for name in ["placed.rlib", "upper.txt"] {
+        let p = f.path(name);
+        setxattr(&p, "user.note", b"one", XattrFlags::CREATE).unwrap();
+        assert_eq!(
+            setxattr(&p, "user.note", b"two", XattrFlags::CREATE),
+            Err(Errno::EXIST),
+            "{name}"
+        );
+        assert_eq!(
+            setxattr(&p, "user.absent", b"x", XattrFlags::REPLACE),
+            Err(Errno::NODATA),
+            "{name}"
+        );
+        assert_eq!(getxattr_query(&p, "user.note"), Ok(3), "{name}");
+        let mut buf = [0u8; 16];
+        let n = getxattr(&p, "user.note", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"one", "{name}");
+        let mut small = [0u8; 2];
+        assert_eq!(
+            getxattr(&p, "user.note", &mut small[..]),
+            Err(Errno::RANGE),
+            "{name}"
+        );
+        let mut list = vec![0u8; listxattr_query(&p).unwrap()];
+        let n = listxattr(&p, &mut list[..]).unwrap();
+        let names: Vec<&[u8]> = list[..n]
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert_eq!(names, vec![b"user.note".as_slice()], "{name}");
+        assert_eq!(
+            getxattr(&p, "user.kache.blob", &mut buf[..]),
+            Err(Errno::NODATA),
+            "{name}"
+        );
+        removexattr(&p, "user.note").unwrap();
+        assert_eq!(getxattr(&p, "user.note", &mut buf[..]), Err(Errno::NODATA));
+    }
+    assert_eq!(fs::read(f.path("placed.rlib")).unwrap(), b"placed");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 1);
+}
+
+#[test]
+fn chmod_chown_and_statfs_reach_the_upper_directory() {
+    let f = Fixture::new();
+    f.place("bin/tool", b"#!/bin/sh\n");
+    fs::set_permissions(f.path("bin/tool"), fs::Permissions::from_mode(0o750)).unwrap();
     assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EWOULDBLOCK)
+        fs::metadata(f.path("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
     );
-    assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_UN) }, 0);
+    std::os::unix::fs::chown(f.path("bin/tool"), Some(4321), Some(4322)).unwrap();
+    let meta = fs::metadata(f.path("bin/tool")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 1);
+    // The mount reports the filesystem its upper directory is on.
+    let mounted = statvfs(&f.mnt).unwrap();
+    let upper = statvfs(&f.state).unwrap();
+    assert_eq!(mounted.f_blocks, upper.f_blocks);
+    assert_eq!(mounted.f_bsize, upper.f_bsize);
+    assert!(mounted.f_namemax > 0);
+}
+
+#[test]
+fn fifos_exclusive_creates_fallocate_rmdir_and_rename_flags_behave_as_on_disk() {
+    let f = Fixture::new();
+    mknodat(
+        CWD,
+        f.path("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(f.path("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    fs::write(f.path("a"), b"aaa").unwrap();
+    let again = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f.path("a"));
+    assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+
+    let hash = f.place("placed.o", b"placed bytes");
+    let placed = OpenOptions::new()
+        .write(true)
+        .open(f.path("placed.o"))
+        .unwrap();
+    fallocate(&placed, FallocateFlags::empty(), 0, 8192).unwrap();
+    drop(placed);
+    let grown = fs::read(f.path("placed.o")).unwrap();
+    assert_eq!(grown.len(), 8192);
+    assert_eq!(&grown[..12], b"placed bytes");
+    assert_eq!(f.blob_bytes(&hash), b"placed bytes", "blob corrupted");
+
+    fs::write(f.path("b"), b"bbb").unwrap();
     assert_eq!(
-        unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        0
+        renameat_with(CWD, f.path("a"), CWD, f.path("b"), RenameFlags::NOREPLACE),
+        Err(Errno::EXIST)
     );
+    renameat_with(CWD, f.path("a"), CWD, f.path("b"), RenameFlags::EXCHANGE).unwrap();
+    assert_eq!(fs::read(f.path("a")).unwrap(), b"bbb");
+    assert_eq!(fs::read(f.path("b")).unwrap(), b"aaa");
+
+    fs::create_dir_all(f.path("d/e")).unwrap();
+    assert_eq!(
+        fs::remove_dir(f.path("d")).unwrap_err().kind(),
+        std::io::ErrorKind::DirectoryNotEmpty
+    );
+    fs::remove_dir(f.path("d/e")).unwrap();
+    fs::remove_dir(f.path("d")).unwrap();
+    assert!(!f.path("d").exists());
 }
 
 #[test]
@@ -450,33 +570,19 @@ fn hostile_control_requests_are_rejected_and_change_nothing() {
     assert_eq!(fs::read(f.path("keep")).unwrap(), b"keep me");
     assert!(!f.tmp.path().join("escape").exists());
     // Garbage as a request is refused with EINVAL, and its status says why.
-    let control =
-        std::ffi::CString::new(f.path(".kache-control").into_os_string().into_vec()).unwrap();
-    let garbage = b"not json";
-    let rc = unsafe {
-        libc::setxattr(
-            control.as_ptr(),
-            c"user.kache.request".as_ptr(),
-            garbage.as_ptr().cast(),
-            garbage.len(),
-            0,
-        )
-    };
-    assert_eq!(rc, -1);
+    let control = f.path(".kache-control");
     assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EINVAL)
+        setxattr(
+            &control,
+            "user.kache.request",
+            b"not json",
+            XattrFlags::empty()
+        ),
+        Err(Errno::INVAL)
     );
     let mut status = [0u8; 256];
-    let n = unsafe {
-        libc::getxattr(
-            control.as_ptr(),
-            c"user.kache.status".as_ptr(),
-            status.as_mut_ptr().cast(),
-            status.len(),
-        )
-    };
-    let status = String::from_utf8_lossy(&status[..n.max(0) as usize]).into_owned();
+    let n = getxattr(&control, "user.kache.status", &mut status[..]).unwrap_or(0);
+    let status = String::from_utf8_lossy(&status[..n]).into_owned();
     assert!(status.starts_with("error: malformed request"), "{status}");
     // The control file takes no bytes.
     let write = OpenOptions::new()

@@ -2,7 +2,8 @@
 //!
 //! The rest of kache calls these functions and never writes `cfg(unix)` /
 //! `cfg(windows)` itself: file locks, placing a blob at a path (reflink,
-//! hardlink or copy), atomic file writes, fresh mtimes, and path normalization.
+//! hardlink or copy), atomic file writes, fresh mtimes, path normalization,
+//! processes and signals, watching directories, symlinks and disk usage.
 //!
 //! Nothing in this crate knows about compilers or the store's layout.
 
@@ -13,6 +14,7 @@ pub mod path;
 pub mod place;
 pub mod process;
 pub mod service;
+pub mod watch;
 
 pub use atomic::{replace_unsynced, write_atomic, AtomicFile};
 pub use lock::{FileLock, LockMode};
@@ -23,4 +25,6 @@ pub use place::{
 };
 
 pub mod stat;
-pub use stat::{file_mode, file_signature, symlink_file, FileSignature};
+pub use stat::{
+    copy_symlink, disk_usage, file_mode, file_signature, symlink_dir, symlink_file, FileSignature,
+};

@@ -1,4 +1,4 @@
-//! The daemon as a login service, and the process control it needs.
+//! The daemon as a login service (its process control is in [`crate::process`]).
 //!
 //! Three service managers, one description ([`ServiceSpec`]):
 //! - Linux: a systemd user unit (`$XDG_CONFIG_HOME/systemd/user/<label>.service`);
@@ -413,101 +413,6 @@ pub fn deactivate(spec_label: &str, dirs: &UserDirs) {
     }
 }
 
-// ------------------------------------------------------- process control
-
-/// Starts `cmd` detached from the caller's session and terminal, so it
-/// outlives the shell (and a test harness) that started it.
-pub fn spawn_detached(cmd: &mut Command) -> io::Result<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: `pre_exec` runs the closure in the forked child before
-        // exec, where only async-signal-safe calls are allowed: `setsid` is
-        // one system call, allocates nothing and touches no lock. std has no
-        // safe way to start a new session (`process_group` only makes a new
-        // group inside the caller's session and terminal).
-        unsafe {
-            cmd.pre_exec(|| {
-                // Already a session leader is the only failure; the child is
-                // then detached enough.
-                let _ = rustix::process::setsid();
-                Ok(())
-            });
-        }
-    }
-    cmd.stdin(Stdio::null());
-    let child = cmd.spawn()?;
-    Ok(child.id())
-}
-
-/// True when a process with this id exists.
-pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // Signal 0: existence and permission only. EPERM means it exists.
-        let Some(pid) = unix_pid(pid) else {
-            return false;
-        };
-        matches!(
-            rustix::process::test_kill_process(pid),
-            Ok(()) | Err(rustix::io::Errno::PERM)
-        )
-    }
-    #[cfg(windows)]
-    {
-        let _ = pid;
-        false
-    }
-}
-
-/// A pid as the kernel's type; `None` for 0 and values past `i32::MAX`, which
-/// would address a process group or every process, never one process.
-#[cfg(unix)]
-fn unix_pid(pid: u32) -> Option<rustix::process::Pid> {
-    rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
-}
-
-/// Asks a process to terminate (SIGTERM), or kills it outright (SIGKILL).
-pub fn signal_terminate(pid: u32, force: bool) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use rustix::process::Signal;
-        let sig = if force { Signal::KILL } else { Signal::TERM };
-        let pid = unix_pid(pid).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a process id: {pid}"),
-            )
-        })?;
-        Ok(rustix::process::kill_process(pid, sig)?)
-    }
-    #[cfg(windows)]
-    {
-        let _ = (pid, force);
-        Err(io::Error::new(io::ErrorKind::Unsupported, "not on Windows"))
-    }
-}
-
-/// Replaces the current process image with `program args…` (same pid, so a
-/// service manager keeps tracking it). Returns only on failure. Every
-/// descriptor Rust opened is close-on-exec, so locks and sockets of the old
-/// image are released.
-pub fn reexec(program: &Path, args: &[String]) -> io::Error {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        Command::new(program).args(args).exec()
-    }
-    #[cfg(windows)]
-    {
-        // No exec on Windows: start the new image and let the caller exit.
-        match Command::new(program).args(args).spawn() {
-            Ok(_) => std::process::exit(0),
-            Err(e) => e,
-        }
-    }
-}
-
 /// A cheap fingerprint of a file (size, mtime, inode) to notice that a
 /// binary was replaced.
 pub fn file_fingerprint(path: &Path) -> Option<(u64, i128, u64)> {
@@ -540,19 +445,6 @@ mod tests {
             args: vec!["daemon".into(), "run".into()],
             env: vec![("KACHE_DIR".into(), "/data/kache".into())],
         }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_pid_that_names_no_single_process_is_never_signalled() {
-        // As kill(2)'s pid_t, u32::MAX is -1 (every process the user may
-        // signal) and 0 is the caller's own process group.
-        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
-            assert!(!pid_alive(pid), "{pid}");
-            let e = signal_terminate(pid, false).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{pid}");
-        }
-        assert!(pid_alive(std::process::id()));
     }
 
     #[test]

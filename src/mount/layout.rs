@@ -66,7 +66,7 @@ pub fn link_target(target: &Path, mountpoint: &Path) -> io::Result<()> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent)?;
     }
-    match std::os::unix::fs::symlink(mountpoint, target) {
+    match kache_platform::symlink_dir(mountpoint, target) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if target_state(target, mountpoint) == TargetState::Linked {
                 Ok(())
@@ -175,7 +175,7 @@ mod tests {
         assert!(link_target(&target, &mnt).is_err());
         assert!(!unlink_target(&target, &mnt), "a real directory stays");
         fs::remove_dir(&target).unwrap();
-        std::os::unix::fs::symlink(tmp.path(), &target).unwrap();
+        kache_platform::symlink_dir(tmp.path(), &target).unwrap();
         assert_eq!(target_state(&target, &mnt), TargetState::Foreign);
         assert!(!unlink_target(&target, &mnt), "a user's link stays");
     }

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use kache_fs::MountHealth;
+use kache_platform::watch::StopSignal;
 
 use super::layout::{self, TargetState};
 use super::server::{is_our_server, serve, spawn_server, stop_server, PARENT_HOLDS_LOCK};
-use super::{err, fuse_unavailable, now_secs, resolve, MountError, MountRecord, Mounted, Registry};
+use super::{err, now_secs, resolve, MountError, MountRecord, Mounted, Registry};
 
 /// Mounts `worktree`'s target (or repairs a broken mount of it) and starts its server.
 /// With `serve_here`, this process becomes the server and returns only after unmount.
@@ -68,7 +69,7 @@ pub fn mount_worktree(
             MountHealth::NotMounted => {}
         }
     }
-    if let Some(why) = fuse_unavailable() {
+    if let Some(why) = kache_fs::unavailable() {
         return Err(err(format!(
             "cannot mount: {why}; builds keep working with ordinary restores"
         )));
@@ -127,7 +128,7 @@ fn serve_until_stopped(
     let stopped_by = serve(store_dir, id, &rec).map_err(|e| err(format!("mount failed: {e}")))?;
     // Ctrl-C is the user's "unmount"; SIGTERM/SIGHUP (shutdown, logout) are not, so a daemon
     // restarted later remounts. A forgotten mount stays forgotten.
-    if stopped_by == Some(libc::SIGINT) {
+    if stopped_by == Some(StopSignal::Interrupt) {
         if let Some(mut rec) = reg.load(id) {
             rec.wanted = false;
             rec.pid = None;
@@ -202,7 +203,7 @@ fn clear_broken(reg: &Registry, id: &str, mountpoint: &Path) {
 /// Unmounts the mount at `mountpoint` and stops its server (`force`: even with open files).
 fn stop(reg: &Registry, id: &str, mountpoint: &Path, force: bool) -> Result<(), MountError> {
     if let Err(e) = kache_fs::unmount(mountpoint, force) {
-        let busy = e.raw_os_error() == Some(libc::EBUSY) || e.to_string().contains("busy");
+        let busy = e.kind() == io::ErrorKind::ResourceBusy || e.to_string().contains("busy");
         return Err(err(if busy {
             format!(
                 "{} is busy: a process has files open in it (or its cwd there); \
@@ -233,7 +234,7 @@ fn import_contents(from: &Path, upper: &Path) -> io::Result<()> {
         }
         match fs::rename(e.path(), &dest) {
             Ok(()) => {}
-            Err(x) if x.raw_os_error() == Some(libc::EXDEV) => {
+            Err(x) if x.kind() == io::ErrorKind::CrossesDevices => {
                 copy_tree(&e.path(), &dest)?;
                 if e.file_type()?.is_dir() {
                     fs::remove_dir_all(e.path())?;
@@ -250,7 +251,7 @@ fn import_contents(from: &Path, upper: &Path) -> io::Result<()> {
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
     if meta.is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        kache_platform::copy_symlink(from, to)?;
     } else if meta.is_dir() {
         fs::create_dir_all(to)?;
         for e in fs::read_dir(from)? {

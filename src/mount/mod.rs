@@ -20,7 +20,6 @@ mod lifecycle;
 pub mod notice;
 mod registry;
 mod server;
-mod watch;
 mod worktree;
 
 use std::fs;
@@ -93,40 +92,6 @@ mod target_dir_tests {
             assert_eq!(target_of(wt.path()), wt.path().join("out/t"));
         }
     }
-}
-
-/// Why FUSE cannot be used here, in one line; `None` when it can.
-pub fn fuse_unavailable() -> Option<String> {
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing (FUSE kernel module not loaded, or not exposed to this container)".into());
-    }
-    let root = unsafe { libc::geteuid() } == 0;
-    match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => {}
-        Err(e) if root || e.kind() != io::ErrorKind::PermissionDenied => {
-            return Some(format!("/dev/fuse cannot be opened: {e}"));
-        }
-        // The FUSE library mounts through /dev/fuse itself (then through the setuid
-        // fusermount3 for the mount call): a user who cannot open it cannot mount.
-        Err(_) => {
-            return Some(format!(
-                "/dev/fuse is not accessible to this user (uid {}): a mount needs read-write \
-                 access to it (most distributions make it crw-rw-rw-: `sudo chmod 0666 /dev/fuse`, \
-                 or a udev rule), or run kache mount as root",
-                unsafe { libc::geteuid() }
-            ));
-        }
-    }
-    let helper = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()));
-    if !root && !helper {
-        return Some("not root and fusermount3 is not installed (package fuse3)".into());
-    }
-    None
 }
 
 /// Human state of a mount for `kache mounts`.

@@ -44,9 +44,10 @@ fn is_query(args: &[OsString]) -> bool {
 }
 
 /// Where this build's notice is kept: one file per cargo process (the wrapper's parent).
-fn notice_path(store_dir: &Path) -> PathBuf {
-    let build = std::os::unix::process::parent_id();
-    store_dir.join("mount-notices").join(build.to_string())
+/// `None` where the parent cannot be known; then there are no notices.
+fn notice_path(store_dir: &Path) -> Option<PathBuf> {
+    let build = kache_platform::process::parent_id()?;
+    Some(store_dir.join("mount-notices").join(build.to_string()))
 }
 
 /// How long a notice waits for its build's first compile: cargo starts compiling within a
@@ -55,7 +56,9 @@ fn notice_path(store_dir: &Path) -> PathBuf {
 const NOTICE_LIFE: Duration = Duration::from_secs(60);
 
 fn print_pending(store_dir: &Path) {
-    let path = notice_path(store_dir);
+    let Some(path) = notice_path(store_dir) else {
+        return;
+    };
     let Ok(meta) = fs::metadata(&path) else {
         return;
     };
@@ -70,7 +73,9 @@ fn print_pending(store_dir: &Path) {
 }
 
 fn leave_notice(store_dir: &Path, line: &str) {
-    let path = notice_path(store_dir);
+    let Some(path) = notice_path(store_dir) else {
+        return;
+    };
     let Some(dir) = path.parent() else { return };
     let _ = fs::create_dir_all(dir);
     // Notices of builds that never compiled anything.

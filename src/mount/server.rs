@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kache_fs::{BlobSource, MountHealth, MountOptions};
+use kache_platform::process::{self, Detach};
+use kache_platform::watch::{self, StopSignal, Watch, Woke};
 
 use super::layout::{self, TargetState};
-use super::watch::{self, Woke};
 use super::{err, MountError, MountRecord, Registry};
 use crate::store::{is_valid_hash, Store};
 
@@ -52,7 +53,7 @@ pub(super) fn stop_server(pid: u32, kill: bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if kill && is_our_server(pid) {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = process::signal_terminate(pid, true);
     }
 }
 
@@ -63,7 +64,6 @@ pub(super) fn spawn_server(
     state_dir: &Path,
     mountpoint: &Path,
 ) -> Result<Child, MountError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| err(format!("cannot find kache: {e}")))?;
     let log_path = state_dir.join("server.log");
     // A repair starts a new server: keep the log of the one that died, which says why.
@@ -82,19 +82,10 @@ pub(super) fn spawn_server(
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log2)
-        .process_group(0);
-    // A server started by a wrapper call must not keep its spawner's descriptors (cargo's
-    // jobserver pipe) for life: every one above stderr closes at exec (marked, not closed
-    // here, so the spawn's own error pipe still works).
-    // SAFETY: only an async-signal-safe syscall between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
-            Ok(())
-        });
-    }
+        .stderr(log2);
+    // Out of reach of the terminal's Ctrl-C, and without cargo's jobserver pipe when a
+    // wrapper call starts it.
+    process::detach(&mut command, Detach::Group);
     let mut child = command
         .spawn()
         .map_err(|e| err(format!("cannot start the mount server: {e}")))?;
@@ -128,7 +119,11 @@ pub(super) fn spawn_server(
 /// Serves the mount on background threads until it is unmounted (by anyone), this process
 /// gets SIGTERM/SIGINT/SIGHUP (then it unmounts itself and returns the signal), or its worktree
 /// is gone (then it releases the mount: see [`look_after`]).
-pub(super) fn serve(store_dir: &Path, id: &str, rec: &MountRecord) -> io::Result<Option<i32>> {
+pub(super) fn serve(
+    store_dir: &Path,
+    id: &str,
+    rec: &MountRecord,
+) -> io::Result<Option<StopSignal>> {
     let store = Store::open(store_dir)?;
     let reg = Registry::new(store_dir);
     let mountpoint = rec.mountpoint();
@@ -146,8 +141,12 @@ pub(super) fn serve(store_dir: &Path, id: &str, rec: &MountRecord) -> io::Result
         std::process::id(),
     );
     ensure_cachedir_tag(mountpoint);
+    // A server spawned by `kache mount` leaves the record to its parent, which holds the
+    // mount's lock and records the link itself: a write from here could put back the record as
+    // it was before the parent saved this server's pid (then nothing could stop the server).
+    let record_link = !rec.linked && std::env::var_os(PARENT_HOLDS_LOCK).is_none();
     match layout::link_target(&rec.target, mountpoint) {
-        Ok(()) if !rec.linked => {
+        Ok(()) if record_link => {
             if let Some(mut now) = reg.load(id) {
                 now.linked = true;
                 let _ = reg.save(id, &now);
@@ -158,12 +157,12 @@ pub(super) fn serve(store_dir: &Path, id: &str, rec: &MountRecord) -> io::Result
         Err(e) => eprintln!("kache: linking {}: {e}", rec.target.display()),
     }
     let parent = rec.target.parent().unwrap_or(&rec.worktree);
-    let watch = watch::Watch::new(&[&rec.worktree, parent])?;
+    let watch = Watch::new(&[&rec.worktree, parent])?;
     let mut said = None;
     loop {
         match watch.wait(Duration::from_secs(1)) {
-            Woke::Signal(sig) => {
-                eprintln!("kache: signal {sig}: unmounting {}", mountpoint.display());
+            Woke::Stop(sig) => {
+                eprintln!("kache: {sig}: unmounting {}", mountpoint.display());
                 return handle.unmount().map(|()| Some(sig));
             }
             Woke::Timeout => {

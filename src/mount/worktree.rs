@@ -296,8 +296,8 @@ fn list(ctx: &Context, json: bool) -> CliResult {
             "placed_bytes": m.map_or(0, |m| m.placed_bytes),
             "upper_bytes": m.map_or(0, |m| m.upper_bytes),
             // A plain target/ costs all it holds; a mounted one only its upper directory.
-            "apparent_bytes": m.map_or_else(|| disk_usage(&target_of(&canon)), |m| m.apparent_bytes),
-            "disk_bytes": m.map_or_else(|| disk_usage(&target_of(&canon)), |m| m.disk_bytes),
+            "apparent_bytes": m.map_or_else(|| kache_platform::disk_usage(&target_of(&canon)), |m| m.apparent_bytes),
+            "disk_bytes": m.map_or_else(|| kache_platform::disk_usage(&target_of(&canon)), |m| m.disk_bytes),
         }));
     }
     if json {
@@ -320,24 +320,4 @@ fn list(ctx: &Context, json: bool) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Allocated bytes under `dir` (each inode once, symlinks not followed), as `du` counts them.
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if seen.insert(m.ino()) {
-                total += m.blocks() * 512;
-            }
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    total
 }

@@ -201,7 +201,7 @@ pub fn alive(pid: u64) -> bool {
 }
 
 pub fn kill(pid: u64) {
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kache_platform::process::signal_terminate(pid as u32, true).expect("SIGKILL");
     assert!(
         eventually(5, || !alive(pid)),
         "server {pid} survived SIGKILL"
