@@ -13,6 +13,7 @@
 //! `KACHE_TORTURE_HOSTILE_ROUNDS`: build rounds per backend (default 1: the variants that only
 //! a build can judge; `scripts/torture` asks for every variant in builds). The figure line
 //! starting `TORTURE hostile` is what `scripts/torture` reads.
+#![cfg(unix)] // symlinks, FIFOs and mode bits planted by the hostile remote
 
 mod common;
 mod remote_support;

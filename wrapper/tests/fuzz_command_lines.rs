@@ -15,7 +15,6 @@
 //! otherwise be accepted, so a refusal is proven to come from that token.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -283,13 +282,27 @@ fn os(args: &[String]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-/// Odd encodings: arguments that are not UTF-8 at all.
+/// Odd encodings: arguments that are not UTF-8 at all (stray continuation bytes on Unix,
+/// lone low surrogates on Windows, where arguments are UTF-16: a low surrogate never starts
+/// a pair, so none of them pairs up into a valid character).
+#[cfg(unix)]
 fn non_utf8(rng: &mut Rng) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
     let mut b = b"-fx".to_vec();
     for _ in 0..rng.below(4) + 1 {
         b.push(0x80 | (rng.next() as u8 & 0x3f));
     }
     OsString::from_vec(b)
+}
+
+#[cfg(windows)]
+fn non_utf8(rng: &mut Rng) -> OsString {
+    use std::os::windows::ffi::OsStringExt;
+    let mut w: Vec<u16> = "-fx".encode_utf16().collect();
+    for _ in 0..rng.below(4) + 1 {
+        w.push(0xDC00 | (rng.next() as u16 & 0x03ff));
+    }
+    OsString::from_wide(&w)
 }
 
 #[derive(Default)]
