@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::backend::{get_bounded, get_range, Backend, Got, RemoteError};
 use super::local::LocalState;
-use super::{blob_path, entry_path, is_safe_name, manifest_path, RemoteConfig};
+use super::{blob_path, entry_path, is_safe_mode, is_safe_name, manifest_path, RemoteConfig};
 use crate::store::{is_valid_hash, manifest, Entry, Manifest, Store};
 
 /// Blobs up to this size are checked in memory; larger ones stream to a
@@ -272,6 +272,9 @@ async fn import_entry(
         }
         if !is_valid_hash(&out.blob) {
             return Ok(miss("bad-blob-name", moved.bytes));
+        }
+        if !is_safe_mode(out.mode) {
+            return Ok(miss("unsafe-mode", moved.bytes));
         }
         if out.size > limits.max_blob {
             return Ok(miss("blob-too-large", moved.bytes));

@@ -202,6 +202,14 @@ pub fn is_safe_name(name: &str) -> bool {
             .any(|c| c == '/' || c == '\\' || c == ':' || c.is_control())
 }
 
+/// An output mode from a downloaded entry is usable only as plain permission
+/// bits its owner can read: a restore reproduces the mode it is given, so a
+/// setuid, setgid or sticky bit would arrive on a file in the worktree, and
+/// an unreadable output would fail the build that restored it.
+pub fn is_safe_mode(mode: u32) -> bool {
+    mode & !0o777 == 0 && mode & 0o400 != 0
+}
+
 // ------------------------------------------------------------- the hooks
 
 /// The remote configuration, when one is set and usable.
@@ -355,6 +363,25 @@ mod tests {
             "a\nb",
         ] {
             assert!(!is_safe_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_plain_readable_modes_are_safe() {
+        for ok in [0o644, 0o755, 0o444, 0o555, 0o600, 0o700] {
+            assert!(is_safe_mode(ok), "{ok:o}");
+        }
+        for bad in [
+            0o4755,
+            0o2755,
+            0o1777,
+            0o6777,
+            0o000,
+            0o044,
+            0o200,
+            0o100000 | 0o644,
+        ] {
+            assert!(!is_safe_mode(bad), "{bad:o}");
         }
     }
 

@@ -297,6 +297,10 @@ pub static FLAGS: &[FlagRow] = &[
     row(Ex("-frecord-command-line"), R("cc:records-command-line"), "puts the whole command line into the object"),
     row(Jo("-fplugin"), R("cc:plugin"), "a compiler plugin is code outside the compiler identity"),
     row(Jo("-fpass-plugin="), R("cc:plugin"), "an LLVM pass plugin is code outside the compiler identity"),
+    row(Ex("-fdiagnostics-format=json-file"), R("cc:side-output"), "gcc 13+: diagnostics also written to SOURCE.gcc.json, which a hit would not restore"),
+    row(Ex("-fdiagnostics-format=sarif-file"), R("cc:side-output"), "gcc 13+: diagnostics also written to SOURCE.sarif, which a hit would not restore"),
+    row(Jo("-fdiagnostics-add-output="), R("cc:side-output"), "gcc 15: an extra diagnostics sink, usually a file a hit would not restore"),
+    row(Jo("-fdiagnostics-set-output="), R("cc:side-output"), "gcc 15: the diagnostics sink, usually a file a hit would not restore"),
     row(Ex("-save-temps"), R("cc:save-temps"), "writes intermediate files next to the object"),
     row(Jo("-save-temps="), R("cc:save-temps"), "writes intermediate files"),
     row(Jo("-fmodule"), R("cc:modules"), "C/C++ modules read and write files outside the key"),
@@ -490,6 +494,7 @@ mod tests {
             "-w",
             "-pedantic",
             "-fdiagnostics-color=always",
+            "-fdiagnostics-format=json",
             "-fcolor-diagnostics",
             "-MD",
             "-MMD",
@@ -543,6 +548,13 @@ mod tests {
             ("-march=native", "cc:native-arch"),
             ("-Xclang", "cc:tool-passthrough"),
             ("-ObjC", "cc:language"),
+            ("-fdiagnostics-format=json-file", "cc:side-output"),
+            ("-fdiagnostics-format=sarif-file", "cc:side-output"),
+            ("-fdiagnostics-add-output=sarif", "cc:side-output"),
+            (
+                "-fdiagnostics-set-output=sarif:file=x.sarif",
+                "cc:side-output",
+            ),
         ];
         for (f, reason) in cases {
             assert_eq!(cat(f), Some(Category::Refused(reason)), "{f}");

@@ -442,6 +442,11 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
         "profile-generate" | "profile-use" | "profile-sample-use" | "instrument-coverage" => {
             return Err(Parsed::Refuse(Refusal::Codegen(k.to_string())));
         }
+        // Keeps rustc's intermediate files (objects, bitcode) in the output
+        // directory: files the entry does not hold, so a hit would lack them.
+        "save-temps" if !matches!(v, "no" | "n" | "off" | "false") => {
+            return Err(Parsed::Refuse(Refusal::Codegen(k.to_string())));
+        }
         _ => {}
     }
     lit(inv, "-C", value);
@@ -826,6 +831,26 @@ mod tests {
         let mut e = cargo_lib_args();
         e.push("other.rs".into());
         assert_eq!(parse(&e), Parsed::Refuse(Refusal::MultipleInputs));
+    }
+
+    #[test]
+    fn save_temps_is_refused_since_its_files_are_not_in_the_entry() {
+        for on in [
+            &["-C", "save-temps"][..],
+            &["-Csave-temps=yes"],
+            &["-C", "save-temps=y"],
+        ] {
+            let mut a = cargo_lib_args();
+            a.extend(s(on));
+            assert_eq!(
+                parse(&a),
+                Parsed::Refuse(Refusal::Codegen("save-temps".into())),
+                "{on:?}"
+            );
+        }
+        let mut off = cargo_lib_args();
+        off.extend(s(&["-C", "save-temps=no"]));
+        assert!(matches!(parse(&off), Parsed::Compile(_)));
     }
 
     #[test]
