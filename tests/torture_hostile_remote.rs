@@ -313,6 +313,7 @@ fn variants() -> Vec<Variant> {
                         absent: vec![],
                         local: vec![],
                         result: other.result.clone(),
+                        ..Default::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -340,6 +341,7 @@ fn variants() -> Vec<Variant> {
                         absent: vec![format!("../../../{ESCAPE}-absent"), "/etc/hostname".into()],
                         local: vec![],
                         result: other.result.clone(),
+                        ..Default::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -357,6 +359,7 @@ fn variants() -> Vec<Variant> {
                         absent: vec![],
                         local: vec![("ws".into(), "/".into())],
                         result: u.result.clone(),
+                        ..Default::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
