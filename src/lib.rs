@@ -16,6 +16,7 @@ pub mod init;
 pub mod mount;
 pub mod remote;
 pub mod report;
+pub mod seed;
 pub mod shims;
 pub mod stats;
 pub mod store;

@@ -246,6 +246,8 @@ pub fn mount_worktree(
     rec.pid = Some(child.id());
     reg.save(&id, &rec)
         .map_err(|e| err(format!("saving mount state: {e}")))?;
+    // A new mounted target starts with the units other builds finished (by reference).
+    crate::seed::at_mount(store_dir, &wt, &target);
     Ok((outcome, Some(child)))
 }
 

@@ -156,6 +156,8 @@ fn remove(ctx: &Context, path: &Path, force: bool, json: bool) -> CliResult {
             ))));
         }
     }
+    // What this worktree built outlives it as seeds for the next ones.
+    crate::seed::before_remove(&ctx.store_dir, &target_of(&wt));
     let was_mounted = unmount_worktree(&ctx.store_dir, &wt, force, false)?;
     let target = target_of(&wt);
     // An empty mount point is all that is left of target/.

@@ -168,6 +168,8 @@ pub fn run(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
     };
     let inv = match rustc::parse(&sargs) {
         Parsed::NotACompile => {
+            // cargo's compiler probes come before any freshness check: seed a new target.
+            crate::seed::at_probe(&w.ctx, &w.store, compiler, &sargs);
             return match exec::run_inherited(compiler, args) {
                 Ok(s) => exec::exit_code_of(&s),
                 Err(e) => {

@@ -1,0 +1,793 @@
+//! Harvest: the finished units of a target directory become unit seeds in the store.
+//!
+//! Cargo writes a unit's fingerprint only after the unit finished, so a unit is
+//! harvested from a target once a build there is over: by a background process that
+//! waits for the cargo process of a target's first build to exit, at the next seeding
+//! (every known target is looked at, cheaply: a readdir per profile and an index of
+//! what was already harvested), at `kache mount` / `kache worktree add`, and by
+//! `kache worktree remove` before the worktree goes. What is harvested lives in the
+//! store, so a donor deleted later still seeds.
+//!
+//! Refused (and counted under `seed.harvest.refused.<reason>`): path packages and
+//! anything whose sources live in the donor worktree (cargo trusts their mtimes),
+//! units whose files name the donor's worktree or target directory outside the few
+//! text files where such a path is provably relocatable, build-script runs whose
+//! environment is unknown, units cargo has not finished or that change while read.
+//! Must never: take a profile directory while cargo builds in it (its `.cargo-lock`
+//! is held for the whole harvest of that profile), or write into the donor.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kache_platform::{FileLock, LockMode};
+use memchr::memmem::Finder;
+
+use super::cargo::{read_lock, LockedPackage};
+use super::record::{self, Donor, Kind, UnitMeta, UnitRef, MAX_TEXT, TARGET_TOKEN};
+use super::state::{self, Harvested, TargetState};
+use super::Counts;
+use crate::store::{Entry, OutputFile, Store};
+
+/// Why a unit was not harvested; `retry` when a later harvest may succeed with the
+/// same files (so the refusal is not remembered).
+struct Refusal {
+    reason: &'static str,
+    retry: bool,
+}
+
+fn refuse(reason: &'static str) -> Refusal {
+    Refusal {
+        reason,
+        retry: false,
+    }
+}
+
+fn retry(reason: &'static str) -> Refusal {
+    Refusal {
+        reason,
+        retry: true,
+    }
+}
+
+/// The donor's absolute paths: the target dir (relocatable) and the worktree (not).
+pub struct DonorPaths {
+    target: Vec<String>,
+    worktree: Vec<String>,
+}
+
+impl DonorPaths {
+    pub fn of(target: &Path, worktree: &Path) -> DonorPaths {
+        let spellings = |p: &Path| -> Vec<String> {
+            let mut v = vec![p.to_string_lossy().into_owned()];
+            if let Ok(c) = fs::canonicalize(p) {
+                let c = c.to_string_lossy().into_owned();
+                if !v.contains(&c) {
+                    v.push(c);
+                }
+            }
+            v.retain(|s| s.len() > 1);
+            // Longest first, so a replacement never leaves the tail of a longer one.
+            v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            v
+        };
+        DonorPaths {
+            target: spellings(target),
+            worktree: if worktree.as_os_str().is_empty() {
+                Vec::new()
+            } else {
+                spellings(worktree)
+            },
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &String> {
+        self.target.iter().chain(&self.worktree)
+    }
+}
+
+/// The profile directories of a target (`debug`, `release`, `<triple>/debug`, …).
+pub fn profile_dirs(target: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(target) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().join(".fingerprint").is_dir() {
+            out.push(name);
+            continue;
+        }
+        let Ok(sub) = fs::read_dir(e.path()) else {
+            continue;
+        };
+        for s in sub.flatten() {
+            if s.path().join(".fingerprint").is_dir() {
+                out.push(format!("{name}/{}", s.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.retain(|p| record::is_profile_dir(p));
+    out.sort();
+    out
+}
+
+/// What the fingerprint directory of one unit says.
+struct Facts {
+    kind: Option<Kind>,
+    /// Fingerprint files: (name, hash).
+    hashes: Vec<(String, String)>,
+    deps: Vec<String>,
+    stamp: String,
+}
+
+fn read_facts(fp_dir: &Path) -> Option<Facts> {
+    let mut names: Vec<String> = fs::read_dir(fp_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let hash_files: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !n.starts_with("dep-")
+                && !n.contains('.')
+                && n.as_str() != "invoked"
+                && names.contains(&format!("{n}.json"))
+        })
+        .collect();
+    let mut facts = Facts {
+        kind: None,
+        hashes: Vec::new(),
+        deps: Vec::new(),
+        stamp: String::new(),
+    };
+    for name in &hash_files {
+        let p = fp_dir.join(name);
+        let text = fs::read_to_string(&p).ok()?;
+        let mtime = fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map(state::time_ns)
+            .unwrap_or(0);
+        facts
+            .stamp
+            .push_str(&format!("{name}={}@{mtime};", text.trim()));
+        facts.hashes.push((name.to_string(), text.trim().to_string()));
+    }
+    if let [(name, _)] = facts.hashes.as_slice() {
+        facts.kind = match name.as_str() {
+            "build-script-build-script-build" => Some(Kind::BuildScript),
+            "run-build-script-build-script-build" => Some(Kind::Run),
+            n if n.starts_with("lib-") => Some(Kind::Lib),
+            _ => None,
+        };
+        let json = fs::read(fp_dir.join(format!("{name}.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        for d in v["deps"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let h = d.get(3).and_then(|h| h.as_u64())?;
+            facts.deps.push(format!("{h:016x}"));
+        }
+    }
+    Some(facts)
+}
+
+/// Reads the compile's dep-info and finds the package it compiled: the nearest
+/// directory with a `Cargo.toml` above the crate root, and its name and version.
+fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, Option<(String, String, PathBuf)>>) -> Option<(String, String, PathBuf)> {
+    let mut text = String::new();
+    fs::File::open(dep_info)
+        .ok()?
+        .take(MAX_TEXT)
+        .read_to_string(&mut text)
+        .ok()?;
+    let first = text.lines().find(|l| l.contains(": "))?;
+    let deps = first.split_once(": ")?.1;
+    // Paths are space-separated, with spaces inside a path escaped as `\ `.
+    let mut root_file = None;
+    let mut cur = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
+            }
+            ' ' => {
+                if cur.ends_with(".rs") {
+                    root_file = Some(std::mem::take(&mut cur));
+                    break;
+                }
+                cur.clear();
+            }
+            c => cur.push(c),
+        }
+    }
+    let root_file = root_file.or_else(|| cur.ends_with(".rs").then_some(cur))?;
+    let root_file = PathBuf::from(root_file);
+    if !root_file.is_absolute() {
+        return None;
+    }
+    let pkg_root = root_file
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.toml").is_file())?
+        .to_path_buf();
+    if let Some(hit) = cache.get(&pkg_root) {
+        return hit.clone();
+    }
+    let found = (|| {
+        let manifest = fs::read_to_string(pkg_root.join("Cargo.toml")).ok()?;
+        let t = manifest.parse::<toml::Table>().ok()?;
+        let p = t.get("package")?;
+        let name = p.get("name")?.as_str()?.to_string();
+        let version = p.get("version")?.as_str()?.to_string();
+        Some((name, version, pkg_root.clone()))
+    })();
+    cache.insert(pkg_root, found.clone());
+    found
+}
+
+/// blake3 and size of a file, and whether any needle occurs in it (one read).
+fn scan(path: &Path, needles: &[Finder<'_>]) -> io::Result<(String, u64, bool)> {
+    let mut f = fs::File::open(path)?;
+    let keep = needles.iter().map(|n| n.needle().len()).max().unwrap_or(1) - 1;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry = 0usize;
+    let mut total = 0u64;
+    let mut found = false;
+    loop {
+        let n = match f.read(&mut buf[carry..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[carry..carry + n]);
+        total += n as u64;
+        let window = &buf[..carry + n];
+        if !found && needles.iter().any(|f| f.find(window).is_some()) {
+            found = true;
+        }
+        let tail = keep.min(window.len());
+        let start = window.len() - tail;
+        buf.copy_within(start..start + tail, 0);
+        carry = tail;
+    }
+    Ok((hasher.finalize().to_hex().to_string(), total, found))
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    memchr::memmem::find(hay, needle.as_bytes()).is_some()
+}
+
+fn replace_all(hay: &[u8], needle: &str, with: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut rest = hay;
+    while let Some(i) = memchr::memmem::find(rest, needle.as_bytes()) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(with.as_bytes());
+        rest = &rest[i + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Text files in which a path into the donor's target dir is relocated: rustc's
+/// dep-info (cargo and kache rewrite those for the consuming target anyway) and a
+/// build script's `output`/`root-output`/`stderr` (cargo itself rewrites the old
+/// `OUT_DIR`, read from `root-output`, to the new one in `output`).
+fn relocatable(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        ["deps", f] => f.ends_with(".d"),
+        ["build", _, f] => {
+            f.ends_with(".d") || matches!(*f, "output" | "root-output" | "stderr")
+        }
+        _ => false,
+    }
+}
+
+/// Every regular file under `dir`, as paths relative to `base` ('/'-separated).
+fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> Result<(), Refusal> {
+    let rd = fs::read_dir(dir).map_err(|_| retry("unreadable"))?;
+    for e in rd.flatten() {
+        let ft = e.file_type().map_err(|_| retry("unreadable"))?;
+        if ft.is_symlink() {
+            return Err(refuse("symlink"));
+        }
+        if ft.is_dir() {
+            walk(&e.path(), base, out)?;
+        } else if ft.is_file() {
+            let rel = e.path();
+            let rel = rel.strip_prefix(base).map_err(|_| refuse("unreadable"))?;
+            let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
+            out.push(parts.ok_or(refuse("non-utf8-name"))?.join("/"));
+        } else {
+            return Err(refuse("special-file"));
+        }
+    }
+    Ok(())
+}
+
+/// One profile directory being harvested.
+struct Profile<'a> {
+    store: &'a Store,
+    dir: PathBuf,
+    donor: &'a DonorPaths,
+    lock: Option<&'a BTreeSet<LockedPackage>>,
+    facts: BTreeMap<String, Facts>,
+    by_fp: HashMap<String, String>,
+    deps_files: HashMap<String, Vec<String>>,
+    pkg_cache: HashMap<PathBuf, Option<(String, String, PathBuf)>>,
+    unit_pkg: HashMap<String, Result<LockedPackage, &'static str>>,
+}
+
+impl Profile<'_> {
+    /// The locked package unit `dir` belongs to.
+    fn package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, &'static str> {
+        if let Some(p) = self.unit_pkg.get(dir) {
+            return p.clone();
+        }
+        let r = self.find_package(dir, depth);
+        self.unit_pkg.insert(dir.to_string(), r.clone());
+        r
+    }
+
+    fn find_package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, &'static str> {
+        let hash = record::unit_hash(dir).ok_or("bad-unit-name")?;
+        let facts = self.facts.get(dir).ok_or("incomplete")?;
+        let dep_info = match facts.kind {
+            Some(Kind::Run) => {
+                // A run belongs to the package whose build script it runs.
+                let script = facts
+                    .deps
+                    .iter()
+                    .filter_map(|h| self.by_fp.get(h))
+                    .find(|d| {
+                        self.facts
+                            .get(*d)
+                            .is_some_and(|f| f.kind == Some(Kind::BuildScript))
+                    })
+                    .cloned()
+                    .ok_or("incomplete")?;
+                if depth > 2 {
+                    return Err("incomplete");
+                }
+                return self.package(&script, depth + 1);
+            }
+            Some(Kind::BuildScript) => {
+                let bdir = self.dir.join("build").join(dir);
+                fs::read_dir(&bdir)
+                    .map_err(|_| "incomplete")?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|e| e == "d"))
+                    .ok_or("incomplete")?
+            }
+            _ => {
+                let name = self
+                    .deps_files
+                    .get(hash)
+                    .and_then(|v| v.iter().find(|n| n.ends_with(".d")))
+                    .ok_or("incomplete")?;
+                self.dir.join("deps").join(name)
+            }
+        };
+        let (name, version, root) =
+            package_of(&dep_info, &mut self.pkg_cache).ok_or("package-unknown")?;
+        let root_s = root.to_string_lossy();
+        if self
+            .donor
+            .all()
+            .any(|p| root_s.starts_with(p.as_str()))
+        {
+            return Err("source-in-worktree");
+        }
+        if dir.rsplit_once('-').map(|(n, _)| n) != Some(name.as_str()) {
+            return Err("package-mismatch");
+        }
+        let lock = self.lock.ok_or("no-lockfile")?;
+        let found: Vec<&LockedPackage> = lock
+            .iter()
+            .filter(|p| p.name == name && p.version == version)
+            .collect();
+        match found.as_slice() {
+            [] => Err("not-in-lock"),
+            [p] if p.source.is_none() => Err("path-package"),
+            [p] => Ok((*p).clone()),
+            _ => Err("ambiguous-package"),
+        }
+    }
+
+    /// Harvests unit `dir` into a unit seed.
+    fn unit(&mut self, dir: &str, st: &TargetState) -> Result<(UnitRef, String), Refusal> {
+        let hash = record::unit_hash(dir).ok_or(refuse("bad-unit-name"))?.to_string();
+        let (kind, facts_stamp, fp, deps, fp_names) = {
+            let f = self.facts.get(dir).ok_or(retry("incomplete"))?;
+            let fp_names: Vec<String> = f
+                .hashes
+                .iter()
+                .map(|(n, _)| format!(".fingerprint/{dir}/{n}"))
+                .collect();
+            let fp: Vec<String> = f.hashes.iter().map(|(_, h)| h.clone()).collect();
+            if fp.iter().any(|h| !record::is_fp_hash(h)) {
+                // Truncated by cargo when a rebuild of the unit started: not finished.
+                return Err(refuse("unfinished"));
+            }
+            (
+                f.kind.ok_or(refuse("unit-kind"))?,
+                f.stamp.clone(),
+                fp,
+                f.deps.clone(),
+                fp_names,
+            )
+        };
+        // The unit's files.
+        let mut names: Vec<String> = Vec::new();
+        walk(&self.dir.join(".fingerprint").join(dir), &self.dir, &mut names)?;
+        let mut kind = kind;
+        let mut check_only = false;
+        match kind {
+            Kind::Lib | Kind::ProcMacro => {
+                let files = self.deps_files.get(&hash).cloned().unwrap_or_default();
+                let has = |ext: &str| files.iter().any(|f| f.ends_with(ext));
+                if has(".rlib") {
+                } else if has(".so") || has(".dylib") || has(".dll") {
+                    kind = Kind::ProcMacro;
+                } else if has(".rmeta") {
+                    check_only = true;
+                } else {
+                    return Err(refuse("incomplete"));
+                }
+                names.extend(files.iter().map(|f| format!("deps/{f}")));
+            }
+            Kind::BuildScript | Kind::Run => {
+                let bdir = self.dir.join("build").join(dir);
+                walk(&bdir, &self.dir, &mut names)?;
+                let present = |f: &str| names.iter().any(|n| n == &format!("build/{dir}/{f}"));
+                let complete = match kind {
+                    Kind::Run => present("output") && present("root-output"),
+                    _ => present("build-script-build"),
+                };
+                if !complete {
+                    return Err(refuse("incomplete"));
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+
+        let pkg = self.package(dir, 0).map_err(refuse)?;
+
+        // Which build it came from: cargo stamps `invoked.timestamp` when the unit starts.
+        let invoked = match kind {
+            Kind::Run => format!("build/{dir}/invoked.timestamp"),
+            _ => format!(".fingerprint/{dir}/invoked.timestamp"),
+        };
+        let started = fs::metadata(record::join(&self.dir, &invoked))
+            .and_then(|m| m.modified())
+            .map(state::time_ns)
+            .map_err(|_| refuse("incomplete"))?;
+        let identity = st
+            .identity_at(started)
+            .ok_or(refuse("rustc-unknown"))?
+            .to_string();
+        let env = st.window_of(started).map(|p| p.env.clone());
+        if kind == Kind::Run && env.is_none() {
+            // Still open (cargo just exited and the window is being closed): try again.
+            let open = st
+                .probes
+                .last()
+                .is_some_and(|p| p.ended_ns.is_none() && p.started_ns <= started);
+            return Err(if open {
+                retry("env-unknown")
+            } else {
+                refuse("env-unknown")
+            });
+        }
+
+        // Read every file: content into the store, donor paths relocated or refused.
+        let finders: Vec<Finder> = self.donor.all().map(|p| Finder::new(p.as_bytes())).collect();
+        let mut outputs = Vec::with_capacity(names.len());
+        let mut mtimes = Vec::with_capacity(names.len());
+        let mut rewrite = Vec::new();
+        let mut fingerprints = Vec::new();
+        let mut bytes = 0u64;
+        for name in &names {
+            let path = record::join(&self.dir, name);
+            let meta = fs::metadata(&path).map_err(|_| retry("changed"))?;
+            let mtime = meta.modified().map(state::time_ns).map_err(|_| retry("changed"))?;
+            let mode = kache_platform::file_mode(&meta);
+            let (blob, size) = if relocatable(name) {
+                if meta.len() > MAX_TEXT {
+                    return Err(refuse("donor-path"));
+                }
+                let raw = fs::read(&path).map_err(|_| retry("changed"))?;
+                if contains(&raw, TARGET_TOKEN) {
+                    return Err(refuse("token-in-file"));
+                }
+                let mut text = raw.clone();
+                for t in &self.donor.target {
+                    text = replace_all(&text, t, TARGET_TOKEN);
+                }
+                if self.donor.worktree.iter().any(|w| contains(&text, w)) {
+                    return Err(refuse("donor-path"));
+                }
+                if text != raw {
+                    rewrite.push(outputs.len());
+                }
+                let b = self
+                    .store
+                    .put_blob_bytes(&text)
+                    .map_err(|_| retry("store-error"))?;
+                (b.hash, b.size)
+            } else {
+                let (h, size, found) = scan(&path, &finders).map_err(|_| retry("changed"))?;
+                if found {
+                    return Err(refuse("donor-path"));
+                }
+                let present = fs::metadata(self.store.blob_path(&h)).is_ok_and(|m| m.len() == size);
+                if !present {
+                    let b = self
+                        .store
+                        .put_blob_from_path_as(&path, mode & 0o111 != 0)
+                        .map_err(|_| retry("store-error"))?;
+                    if b.hash != h {
+                        return Err(retry("changed"));
+                    }
+                }
+                (h, size)
+            };
+            if fp_names.contains(name) {
+                fingerprints.push(outputs.len());
+            }
+            bytes += size;
+            mtimes.push(mtime);
+            outputs.push(OutputFile {
+                name: name.clone(),
+                blob,
+                size,
+                mode,
+            });
+        }
+        // Unchanged while read? (The profile lock keeps cargo out; this catches anyone else.)
+        let again = read_facts(&self.dir.join(".fingerprint").join(dir)).map(|f| f.stamp);
+        if again.as_deref() != Some(facts_stamp.as_str()) {
+            return Err(retry("changed"));
+        }
+        let newest = mtimes.iter().copied().max().unwrap_or(0);
+        let meta = UnitMeta {
+            unit: dir.to_string(),
+            mtimes: mtimes.iter().map(|m| m - newest).collect(),
+            rewrite,
+            fingerprints,
+        };
+        if meta.fingerprints.is_empty() {
+            return Err(refuse("incomplete"));
+        }
+        let entry = Entry {
+            outputs,
+            meta: serde_json::json!({ "seed_unit": meta }),
+            ..Entry::default()
+        };
+        let key = record::put_unit(self.store, &entry).map_err(|_| retry("store-error"))?;
+        Ok((
+            UnitRef {
+                dir: dir.to_string(),
+                key,
+                pkg,
+                kind,
+                check_only,
+                fp,
+                deps,
+                env,
+                bytes,
+            },
+            identity,
+        ))
+    }
+}
+
+/// Harvests one profile directory of `st.target`; true when the index changed.
+fn harvest_profile(
+    store: &Store,
+    st: &mut TargetState,
+    profile: &str,
+    donor: &DonorPaths,
+    lock: Option<&BTreeSet<LockedPackage>>,
+    deadline: Option<Instant>,
+    counts: &mut Counts,
+) -> bool {
+    let dir = record::join(&st.target, profile);
+    // Never while cargo builds here: cargo holds this lock for a whole build.
+    let Ok(Some(_cargo)) = FileLock::try_acquire(&dir.join(".cargo-lock"), LockMode::Exclusive)
+    else {
+        return false;
+    };
+    let Ok(rd) = fs::read_dir(dir.join(".fingerprint")) else {
+        return false;
+    };
+    let mut p = Profile {
+        store,
+        dir: dir.clone(),
+        donor,
+        lock,
+        facts: BTreeMap::new(),
+        by_fp: HashMap::new(),
+        deps_files: HashMap::new(),
+        pkg_cache: HashMap::new(),
+        unit_pkg: HashMap::new(),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if record::unit_hash(&name).is_none() {
+            continue;
+        }
+        if let Some(f) = read_facts(&e.path()) {
+            for (_, h) in &f.hashes {
+                p.by_fp.insert(h.clone(), name.clone());
+            }
+            p.facts.insert(name, f);
+        }
+    }
+    if let Ok(rd) = fs::read_dir(dir.join("deps")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `<stem>-<16 hex>` followed by nothing or an extension.
+            let stem = name.split('.').next().unwrap_or(&name);
+            if let Some((_, h)) = stem.rsplit_once('-') {
+                if record::is_fp_hash(h) && e.file_type().is_ok_and(|t| t.is_file()) {
+                    p.deps_files.entry(h.to_string()).or_default().push(name);
+                }
+            }
+        }
+    }
+    let index = st.harvested.entry(profile.to_string()).or_default();
+    let before = index.len();
+    index.retain(|d, _| p.facts.contains_key(d));
+    let mut changed = index.len() != before;
+    let todo: Vec<String> = p
+        .facts
+        .iter()
+        .filter(|(d, f)| index.get(*d).is_none_or(|h| h.stamp != f.stamp))
+        .map(|(d, _)| d.clone())
+        .collect();
+    let snapshot = st.clone();
+    for d in todo {
+        if deadline.is_some_and(|t| Instant::now() > t) {
+            counts.add("seed.harvest.deferred", 1);
+            break;
+        }
+        let stamp = p.facts[&d].stamp.clone();
+        let result = p.unit(&d, &snapshot);
+        let index = st.harvested.entry(profile.to_string()).or_default();
+        match result {
+            Ok((r, identity)) => {
+                counts.add("seed.harvest.units", 1);
+                index.insert(
+                    d,
+                    Harvested {
+                        stamp,
+                        identity: Some(identity),
+                        seed: Some(r),
+                        refused: None,
+                    },
+                );
+                changed = true;
+            }
+            Err(r) => {
+                counts.add(&format!("seed.harvest.refused.{}", r.reason), 1);
+                if !r.retry {
+                    index.insert(
+                        d,
+                        Harvested {
+                            stamp,
+                            identity: None,
+                            seed: None,
+                            refused: Some(r.reason.to_string()),
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Harvests every profile of `target`. `wait`: how long to wait for a harvest of the
+/// same target already running elsewhere (the background one after a build).
+pub fn harvest_target(
+    store: &Store,
+    target: &Path,
+    wait: Duration,
+    deadline: Option<Instant>,
+    counts: &mut Counts,
+) {
+    let mut tries = 0;
+    let mut abandoned = false;
+    let (_lock, mut st) = loop {
+        let Some(lock) = state::lock(store, target, wait) else {
+            return;
+        };
+        let mut st = state::load(store, target);
+        if st.closing() {
+            // cargo just exited and the background harvest has not closed its window
+            // yet: give it a moment rather than lose the build-script runs.
+            if tries < 50 {
+                tries += 1;
+                drop(lock);
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            st.abandon_open_window();
+            abandoned = true;
+        }
+        break (lock, st);
+    };
+    if !target.is_dir() {
+        state::forget(store, target);
+        return;
+    }
+    let donor = DonorPaths::of(target, &st.worktree);
+    let lock = read_lock(&st.worktree.join("Cargo.lock"));
+    let mut changed = abandoned;
+    for profile in profile_dirs(target) {
+        changed |= harvest_profile(
+            store,
+            &mut st,
+            &profile,
+            &donor,
+            lock.as_ref(),
+            deadline,
+            counts,
+        );
+    }
+    if !changed {
+        return;
+    }
+    let _ = state::save(store, &mut st);
+    publish_donor(store, &st);
+}
+
+/// Rewrites this target's donor record in the seed set of every rustc identity it
+/// holds units of.
+fn publish_donor(store: &Store, st: &TargetState) {
+    let id = state::target_id(&st.target);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut by_identity: BTreeMap<&str, Donor> = BTreeMap::new();
+    for (profile, units) in &st.harvested {
+        for h in units.values() {
+            let (Some(identity), Some(seed)) = (&h.identity, &h.seed) else {
+                continue;
+            };
+            let donor = by_identity.entry(identity).or_insert_with(|| Donor {
+                id: id.clone(),
+                t,
+                ..Donor::default()
+            });
+            if let Some(env) = &seed.env {
+                if let Some(p) = st.probes.iter().find(|p| &p.env == env) {
+                    donor.envs.insert(env.clone(), p.env_map.clone());
+                }
+            }
+            donor
+                .profiles
+                .entry(profile.clone())
+                .or_default()
+                .push(seed.clone());
+        }
+    }
+    for (identity, donor) in by_identity {
+        let _ = record::put_donor(store, identity, donor);
+    }
+}

@@ -1,0 +1,413 @@
+//! Seeded targets: a new worktree's first build finds the registry and git units that
+//! other builds already finished in place, by reference in a kache mount, before cargo
+//! looks, so cargo finds them Fresh and never calls the wrapper for them.
+//!
+//! Owns: harvesting finished units into the store ([`harvest`]), matching and placing
+//! them into a new target dir ([`place`]), the environment comparison ([`env`]), what
+//! seeding reads of cargo's command line and configuration ([`cargo`]), the seed
+//! records in the store ([`record`]) and the local bookkeeping of known targets
+//! ([`state`]). Hooks elsewhere: the wrapper's compiler probes ([`at_probe`]),
+//! `kache mount` / `kache worktree add` ([`at_mount`]), `kache worktree remove`
+//! ([`before_remove`]), and the background harvest after a build
+//! ([`harvest_after_build`], `kache seed-harvest`).
+//!
+//! Must never: seed a path package (cargo trusts their source mtimes), a unit naming
+//! the donor's paths outside what is provably relocatable, or a build-script run into
+//! a build whose environment differs; seed a target cargo already built in; fail or
+//! noticeably delay a build (every error skips the unit or the seeding), print to
+//! stdout during a probe (cargo reads it).
+
+pub mod cargo;
+pub mod env;
+pub mod harvest;
+pub mod place;
+pub mod record;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::env::Context;
+use crate::store::Store;
+
+/// Counter updates of one seeding or harvest, flushed together.
+#[derive(Debug, Default)]
+pub struct Counts(pub Vec<(String, u64)>);
+
+impl Counts {
+    /// Adds `n` to counter `key` (a dotted name such as `seed.units`).
+    pub fn add(&mut self, key: &str, n: u64) {
+        if n > 0 {
+            self.0.push((key.to_string(), n));
+        }
+    }
+
+    fn flush(self, store: &Store) {
+        let _ = crate::stats::bump(store, &self.0);
+    }
+}
+
+/// How long a seeding waits for another process's harvest of the same donor.
+const HARVEST_WAIT: Duration = Duration::from_secs(5);
+/// Time a seeding may spend harvesting other targets first (the background harvest
+/// after each build normally leaves nothing to do).
+const HARVEST_BUDGET: Duration = Duration::from_secs(3);
+/// How often the background harvest checks whether cargo is still running.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+pub fn enabled(config: &Config) -> bool {
+    config.bool("cache.seed")
+}
+
+/// True for cargo's compiler probes (`rustc -vV`, `rustc - --print=…`).
+fn is_probe(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| a == "-vV" || a == "-V" || a.starts_with("--print"))
+}
+
+/// Digest of a rustc's `-vV` text: the identity seeds are matched by.
+fn identity_digest(vv: &str) -> String {
+    blake3::hash(vv.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// The identity of the rustc cargo is probing (memoized by the binary's stat).
+fn probed_identity(store: &Store, compiler: &OsStr) -> Option<String> {
+    let bin = crate::wrap::memo::which(&compiler.to_string_lossy())?;
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_default();
+    let (vv, _) = crate::wrap::memo::tool_identity(store, &bin, &toolchain, || {
+        let out = Command::new(&bin).arg("-vV").output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other("rustc -vV failed"));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .ok()?;
+    Some(identity_digest(&vv))
+}
+
+/// The compared environment of this process for a build in `ws` / `target`.
+fn current_env(ws: &Path, target: &Path) -> (String, BTreeMap<String, String>) {
+    let roots = [
+        (ws.to_string_lossy().into_owned(), "@WS@"),
+        (target.to_string_lossy().into_owned(), "@TARGET@"),
+    ];
+    let map = env::fingerprint(std::env::vars(), &roots);
+    (env::digest_of(&map), map)
+}
+
+/// cargo's `CACHEDIR.TAG`: cargo writes it only into a target dir it creates itself,
+/// and the wrapper recognises a target dir by it.
+fn ensure_cachedir_tag(target: &Path) {
+    let tag = target.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let _ = std::fs::write(
+            &tag,
+            "Signature: 8a477f597d28d172789f06886806bc55\n\
+             # This file is a cache directory tag created by cargo.\n\
+             # For information about cache directory tags see https://bford.info/cachedir/\n",
+        );
+    }
+}
+
+/// Harvests every known target but `except`, within `budget`.
+fn harvest_known(store: &Store, except: &Path, budget: Duration, counts: &mut Counts) {
+    let deadline = Instant::now() + budget;
+    for t in state::known_targets(store) {
+        if t == except {
+            continue;
+        }
+        if Instant::now() > deadline {
+            counts.add("seed.harvest.deferred", 1);
+            break;
+        }
+        harvest::harvest_target(store, &t, HARVEST_WAIT, Some(deadline), counts);
+    }
+}
+
+/// Appends the seeding to the event log `kache report` reads (one line, O_APPEND).
+fn log_event(store: &Store, build: Option<&str>, report: &place::Report, ms: u64) {
+    let rec = serde_json::json!({
+        "t": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "lang": "rust",
+        "outcome": "seed",
+        "reason": null,
+        "unit": null,
+        "ms": ms,
+        "bytes": report.bytes,
+        "build": build,
+        "seed": {
+            "units": report.units,
+            "files": report.files,
+            "method": report.method,
+            "profiles": report.profiles,
+            "skipped": report.skipped,
+            "env_differs": report.env_differs,
+        },
+    });
+    let mut line = rec.to_string();
+    line.push('\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(store.root().join("events.jsonl"))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn count_report(counts: &mut Counts, report: &place::Report) {
+    counts.add("seed.units", report.units);
+    counts.add("seed.bytes", report.bytes);
+    counts.add("seed.files", report.files);
+    for (reason, n) in &report.skipped {
+        counts.add(&format!("seed.skipped.{}", crate::wrap::reason_key(reason)), *n);
+    }
+}
+
+/// Starts the background harvest of `target` after cargo process `build` exits.
+fn spawn_harvest_after(store: &Store, target: &Path, build: &str, cwd: &Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("seed-harvest")
+        .arg("--target")
+        .arg(target)
+        .arg("--after-build")
+        .arg(build)
+        .env("KACHE_DIR", store.root())
+        .current_dir(cwd)
+        // cargo reads the probe's stdout to its end: the harvest must not hold it open.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _ = kache_platform::service::spawn_detached(&mut cmd);
+}
+
+/// The wrapper's hook on cargo's compiler probes, which cargo makes before any
+/// freshness check (and only when the target dir's rustc facts are not cached, which
+/// is the case for a new target dir). Records the build (time, rustc, environment) for
+/// the harvest, starts the background harvest for after the build, checks units seeded
+/// at mount time against this build's environment, and seeds a new target dir.
+pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String]) {
+    if !is_probe(args) || !enabled(&ctx.config) {
+        return;
+    }
+    let started = Instant::now();
+    let Some(build) = kache_platform::process::build_id() else {
+        return;
+    };
+    let Some(pid) = build.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let Some(argv) = cargo::cargo_argv(pid) else {
+        return;
+    };
+    let cmd = cargo::parse_command(&argv);
+    let Some(ws) = cargo::workspace_root(&ctx.cwd, cmd.manifest_path.as_deref()) else {
+        return;
+    };
+    let Some(target) = cargo::target_dir(&ctx.cwd, &ws, &cmd) else {
+        return;
+    };
+    let Some(lock) = state::lock(store, &target, HARVEST_WAIT) else {
+        return;
+    };
+    let mut st = state::load(store, &target);
+    if st.probes.last().and_then(|p| p.build.as_deref()) == Some(build.as_str()) {
+        return; // cargo probes more than once per build; the first one did the work.
+    }
+    let new_target = !target.join(".rustc_info.json").exists();
+    let Some(identity) = probed_identity(store, compiler) else {
+        return;
+    };
+    let (env_digest, env_map) = current_env(&ws, &target);
+    st.worktree = ws.clone();
+    st.probes.push(state::Probe {
+        build: Some(build.clone()),
+        started_ns: state::now_ns(),
+        ended_ns: None,
+        identity: identity.clone(),
+        env: env_digest.clone(),
+        env_map: env_map.clone(),
+    });
+    let mut counts = Counts::default();
+    let mut report = place::Report::default();
+    let pending = std::mem::take(&mut st.pending);
+    if !pending.is_empty() {
+        let n = place::check_pending(&target, &pending, &env_digest, &env_map, &mut report.env_differs);
+        report.skip("env-differs", n);
+    }
+    let _ = state::save(store, &mut st);
+    drop(lock);
+    spawn_harvest_after(store, &target, &build, &ws);
+
+    let plan = match (new_target, cmd.lane, &cmd.profile) {
+        (true, Some(lane), Some(profile)) => Some((lane, profile.clone())),
+        _ => None,
+    };
+    if let Some((lane, profile)) = plan {
+        match cargo::read_lock(&ws.join("Cargo.lock")) {
+            None => report.skip("no-lockfile", 1),
+            Some(pkgs) => {
+                harvest_known(store, &target, HARVEST_BUDGET, &mut counts);
+                let mut profiles = vec![profile.clone()];
+                profiles.extend(cmd.targets.iter().map(|t| format!("{t}/{profile}")));
+                let created = !target.exists();
+                if std::fs::create_dir_all(&target).is_ok() {
+                    if created {
+                        ensure_cachedir_tag(&target);
+                    }
+                    let declared = ctx.config.list("rust.env").to_vec();
+                    let seeded = place::seed(
+                        store,
+                        &place::Request {
+                            target: &target,
+                            profiles,
+                            lane: Some(lane),
+                            lock: &pkgs,
+                            identity: &identity,
+                            env: place::BuildEnv::Known(&env_digest, &env_map),
+                            declared: &declared,
+                        },
+                    );
+                    report.merge(seeded);
+                }
+            }
+        }
+    } else if new_target && cmd.lane.is_none() {
+        report.skip("unknown-command", 1);
+    }
+    if report.units > 0 || !report.skipped.is_empty() {
+        count_report(&mut counts, &report);
+        log_event(store, Some(&build), &report, place::ms_since(started));
+    }
+    counts.flush(store);
+}
+
+/// The identity of the rustc cargo will use in `worktree` (rustup picks the toolchain
+/// by directory, so it is asked there).
+fn worktree_identity(worktree: &Path) -> Option<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .current_dir(worktree)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| identity_digest(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The hook of `kache mount` / `kache worktree add`: seeds the freshly mounted target of
+/// `worktree` (every lane and every profile the best donor has, placements cost no
+/// bytes). The build environment is not known yet: units that depend on it are checked
+/// at the first build's probe. Returns a one-line summary, or `None` when nothing was
+/// seeded.
+pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<String> {
+    let started = Instant::now();
+    let config = Config::load(worktree, &crate::env::process_env).ok()?;
+    if !enabled(&config) || target.join(".rustc_info.json").exists() {
+        return None;
+    }
+    let store = Store::open(store_dir).ok()?;
+    let pkgs = cargo::read_lock(&worktree.join("Cargo.lock"))?;
+    let identity = worktree_identity(worktree)?;
+    let mut counts = Counts::default();
+    harvest_known(&store, target, HARVEST_BUDGET, &mut counts);
+    let set = record::get_set(&store, &identity);
+    let mut profiles: Vec<String> = set
+        .donors
+        .iter()
+        .flat_map(|d| d.profiles.keys().cloned())
+        .collect();
+    profiles.sort();
+    profiles.dedup();
+    let declared = config.list("rust.env").to_vec();
+    let lock = state::lock(&store, target, HARVEST_WAIT)?;
+    let report = place::seed(
+        &store,
+        &place::Request {
+            target,
+            profiles,
+            lane: None,
+            lock: &pkgs,
+            identity: &identity,
+            env: place::BuildEnv::Pending,
+            declared: &declared,
+        },
+    );
+    let mut st = state::load(&store, target);
+    st.worktree = worktree.to_path_buf();
+    st.pending = report.pending.clone();
+    let _ = state::save(&store, &mut st);
+    drop(lock);
+    count_report(&mut counts, &report);
+    let ms = place::ms_since(started);
+    if report.units > 0 || !report.skipped.is_empty() {
+        log_event(&store, None, &report, ms);
+    }
+    counts.flush(&store);
+    (report.units > 0).then(|| {
+        format!(
+            "seeded {} units ({} files, {}) in {ms} ms",
+            report.units,
+            report.files,
+            crate::report::human_bytes(report.bytes)
+        )
+    })
+}
+
+/// The hook of `kache worktree remove`: harvests the worktree's target before it goes.
+pub fn before_remove(store_dir: &Path, target: &Path) {
+    let Ok(config) = Config::load(target, &crate::env::process_env) else {
+        return;
+    };
+    if !enabled(&config) {
+        return;
+    }
+    let Ok(store) = Store::open(store_dir) else {
+        return;
+    };
+    let mut counts = Counts::default();
+    harvest::harvest_target(&store, target, HARVEST_WAIT, None, &mut counts);
+    counts.flush(&store);
+}
+
+/// `kache seed-harvest --target T --after-build B`: waits for cargo process B to exit,
+/// closes its build window (the last moment it was seen running), then harvests T.
+pub fn harvest_after_build(store: &Store, target: &Path, build: Option<&str>) {
+    if let Some(b) = build {
+        let mut last_alive = state::now_ns();
+        let give_up = Instant::now() + Duration::from_secs(24 * 3600);
+        while state::build_alive(b) && Instant::now() < give_up {
+            last_alive = state::now_ns();
+            std::thread::sleep(WAIT_POLL);
+        }
+        if let Some(_lock) = state::lock(store, target, Duration::from_secs(60)) {
+            let mut st = state::load(store, target);
+            if let Some(p) = st
+                .probes
+                .iter_mut()
+                .rev()
+                .find(|p| p.build.as_deref() == Some(b) && p.ended_ns.is_none())
+            {
+                p.ended_ns = Some(last_alive);
+                let _ = state::save(store, &mut st);
+            }
+        }
+    }
+    let mut counts = Counts::default();
+    harvest::harvest_target(store, target, Duration::from_secs(60), None, &mut counts);
+    counts.flush(store);
+}
+
+/// Where `kache seed-harvest` was pointed: an absolute target dir.
+pub fn harvest_arg(cwd: &Path, target: &Path) -> PathBuf {
+    cwd.join(target)
+}
