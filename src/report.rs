@@ -43,12 +43,16 @@ pub struct Event {
     /// The cargo process the call ran under (pid-starttime), when known.
     #[serde(default)]
     pub build: Option<String>,
+    /// A seeding (`outcome` "seed"): units, files, method, skip reasons.
+    #[serde(default)]
+    pub seed: Option<Value>,
 }
 
 /// Per-build summaries (newest last) of the events that carry a build id.
 pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
     let mut order: Vec<String> = Vec::new();
     let mut by: BTreeMap<String, (u64, u64, u64, u64, u64, u64)> = BTreeMap::new();
+    let mut seeded: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for e in events {
         let Some(b) = &e.build else { continue };
         let s = by.entry(b.clone()).or_insert_with(|| {
@@ -56,6 +60,11 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
             (e.t, e.t, 0, 0, 0, 0)
         });
         s.1 = s.1.max(e.t);
+        if let Some(seed) = &e.seed {
+            let x = seeded.entry(b.clone()).or_default();
+            x.0 += seed["units"].as_u64().unwrap_or(0);
+            x.1 += e.bytes;
+        }
         match e.outcome.as_str() {
             "hit" => s.2 += 1,
             "miss" => {
@@ -72,8 +81,10 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
         .skip(skip)
         .map(|b| {
             let (first, last, hits, misses, pass, miss_ms) = by[b];
+            let (seeded_units, seeded_bytes) = seeded.get(b).copied().unwrap_or_default();
             json!({"build": b, "first_t": first, "last_t": last, "hits": hits,
-                   "misses": misses, "passthroughs": pass, "miss_ms": miss_ms})
+                   "misses": misses, "passthroughs": pass, "miss_ms": miss_ms,
+                   "seeded_units": seeded_units, "seeded_bytes": seeded_bytes})
         })
         .collect()
 }
@@ -153,6 +164,25 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
             _ => {}
         }
     }
+    let mut seeding = json!({"seedings": 0, "units": 0, "bytes": 0, "ms": 0, "skipped": {}, "env_differs": []});
+    for e in events.iter().filter(|e| e.outcome == "seed") {
+        let Some(seed) = &e.seed else { continue };
+        let add = |v: &mut Value, k: &str, n: u64| v[k] = json!(v[k].as_u64().unwrap_or(0) + n);
+        add(&mut seeding, "seedings", 1);
+        add(&mut seeding, "units", seed["units"].as_u64().unwrap_or(0));
+        add(&mut seeding, "bytes", e.bytes);
+        add(&mut seeding, "ms", e.ms);
+        for (r, n) in seed["skipped"].as_object().into_iter().flatten() {
+            add(&mut seeding["skipped"], r, n.as_u64().unwrap_or(0));
+        }
+        for v in seed["env_differs"].as_array().into_iter().flatten() {
+            if let Some(arr) = seeding["env_differs"].as_array_mut() {
+                if !arr.contains(v) {
+                    arr.push(v.clone());
+                }
+            }
+        }
+    }
     misses.sort_by_key(|e| std::cmp::Reverse(e.ms));
     let top: Vec<Value> = misses
         .iter()
@@ -179,6 +209,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
         },
         "languages": langs,
         "builds": builds(&events, 10),
+        "seeding": seeding,
         "top_misses": top,
         "miss_reasons": miss_reasons,
         "passthrough_reasons": reasons,
@@ -245,8 +276,15 @@ pub fn run_report(
     if let Some(bs) = r["builds"].as_array().filter(|b| !b.is_empty()) {
         println!("\nrecent builds (by cargo process)");
         for b in bs {
+            let seeded = match b["seeded_units"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!(
+                    "  seeded {n} units ({})",
+                    human_bytes(b["seeded_bytes"].as_u64().unwrap_or(0))
+                ),
+            };
             println!(
-                "  {:<22} hits {:>5}  misses {:>5}  passthroughs {:>4}  {:>4}s wall  {:.1}s compiling misses",
+                "  {:<22} hits {:>5}  misses {:>5}  passthroughs {:>4}  {:>4}s wall  {:.1}s compiling misses{seeded}",
                 b["build"].as_str().unwrap_or("?"),
                 b["hits"].as_u64().unwrap_or(0),
                 b["misses"].as_u64().unwrap_or(0),
@@ -254,6 +292,23 @@ pub fn run_report(
                 b["last_t"].as_u64().unwrap_or(0).saturating_sub(b["first_t"].as_u64().unwrap_or(0)),
                 b["miss_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             );
+        }
+    }
+    let sd = &r["seeding"];
+    if sd["seedings"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "\nseeding: {} new target dirs, {} units ({}) placed in {} ms",
+            sd["seedings"],
+            sd["units"],
+            human_bytes(sd["bytes"].as_u64().unwrap_or(0)),
+            sd["ms"]
+        );
+        for (reason, n) in sd["skipped"].as_object().into_iter().flatten() {
+            println!("  skipped {n:>5}  {reason}");
+        }
+        if let Some(v) = sd["env_differs"].as_array().filter(|v| !v.is_empty()) {
+            let names: Vec<&str> = v.iter().filter_map(|n| n.as_str()).collect();
+            println!("  build-script runs not seeded: environment differs in {}", names.join(", "));
         }
     }
     if let Some(top) = r["top_misses"].as_array().filter(|t| !t.is_empty()) {

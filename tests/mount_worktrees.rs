@@ -17,7 +17,10 @@ fn need_fuse() {
 
 fn kache(store: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(kache_bin());
-    c.args(args).env("KACHE_DIR", store).current_dir("/");
+    c.args(args)
+        .env("KACHE_DIR", store)
+        .env("KACHE_SEED", "0")
+        .current_dir("/");
     c
 }
 

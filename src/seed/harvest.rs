@@ -123,7 +123,15 @@ struct Facts {
     /// Fingerprint files: (name, hash).
     hashes: Vec<(String, String)>,
     deps: Vec<String>,
+    /// The fingerprint files as they are (name, content, mtime): a unit is harvested
+    /// again only when this changes.
     stamp: String,
+}
+
+/// One fingerprint file's part of a unit's stamp (see [`Facts::stamp`]); the parts are
+/// concatenated in file-name order.
+pub fn stamp_part(name: &str, hash: &str, mtime_ns: i64) -> String {
+    format!("{name}={hash}@{mtime_ns};")
 }
 
 fn read_facts(fp_dir: &Path) -> Option<Facts> {
@@ -155,9 +163,7 @@ fn read_facts(fp_dir: &Path) -> Option<Facts> {
             .and_then(|m| m.modified())
             .map(state::time_ns)
             .unwrap_or(0);
-        facts
-            .stamp
-            .push_str(&format!("{name}={}@{mtime};", text.trim()));
+        facts.stamp.push_str(&stamp_part(name, text.trim(), mtime));
         facts.hashes.push((name.to_string(), text.trim().to_string()));
     }
     if let [(name, _)] = facts.hashes.as_slice() {
@@ -170,24 +176,27 @@ fn read_facts(fp_dir: &Path) -> Option<Facts> {
         let json = fs::read(fp_dir.join(format!("{name}.json"))).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
         for d in v["deps"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            // The json holds the number; the hash file its little-endian bytes in hex.
             let h = d.get(3).and_then(|h| h.as_u64())?;
-            facts.deps.push(format!("{h:016x}"));
+            let hex: String = h.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            facts.deps.push(hex);
         }
     }
     Some(facts)
 }
 
+/// A package found from a compile's dep-info: (name, version, package root).
+type FoundPackage = Result<(String, String, PathBuf), &'static str>;
+
 /// Reads the compile's dep-info and finds the package it compiled: the nearest
 /// directory with a `Cargo.toml` above the crate root, and its name and version.
-fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, Option<(String, String, PathBuf)>>) -> Option<(String, String, PathBuf)> {
+fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> FoundPackage {
     let mut text = String::new();
     fs::File::open(dep_info)
-        .ok()?
-        .take(MAX_TEXT)
-        .read_to_string(&mut text)
-        .ok()?;
-    let first = text.lines().find(|l| l.contains(": "))?;
-    let deps = first.split_once(": ")?.1;
+        .and_then(|f| f.take(MAX_TEXT).read_to_string(&mut text))
+        .map_err(|_| "incomplete")?;
+    let first = text.lines().find(|l| l.contains(": ")).ok_or("incomplete")?;
+    let deps = first.split_once(": ").ok_or("incomplete")?.1;
     // Paths are space-separated, with spaces inside a path escaped as `\ `.
     let mut root_file = None;
     let mut cur = String::new();
@@ -208,15 +217,19 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, Option<(String, Stri
             c => cur.push(c),
         }
     }
-    let root_file = root_file.or_else(|| cur.ends_with(".rs").then_some(cur))?;
+    let root_file = root_file
+        .or_else(|| cur.ends_with(".rs").then_some(cur))
+        .ok_or("package-unknown")?;
     let root_file = PathBuf::from(root_file);
     if !root_file.is_absolute() {
-        return None;
+        // cargo names the sources of workspace members relative to the workspace.
+        return Err("path-package");
     }
     let pkg_root = root_file
         .ancestors()
         .skip(1)
-        .find(|d| d.join("Cargo.toml").is_file())?
+        .find(|d| d.join("Cargo.toml").is_file())
+        .ok_or("package-unknown")?
         .to_path_buf();
     if let Some(hit) = cache.get(&pkg_root) {
         return hit.clone();
@@ -228,7 +241,8 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, Option<(String, Stri
         let name = p.get("name")?.as_str()?.to_string();
         let version = p.get("version")?.as_str()?.to_string();
         Some((name, version, pkg_root.clone()))
-    })();
+    })()
+    .ok_or("package-unknown");
     cache.insert(pkg_root, found.clone());
     found
 }
@@ -325,11 +339,46 @@ struct Profile<'a> {
     facts: BTreeMap<String, Facts>,
     by_fp: HashMap<String, String>,
     deps_files: HashMap<String, Vec<String>>,
-    pkg_cache: HashMap<PathBuf, Option<(String, String, PathBuf)>>,
+    pkg_cache: HashMap<PathBuf, FoundPackage>,
     unit_pkg: HashMap<String, Result<LockedPackage, &'static str>>,
+    /// rustc identity → unit dir → unit seeds of the seed set.
+    known: HashMap<String, HashMap<String, Vec<UnitRef>>>,
 }
 
 impl Profile<'_> {
+    /// A unit seed already in the store for unit `dir` with fingerprint `fp` (and, for a
+    /// build-script run, the same environment).
+    fn known(
+        &mut self,
+        identity: &str,
+        dir: &str,
+        fp: &[String],
+        kind: Kind,
+        env: Option<&str>,
+    ) -> Option<UnitRef> {
+        let store = self.store;
+        let index = self.known.entry(identity.to_string()).or_insert_with(|| {
+            let mut m: HashMap<String, Vec<UnitRef>> = HashMap::new();
+            for d in record::get_set(store, identity).donors {
+                for units in d.profiles.into_values() {
+                    for u in units {
+                        m.entry(u.dir.clone()).or_default().push(u);
+                    }
+                }
+            }
+            m
+        });
+        index
+            .get(dir)?
+            .iter()
+            .find(|u| {
+                u.fp == fp
+                    && (kind != Kind::Run || (env.is_some() && u.env.as_deref() == env))
+                    && store.has_entry(&u.key)
+            })
+            .cloned()
+    }
+
     /// The locked package unit `dir` belongs to.
     fn package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, &'static str> {
         if let Some(p) = self.unit_pkg.get(dir) {
@@ -380,8 +429,7 @@ impl Profile<'_> {
                 self.dir.join("deps").join(name)
             }
         };
-        let (name, version, root) =
-            package_of(&dep_info, &mut self.pkg_cache).ok_or("package-unknown")?;
+        let (name, version, root) = package_of(&dep_info, &mut self.pkg_cache)?;
         let root_s = root.to_string_lossy();
         if self
             .donor
@@ -493,6 +541,12 @@ impl Profile<'_> {
             });
         }
 
+        // The same unit (directory and fingerprint) already in the store, from another
+        // target or an earlier harvest: nothing to read again.
+        if let Some(r) = self.known(&identity, dir, &fp, kind, env.as_deref()) {
+            return Ok((r, identity));
+        }
+
         // Read every file: content into the store, donor paths relocated or refused.
         let finders: Vec<Finder> = self.donor.all().map(|p| Finder::new(p.as_bytes())).collect();
         let mut outputs = Vec::with_capacity(names.len());
@@ -529,7 +583,10 @@ impl Profile<'_> {
                     .map_err(|_| retry("store-error"))?;
                 (b.hash, b.size)
             } else {
-                let (h, size, found) = scan(&path, &finders).map_err(|_| retry("changed"))?;
+                // Outputs the wrapper stored or restored are known by their stat already.
+                let (h, size) = crate::wrap::memo::file_digest(self.store, &path)
+                    .map_err(|_| retry("changed"))?;
+                let (_, _, found) = scan(&path, &finders).map_err(|_| retry("changed"))?;
                 if found {
                     return Err(refuse("donor-path"));
                 }
@@ -624,6 +681,7 @@ fn harvest_profile(
         deps_files: HashMap::new(),
         pkg_cache: HashMap::new(),
         unit_pkg: HashMap::new(),
+        known: HashMap::new(),
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

@@ -282,11 +282,37 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
     } else if new_target && cmd.lane.is_none() {
         report.skip("unknown-command", 1);
     }
+    if !report.placed.is_empty() {
+        if let Some(_lock) = state::lock(store, &target, HARVEST_WAIT) {
+            let mut st = state::load(store, &target);
+            record_placed(&mut st, &report, &identity);
+            let _ = state::save(store, &mut st);
+        }
+    }
     if report.units > 0 || !report.skipped.is_empty() {
         count_report(&mut counts, &report);
         log_event(store, Some(&build), &report, place::ms_since(started));
     }
     counts.flush(store);
+}
+
+/// Records the units a seeding placed as harvested from this target (they are the
+/// donor's units, already in the store): a later harvest here skips them.
+fn record_placed(st: &mut state::TargetState, report: &place::Report, identity: &str) {
+    for (profile, units) in &report.placed {
+        let index = st.harvested.entry(profile.clone()).or_default();
+        for (stamp, r) in units {
+            index.insert(
+                r.dir.clone(),
+                state::Harvested {
+                    stamp: stamp.clone(),
+                    identity: Some(identity.to_string()),
+                    seed: Some(r.clone()),
+                    refused: None,
+                },
+            );
+        }
+    }
 }
 
 /// The identity of the rustc cargo will use in `worktree` (rustup picks the toolchain
@@ -329,6 +355,9 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     profiles.sort();
     profiles.dedup();
     let declared = config.list("rust.env").to_vec();
+    // The environment of the command that mounts is likely the build's: a hint for
+    // choosing the donor, never trusted (the first build's probe checks).
+    let (guess, _) = current_env(worktree, target);
     let lock = state::lock(&store, target, HARVEST_WAIT)?;
     let report = place::seed(
         &store,
@@ -338,13 +367,14 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
             lane: None,
             lock: &pkgs,
             identity: &identity,
-            env: place::BuildEnv::Pending,
+            env: place::BuildEnv::Pending(Some(&guess)),
             declared: &declared,
         },
     );
     let mut st = state::load(&store, target);
     st.worktree = worktree.to_path_buf();
     st.pending = report.pending.clone();
+    record_placed(&mut st, &report, &identity);
     let _ = state::save(&store, &mut st);
     drop(lock);
     count_report(&mut counts, &report);

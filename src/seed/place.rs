@@ -48,8 +48,9 @@ pub enum BuildEnv<'a> {
     /// Known (at cargo's first probe): digest and compared environment.
     Known(&'a str, &'a BTreeMap<String, String>),
     /// Not known yet (at mount time): units that need it are recorded as pending and
-    /// checked at the first build's probe.
-    Pending,
+    /// checked at the first build's probe. The digest, if any, is a guess (the
+    /// environment of the command that mounted) used only to choose a donor.
+    Pending(Option<&'a str>),
 }
 
 pub struct Request<'a> {
@@ -77,6 +78,9 @@ pub struct Report {
     /// Variables whose values differed from a donor build's (build-script runs skipped).
     pub env_differs: BTreeSet<String>,
     pub pending: BTreeMap<String, Vec<PendingUnit>>,
+    /// Profile → units placed, with the stamp of their fingerprint files as placed
+    /// (recorded as harvested, so a later harvest of this target skips them).
+    pub placed: BTreeMap<String, Vec<(String, UnitRef)>>,
 }
 
 impl Report {
@@ -97,6 +101,7 @@ impl Report {
         self.method = other.method;
         self.env_differs.extend(other.env_differs);
         self.pending.extend(other.pending);
+        self.placed.extend(other.placed);
     }
 }
 
@@ -140,19 +145,28 @@ fn lane_units(units: &[UnitRef], lane: Option<Lane>) -> Vec<&UnitRef> {
     }
 }
 
-/// The donor with the most units of this lockfile's packages for `profile`.
+/// The donor with the most units of this lockfile's packages for `profile` built in
+/// this build's environment (a donor built with other RUSTFLAGS, say, holds units
+/// cargo would not use here), then with the most such units at all, newest on a tie.
 fn best_donor<'a>(set: &'a SeedSet, profile: &str, req: &Request) -> Option<&'a Donor> {
-    let mut best: Option<(&Donor, usize)> = None;
+    let same_env = |u: &UnitRef| match req.env {
+        BuildEnv::Known(digest, _) | BuildEnv::Pending(Some(digest)) => {
+            u.env.as_deref() == Some(digest)
+        }
+        BuildEnv::Pending(None) => false,
+    };
+    let mut best: Option<(&Donor, (usize, usize))> = None;
     for d in &set.donors {
         let Some(units) = d.profiles.get(profile) else {
             continue;
         };
-        let n = lane_units(units, req.lane)
-            .iter()
+        let matching: Vec<&UnitRef> = lane_units(units, req.lane)
+            .into_iter()
             .filter(|u| in_lock(req.lock, &u.pkg))
-            .count();
-        if n > 0 && best.is_none_or(|(_, b)| n > b) {
-            best = Some((d, n));
+            .collect();
+        let score = (matching.iter().filter(|u| same_env(u)).count(), matching.len());
+        if score.1 > 0 && best.is_none_or(|(_, b)| score > b) {
+            best = Some((d, score));
         }
     }
     best.map(|(d, _)| d)
@@ -311,6 +325,23 @@ fn set_mtime(path: &Path, t: SystemTime) -> io::Result<()> {
     File::open(path)?.set_modified(t)
 }
 
+/// The stamp a harvest would compute for unit `c` whose fingerprint files were placed
+/// with mtimes `times`.
+fn stamp_of(store: &Store, c: &Chosen, times: &[SystemTime]) -> Option<String> {
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for &i in &c.seed.meta.fingerprints {
+        let o = &c.seed.entry.outputs[i];
+        let name = o.name.rsplit('/').next()?.to_string();
+        let text = fs::read_to_string(store.blob_path(&o.blob)).ok()?;
+        parts.push((
+            name.clone(),
+            super::harvest::stamp_part(&name, text.trim(), state::time_ns(times[i])),
+        ));
+    }
+    parts.sort();
+    Some(parts.into_iter().map(|(_, p)| p).collect())
+}
+
 /// Places the chosen units of one profile into a plain directory.
 fn place_plain(
     store: &Store,
@@ -319,8 +350,9 @@ fn place_plain(
     units: &[Chosen],
     times: &[Vec<SystemTime>],
     report: &mut Report,
-) -> io::Result<()> {
+) -> io::Result<Vec<(String, UnitRef)>> {
     let mut placer = kache_platform::place::Placer::default();
+    let mut placed = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut ok = vec![true; units.len()];
     let mut done = 0;
@@ -336,6 +368,27 @@ fn place_plain(
                 }
             }
             let blob = store.blob_path(&o.blob);
+            // cargo hardlinks a build script's executable under two names in its own
+            // directory: so do we, instead of a second copy.
+            let twin = c.seed.entry.outputs[..i]
+                .iter()
+                .enumerate()
+                .find(|(j, p)| {
+                    p.blob == o.blob
+                        && ok[u]
+                        && o.name.starts_with("build/")
+                        && p.name.starts_with("build/")
+                        && !c.seed.meta.rewrite.contains(j)
+                        && !c.seed.meta.fingerprints.contains(j)
+                })
+                .map(|(_, p)| record::join(pdir, &p.name));
+            if let Some(first) = twin {
+                let _ = fs::remove_file(&dest);
+                if fs::hard_link(&first, &dest).is_ok() {
+                    report.files += 1;
+                    continue;
+                }
+            }
             let placed = if c.seed.meta.rewrite.contains(&i) {
                 fs::read(&blob).and_then(|b| {
                     let _ = fs::remove_file(&dest);
@@ -391,11 +444,14 @@ fn place_plain(
         }
         if all {
             report.units += 1;
+            if let Some(stamp) = stamp_of(store, c, &times[u]) {
+                placed.push((stamp, c.r.clone()));
+            }
         } else {
             report.skip("place-error", 1);
         }
     }
-    Ok(())
+    Ok(placed)
 }
 
 /// Places the chosen units of one profile into a kache mount, by reference.
@@ -406,7 +462,7 @@ fn place_mount(
     units: &[Chosen],
     times: &[Vec<SystemTime>],
     report: &mut Report,
-) -> io::Result<()> {
+) -> io::Result<Vec<(String, UnitRef)>> {
     let mut data: Vec<kache_fs::Placement> = Vec::new();
     let mut stamps: Vec<(PathBuf, SystemTime, usize)> = Vec::new();
     let mut rewritten: Vec<String> = Vec::new();
@@ -446,6 +502,8 @@ fn place_mount(
     report.files += data.len() as u64;
     report.bytes += data.iter().map(|p| p.size).sum::<u64>();
     let mut fps: Vec<kache_fs::Placement> = Vec::new();
+    let mut fp_times: Vec<(PathBuf, SystemTime)> = Vec::new();
+    let mut placed = Vec::new();
     for (u, c) in units.iter().enumerate() {
         if !ok[u] {
             report.skip("place-error", 1);
@@ -453,21 +511,31 @@ fn place_mount(
         }
         for &i in &c.seed.meta.fingerprints {
             let o = &c.seed.entry.outputs[i];
+            let rel = PathBuf::from(profile).join(&o.name);
+            fp_times.push((target.join(&rel), times[u][i]));
             fps.push(kache_fs::Placement {
-                path: PathBuf::from(profile).join(&o.name),
+                path: rel,
                 hash: o.blob.clone(),
                 size: o.size,
                 mode: o.mode,
             });
         }
         report.units += 1;
+        if let Some(stamp) = stamp_of(store, c, &times[u]) {
+            placed.push((stamp, c.r.clone()));
+        }
     }
     maybe_stall(store, "fingerprints", 0);
     for chunk in fps.chunks(MOUNT_BATCH) {
         kache_fs::place(target, chunk)?;
     }
+    // cargo never reads a fingerprint file's mtime; it is set so that a later harvest
+    // of this target recognises the units as the ones placed here.
+    for (path, t) in fp_times {
+        let _ = set_mtime(&path, t);
+    }
     report.files += fps.len() as u64;
-    Ok(())
+    Ok(placed)
 }
 
 /// Seeds `req.profiles` of `req.target`, each only if cargo never built there.
@@ -549,11 +617,16 @@ pub fn seed(store: &Store, req: &Request) -> Report {
         } else {
             place_plain(store, req.target, &pdir, &chosen, &times, &mut report)
         };
-        if placed.is_err() {
-            report.skip("place-error", 1);
-            continue;
+        match placed {
+            Ok(p) => {
+                report.placed.insert(profile.clone(), p);
+            }
+            Err(_) => {
+                report.skip("place-error", 1);
+                continue;
+            }
         }
-        if matches!(req.env, BuildEnv::Pending) {
+        if matches!(req.env, BuildEnv::Pending(_)) {
             let pend = chosen
                 .iter()
                 .map(|c| {
