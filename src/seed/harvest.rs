@@ -769,6 +769,10 @@ pub fn harvest_target(
     deadline: Option<Instant>,
     counts: &mut Counts,
 ) {
+    // A wedged mount would hang whoever reads it: look only at healthy ones.
+    if matches!(kache_fs::mount_health(target), kache_fs::MountHealth::Broken(_)) {
+        return;
+    }
     let mut tries = 0;
     let mut abandoned = false;
     let (_lock, mut st) = loop {

@@ -338,7 +338,11 @@ fn worktree_identity(worktree: &Path) -> Option<String> {
 pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<String> {
     let started = Instant::now();
     let config = Config::load(worktree, &crate::env::process_env).ok()?;
-    if !enabled(&config) || target.join(".rustc_info.json").exists() {
+    // Only a target cargo never built in (a remount of a used one keeps its files).
+    if !enabled(&config)
+        || target.join(".rustc_info.json").exists()
+        || !harvest::profile_dirs(target).is_empty()
+    {
         return None;
     }
     let store = Store::open(store_dir).ok()?;
