@@ -164,7 +164,8 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
             _ => {}
         }
     }
-    let mut seeding = json!({"seedings": 0, "units": 0, "bytes": 0, "ms": 0, "skipped": {}, "env_differs": []});
+    let mut seeding =
+        json!({"seedings": 0, "units": 0, "bytes": 0, "ms": 0, "skipped": {}, "env_differs": []});
     for e in events.iter().filter(|e| e.outcome == "seed") {
         let Some(seed) = &e.seed else { continue };
         let add = |v: &mut Value, k: &str, n: u64| v[k] = json!(v[k].as_u64().unwrap_or(0) + n);
@@ -308,7 +309,10 @@ pub fn run_report(
         }
         if let Some(v) = sd["env_differs"].as_array().filter(|v| !v.is_empty()) {
             let names: Vec<&str> = v.iter().filter_map(|n| n.as_str()).collect();
-            println!("  build-script runs not seeded: environment differs in {}", names.join(", "));
+            println!(
+                "  build-script runs not seeded: environment differs in {}",
+                names.join(", ")
+            );
         }
     }
     if let Some(top) = r["top_misses"].as_array().filter(|t| !t.is_empty()) {

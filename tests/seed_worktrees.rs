@@ -130,7 +130,11 @@ fn second_worktree_finds_every_registry_unit_fresh_and_only_workspace_units_reac
     let out = build_seeded(&b, &store, &[]);
     let fresh = fresh_units(&out);
     for pkg in ["shlex", "flavor", "tinyver"] {
-        assert!(fresh.contains(&pkg.to_string()), "{pkg} not Fresh:\n{}", err_text(&out));
+        assert!(
+            fresh.contains(&pkg.to_string()),
+            "{pkg} not Fresh:\n{}",
+            err_text(&out)
+        );
     }
     let compiled = compiled_units(&out);
     assert_eq!(compiled, vec!["util", "seedapp"], "{}", err_text(&out));
@@ -187,7 +191,12 @@ fn a_donor_deleted_after_its_build_still_seeds_from_the_store() {
 
     let b = seed_fixture_at(&tmp.path().join("wt-b"));
     let out = build_seeded(&b, &store, &[]);
-    assert_eq!(compiled_units(&out), vec!["util", "seedapp"], "{}", err_text(&out));
+    assert_eq!(
+        compiled_units(&out),
+        vec!["util", "seedapp"],
+        "{}",
+        err_text(&out)
+    );
     assert_eq!(run_bin(&b, "debug"), expected);
 }
 
@@ -207,8 +216,16 @@ fn a_build_script_reading_an_undeclared_variable_sees_this_worktrees_value() {
     let mut c = cargo_seeded(&b, &store, &["build"]);
     c.env("FIXTURE_SEED_FLAVOR", "lemon");
     let out = run_ok(c);
-    assert!(compiled_units(&out).contains(&"flavor".to_string()), "{}", err_text(&out));
-    assert!(fresh_units(&out).contains(&"shlex".to_string()), "{}", err_text(&out));
+    assert!(
+        compiled_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(
+        fresh_units(&out).contains(&"shlex".to_string()),
+        "{}",
+        err_text(&out)
+    );
     assert!(run_bin(&b, "debug").contains("flavor: lemon"));
     let s = stats(&store);
     assert!(counter_at(&s, "seed.skipped.env-differs") >= 1, "{s}");
@@ -218,7 +235,11 @@ fn a_build_script_reading_an_undeclared_variable_sees_this_worktrees_value() {
     let mut c = cargo_seeded(&c2, &store, &["build"]);
     c.env("FIXTURE_SEED_FLAVOR", "mint");
     let out = run_ok(c);
-    assert!(fresh_units(&out).contains(&"flavor".to_string()), "{}", err_text(&out));
+    assert!(
+        fresh_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
     assert!(run_bin(&c2, "debug").contains("flavor: mint"));
 }
 
@@ -233,11 +254,18 @@ fn a_crate_baking_its_out_dir_reads_its_own_file_once_the_donor_is_gone() {
     // OUT_DIR) is not.
     wait_for_harvest(&store, REGISTRY_UNITS + 2);
     let s = stats(&store);
-    assert!(counter_at(&s, "seed.harvest.refused.donor-path") >= 1, "{s}");
+    assert!(
+        counter_at(&s, "seed.harvest.refused.donor-path") >= 1,
+        "{s}"
+    );
 
     let b = seed_fixture_at(&tmp.path().join("wt-b"));
     let out = build_seeded(&b, &store, &["--features", "bake"]);
-    assert!(compiled_units(&out).contains(&"outbake".to_string()), "{}", err_text(&out));
+    assert!(
+        compiled_units(&out).contains(&"outbake".to_string()),
+        "{}",
+        err_text(&out)
+    );
     std::fs::remove_dir_all(&a).unwrap();
     let text = run_bin(&b, "debug");
     assert!(text.contains("baked: baked data"), "{text}");
@@ -254,8 +282,16 @@ fn other_features_profiles_rustflags_and_lock_versions_rebuild_what_cargo_would(
     // Other features of a registry crate: cargo builds flavor again (another unit).
     let b = seed_fixture_at(&tmp.path().join("wt-features"));
     let out = build_seeded(&b, &store, &["--features", "extra"]);
-    assert!(compiled_units(&out).contains(&"flavor".to_string()), "{}", err_text(&out));
-    assert!(fresh_units(&out).contains(&"tinyver".to_string()), "{}", err_text(&out));
+    assert!(
+        compiled_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(
+        fresh_units(&out).contains(&"tinyver".to_string()),
+        "{}",
+        err_text(&out)
+    );
     assert!(run_bin(&b, "debug").contains("extra: true"));
 
     // Another profile: nothing of it was ever built, everything compiles.
@@ -271,7 +307,11 @@ fn other_features_profiles_rustflags_and_lock_versions_rebuild_what_cargo_would(
     let out = run_ok(c);
     assert!(fresh_units(&out).is_empty(), "{}", err_text(&out));
     for pkg in ["shlex", "tinyver", "flavor"] {
-        assert!(compiled_units(&out).contains(&pkg.to_string()), "{}", err_text(&out));
+        assert!(
+            compiled_units(&out).contains(&pkg.to_string()),
+            "{}",
+            err_text(&out)
+        );
     }
     assert!(run_bin(&b, "debug").contains("tinyver: 0.1.0"));
 
@@ -280,10 +320,22 @@ fn other_features_profiles_rustflags_and_lock_versions_rebuild_what_cargo_would(
     let manifest = b.join("app/Cargo.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, text.replace("=0.1.0", "=0.1.1")).unwrap();
-    run_ok(cargo(&b, &store, &["update", "-p", "tinyver", "--precise", "0.1.1"]));
+    run_ok(cargo(
+        &b,
+        &store,
+        &["update", "-p", "tinyver", "--precise", "0.1.1"],
+    ));
     let out = build_seeded(&b, &store, &[]);
-    assert!(compiled_units(&out).contains(&"tinyver".to_string()), "{}", err_text(&out));
-    assert!(fresh_units(&out).contains(&"shlex".to_string()), "{}", err_text(&out));
+    assert!(
+        compiled_units(&out).contains(&"tinyver".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(
+        fresh_units(&out).contains(&"shlex".to_string()),
+        "{}",
+        err_text(&out)
+    );
     assert!(run_bin(&b, "debug").contains("tinyver: 0.1.1"));
 }
 
@@ -308,8 +360,14 @@ fn killed_midway(stall: &str) {
     let marker = store.join("seed-stalled");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !marker.exists() {
-        assert!(Instant::now() < deadline, "the seeding never reached {stall}");
-        assert!(child.try_wait().unwrap().is_none(), "the build ended before {stall}");
+        assert!(
+            Instant::now() < deadline,
+            "the seeding never reached {stall}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before {stall}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: kill(2) on the process group we created.
@@ -422,7 +480,11 @@ fn a_worktree_added_by_kache_is_seeded_by_reference_before_its_first_build() {
     wait_for_harvest(&store, REGISTRY_UNITS);
 
     let b = tmp.path().join("agent-1");
-    kache_cmd(&store, &a, &["worktree", "add", b.to_str().unwrap(), "task-1"]);
+    kache_cmd(
+        &store,
+        &a,
+        &["worktree", "add", b.to_str().unwrap(), "task-1"],
+    );
     let _guard = Unmount(store.clone(), b.clone());
     let s = stats(&store);
     assert_eq!(counter_at(&s, "seed.units"), REGISTRY_UNITS, "{s}");
@@ -433,7 +495,9 @@ fn a_worktree_added_by_kache_is_seeded_by_reference_before_its_first_build() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["worktree"].as_str() == Some(std::fs::canonicalize(&b).unwrap().to_str().unwrap()))
+        .find(|r| {
+            r["worktree"].as_str() == Some(std::fs::canonicalize(&b).unwrap().to_str().unwrap())
+        })
         .cloned()
         .expect("B's mount");
     assert!(row["placed_files"].as_u64().unwrap() > 10, "{row}");
@@ -443,9 +507,18 @@ fn a_worktree_added_by_kache_is_seeded_by_reference_before_its_first_build() {
     let out = build_seeded(&b, &store, &[]);
     let fresh = fresh_units(&out);
     for pkg in ["shlex", "flavor", "tinyver"] {
-        assert!(fresh.contains(&pkg.to_string()), "{pkg} not Fresh:\n{}", err_text(&out));
+        assert!(
+            fresh.contains(&pkg.to_string()),
+            "{pkg} not Fresh:\n{}",
+            err_text(&out)
+        );
     }
-    assert_eq!(compiled_units(&out), vec!["util", "seedapp"], "{}", err_text(&out));
+    assert_eq!(
+        compiled_units(&out),
+        vec!["util", "seedapp"],
+        "{}",
+        err_text(&out)
+    );
     assert_eq!(wrapper_calls(&store) - calls, 2);
     assert_eq!(run_bin(&b, "debug"), expected);
     let again = build_seeded(&b, &store, &[]);
@@ -464,7 +537,11 @@ fn a_mounted_seed_from_another_environment_is_withdrawn_at_the_first_build() {
     wait_for_harvest(&store, REGISTRY_UNITS);
 
     let b = tmp.path().join("agent-2");
-    kache_cmd(&store, &a, &["worktree", "add", b.to_str().unwrap(), "task-2"]);
+    kache_cmd(
+        &store,
+        &a,
+        &["worktree", "add", b.to_str().unwrap(), "task-2"],
+    );
     let _guard = Unmount(store.clone(), b.clone());
     // Seeded at mount time, before anyone knew the build's environment…
     assert_eq!(counter_at(&stats(&store), "seed.units"), REGISTRY_UNITS);
@@ -472,7 +549,55 @@ fn a_mounted_seed_from_another_environment_is_withdrawn_at_the_first_build() {
     let mut c = cargo_seeded(&b, &store, &["build"]);
     c.env("FIXTURE_SEED_FLAVOR", "lemon");
     let out = run_ok(c);
-    assert!(compiled_units(&out).contains(&"flavor".to_string()), "{}", err_text(&out));
-    assert!(fresh_units(&out).contains(&"shlex".to_string()), "{}", err_text(&out));
+    assert!(
+        compiled_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(
+        fresh_units(&out).contains(&"shlex".to_string()),
+        "{}",
+        err_text(&out)
+    );
     assert!(run_bin(&b, "debug").contains("flavor: lemon"));
+}
+
+#[test]
+fn a_metadata_call_before_the_first_build_leaves_the_environment_check_to_that_build() {
+    need_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = repo_at(&tmp.path().join("repo"));
+    let mut c = cargo_seeded(&a, &store, &["build"]);
+    c.env("FIXTURE_SEED_FLAVOR", "mint");
+    run_ok(c);
+    wait_for_harvest(&store, REGISTRY_UNITS);
+
+    let b = tmp.path().join("agent-3");
+    kache_cmd(
+        &store,
+        &a,
+        &["worktree", "add", b.to_str().unwrap(), "task-3"],
+    );
+    let _guard = Unmount(store.clone(), b.clone());
+    // An editor asks for metadata first, in the donor's environment: it probes rustc and
+    // would leave cargo's rustc cache in the (mounted, existing) target dir…
+    let mut m = cargo(&b, &store, &["metadata", "--format-version", "1"]);
+    m.env("KACHE_SEED", "1").env("FIXTURE_SEED_FLAVOR", "mint");
+    run_ok(m);
+    // …yet the build, right after and in another environment, is the one the check
+    // answers to.
+    let mut c = cargo_seeded(&b, &store, &["build"]);
+    c.env("FIXTURE_SEED_FLAVOR", "lemon");
+    let out = run_ok(c);
+    assert!(
+        compiled_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(run_bin(&b, "debug").contains("flavor: lemon"));
+    // Settled: cargo caches its rustc facts again, and the next build is a no-op.
+    let again = build_seeded(&b, &store, &[]);
+    assert!(compiled_units(&again).is_empty(), "{}", err_text(&again));
+    assert!(b.join("target/.rustc_info.json").is_file());
 }

@@ -32,9 +32,19 @@ pub struct Placement {
     pub mode: u32,
 }
 
+/// A placement on the wire: optionally with the mtime its file gets (nanoseconds since the
+/// epoch) instead of the placement time.
+#[derive(Serialize, Deserialize)]
+struct WirePlacement {
+    #[serde(flatten)]
+    placement: Placement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Request {
-    placements: Vec<Placement>,
+    placements: Vec<WirePlacement>,
 }
 
 /// A placement that passed validation.
@@ -43,6 +53,7 @@ pub(crate) struct ValidPlacement {
     pub hash: String,
     pub size: u64,
     pub mode: u32,
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 pub(crate) fn ok_line(n: usize) -> String {
@@ -96,7 +107,16 @@ pub(crate) fn validate(
         serde_json::from_slice(request).map_err(|e| format!("malformed request: {e}"))?;
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(request.placements.len());
-    for p in request.placements {
+    for w in request.placements {
+        let p = w.placement;
+        let mtime = w.mtime_ns.map(|ns| {
+            let t = std::time::UNIX_EPOCH;
+            if ns >= 0 {
+                t + std::time::Duration::from_nanos(ns as u64)
+            } else {
+                t - std::time::Duration::from_nanos(ns.unsigned_abs())
+            }
+        });
         check_path(&p.path)?;
         if !seen.insert(p.path.clone()) {
             return Err(format!("{}: placed twice in one request", p.path.display()));
@@ -123,6 +143,7 @@ pub(crate) fn validate(
             hash: p.hash,
             size: p.size,
             mode: p.mode & 0o777,
+            mtime,
         });
     }
     Ok(valid)
@@ -133,10 +154,38 @@ pub(crate) fn validate(
 /// before any is applied; a rejected request (bad path, unknown blob, wrong size) changes
 /// nothing and returns `InvalidInput` with the server's reason.
 pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
-    let request = serde_json::to_vec(&Request {
-        placements: placements.to_vec(),
-    })
-    .map_err(io::Error::other)?;
+    let wire = placements
+        .iter()
+        .map(|p| WirePlacement {
+            placement: p.clone(),
+            mtime_ns: None,
+        })
+        .collect();
+    send(mount_root, wire)
+}
+
+/// Like [`place`], each file getting the given mtime instead of the placement time (one
+/// request, where setting times afterwards would cost a round trip per file): for files
+/// whose relative mtimes matter to cargo, such as a seeded unit's.
+pub fn place_at(
+    mount_root: &Path,
+    placements: &[(Placement, std::time::SystemTime)],
+) -> io::Result<()> {
+    let wire = placements
+        .iter()
+        .map(|(p, t)| WirePlacement {
+            placement: p.clone(),
+            mtime_ns: Some(match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_nanos() as i64,
+                Err(e) => -(e.duration().as_nanos() as i64),
+            }),
+        })
+        .collect();
+    send(mount_root, wire)
+}
+
+fn send(mount_root: &Path, placements: Vec<WirePlacement>) -> io::Result<()> {
+    let request = serde_json::to_vec(&Request { placements }).map_err(io::Error::other)?;
     let mut control = OpenOptions::new()
         .read(true)
         .write(true)

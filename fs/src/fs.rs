@@ -539,6 +539,9 @@ impl Shared {
                 };
                 sys::fsetxattr(&marker, &xattr_name(), blob.xattr_value().as_bytes())?;
                 marker.set_permissions(std::fs::Permissions::from_mode(item.mode))?;
+                if let Some(t) = item.mtime {
+                    marker.set_modified(t)?;
+                }
                 self.give_to_caller(&OwnedFd::from(marker), req);
             }
             Ok(())

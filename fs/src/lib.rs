@@ -34,7 +34,7 @@ mod fs;
 mod mount;
 mod sys;
 
-pub use control::{is_kache_mount, place, Placement};
+pub use control::{is_kache_mount, place, place_at, Placement};
 pub use mount::{
     mount, mount_foreground, mount_health, mount_stats, scan_placements, unmount, MountHandle,
     MountHealth, MountOptions, MountStats, PlacedFile,

@@ -21,6 +21,7 @@ pub enum Lane {
 /// A cargo command line as far as seeding cares.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Command {
+    pub subcommand: Option<String>,
     pub lane: Option<Lane>,
     /// Profile directory name (`debug`, `release`, a custom profile's name).
     pub profile: Option<String>,
@@ -92,6 +93,7 @@ pub fn parse_command(args: &[String]) -> Command {
         _ => (None, "dev"),
     };
     cmd.lane = lane;
+    cmd.subcommand = sub.map(String::from);
     if lane.is_some() {
         let name = explicit_profile.unwrap_or_else(|| {
             if release {
@@ -103,6 +105,35 @@ pub fn parse_command(args: &[String]) -> Command {
         cmd.profile = Some(profile_dir_name(&name));
     }
     cmd
+}
+
+/// cargo subcommands that probe rustc but compile nothing.
+pub fn builds_nothing(sub: &str) -> bool {
+    matches!(
+        sub,
+        "metadata"
+            | "fetch"
+            | "tree"
+            | "update"
+            | "generate-lockfile"
+            | "locate-project"
+            | "pkgid"
+            | "verify-project"
+            | "read-manifest"
+            | "vendor"
+            | "clean"
+            | "package"
+            | "publish"
+            | "install"
+            | "search"
+            | "info"
+            | "add"
+            | "remove"
+            | "new"
+            | "init"
+            | "help"
+            | "version"
+    )
 }
 
 /// The directory cargo builds profile `name` into.
@@ -201,7 +232,9 @@ pub fn target_dir(cwd: &Path, ws: &Path, cmd: &Command) -> Option<PathBuf> {
 }
 
 /// One package of a `Cargo.lock`. `source` is `None` for path packages.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LockedPackage {
     pub name: String,
     pub version: String,
@@ -232,17 +265,31 @@ mod tests {
     use super::*;
 
     fn cmd(line: &str) -> Command {
-        parse_command(&line.split_whitespace().map(String::from).collect::<Vec<_>>())
+        parse_command(
+            &line
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]
     fn lanes_and_profiles_follow_cargo() {
         let c = cmd("build --offline");
-        assert_eq!((c.lane, c.profile.as_deref()), (Some(Lane::Build), Some("debug")));
+        assert_eq!(
+            (c.lane, c.profile.as_deref()),
+            (Some(Lane::Build), Some("debug"))
+        );
         let c = cmd("+stable -v b -r");
-        assert_eq!((c.lane, c.profile.as_deref()), (Some(Lane::Build), Some("release")));
+        assert_eq!(
+            (c.lane, c.profile.as_deref()),
+            (Some(Lane::Build), Some("release"))
+        );
         let c = cmd("check --profile=release");
-        assert_eq!((c.lane, c.profile.as_deref()), (Some(Lane::Check), Some("release")));
+        assert_eq!(
+            (c.lane, c.profile.as_deref()),
+            (Some(Lane::Check), Some("release"))
+        );
         let c = cmd("bench");
         assert_eq!(c.profile.as_deref(), Some("release"));
         let c = cmd("test --profile custom --target x86_64-unknown-linux-gnu");

@@ -65,15 +65,30 @@ pub const NOISE: &[(&str, &str)] = &[
     ("XDG_SEAT", "login seat"),
     ("XDG_VTNR", "virtual terminal number"),
     ("INVOCATION_ID", "systemd id of one service run"),
-    ("JOURNAL_STREAM", "systemd journal descriptor of one service run"),
+    (
+        "JOURNAL_STREAM",
+        "systemd journal descriptor of one service run",
+    ),
     ("MANAGERPID", "pid of the systemd instance"),
     ("SYSTEMD_EXEC_PID", "pid systemd started"),
-    ("CARGO_MAKEFLAGS", "jobserver descriptors of one cargo process"),
-    ("MAKEFLAGS", "jobserver descriptors and flags of one make process"),
+    (
+        "CARGO_MAKEFLAGS",
+        "jobserver descriptors of one cargo process",
+    ),
+    (
+        "MAKEFLAGS",
+        "jobserver descriptors and flags of one make process",
+    ),
     ("MFLAGS", "flags of one make process"),
     ("MAKELEVEL", "make nesting depth"),
-    ("CARGO_TERM_*", "cargo's own terminal output (colour, progress, verbosity)"),
-    ("KACHE_*", "kache's own settings; those that change a result are part of its keys"),
+    (
+        "CARGO_TERM_*",
+        "cargo's own terminal output (colour, progress, verbosity)",
+    ),
+    (
+        "KACHE_*",
+        "kache's own settings; those that change a result are part of its keys",
+    ),
 ];
 
 /// Variables cargo sets for one unit (package facts, cfgs, features, OUT_DIR, profile

@@ -164,7 +164,9 @@ fn read_facts(fp_dir: &Path) -> Option<Facts> {
             .map(state::time_ns)
             .unwrap_or(0);
         facts.stamp.push_str(&stamp_part(name, text.trim(), mtime));
-        facts.hashes.push((name.to_string(), text.trim().to_string()));
+        facts
+            .hashes
+            .push((name.to_string(), text.trim().to_string()));
     }
     if let [(name, _)] = facts.hashes.as_slice() {
         facts.kind = match name.as_str() {
@@ -195,7 +197,10 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
     fs::File::open(dep_info)
         .and_then(|f| f.take(MAX_TEXT).read_to_string(&mut text))
         .map_err(|_| "incomplete")?;
-    let first = text.lines().find(|l| l.contains(": ")).ok_or("incomplete")?;
+    let first = text
+        .lines()
+        .find(|l| l.contains(": "))
+        .ok_or("incomplete")?;
     let deps = first.split_once(": ").ok_or("incomplete")?.1;
     // Paths are space-separated, with spaces inside a path escaped as `\ `.
     let mut root_file = None;
@@ -247,34 +252,29 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
     found
 }
 
-/// blake3 and size of a file, and whether any needle occurs in it (one read).
-fn scan(path: &Path, needles: &[Finder<'_>]) -> io::Result<(String, u64, bool)> {
+/// Whether any needle occurs in the file (read in large chunks, a needle's length of
+/// overlap kept between them).
+fn file_contains(path: &Path, needles: &[Finder<'_>]) -> io::Result<bool> {
     let mut f = fs::File::open(path)?;
     let keep = needles.iter().map(|n| n.needle().len()).max().unwrap_or(1) - 1;
-    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut carry = 0usize;
-    let mut total = 0u64;
-    let mut found = false;
     loop {
         let n = match f.read(&mut buf[carry..]) {
-            Ok(0) => break,
+            Ok(0) => return Ok(false),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[carry..carry + n]);
-        total += n as u64;
         let window = &buf[..carry + n];
-        if !found && needles.iter().any(|f| f.find(window).is_some()) {
-            found = true;
+        if needles.iter().any(|f| f.find(window).is_some()) {
+            return Ok(true);
         }
         let tail = keep.min(window.len());
         let start = window.len() - tail;
         buf.copy_within(start..start + tail, 0);
         carry = tail;
     }
-    Ok((hasher.finalize().to_hex().to_string(), total, found))
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {
@@ -293,6 +293,19 @@ fn replace_all(hay: &[u8], needle: &str, with: &str) -> Vec<u8> {
     out
 }
 
+/// Stores small bytes as a blob and makes sure the blob holds them (an existing blob of
+/// that name is checked through the digest memo, replaced if damaged).
+fn store_text(store: &Store, bytes: &[u8]) -> io::Result<(String, u64)> {
+    let b = store.put_blob_bytes_unsynced(bytes)?;
+    let path = store.blob_path(&b.hash);
+    if !crate::wrap::memo::file_digest(store, &path).is_ok_and(|(d, _)| d == b.hash) {
+        let _ = fs::remove_file(&path);
+        store.put_blob_bytes_unsynced(bytes)?;
+        crate::wrap::memo::remember_output(store, &path, &b.hash);
+    }
+    Ok((b.hash, b.size))
+}
+
 /// Text files in which a path into the donor's target dir is relocated: rustc's
 /// dep-info (cargo and kache rewrite those for the consuming target anyway) and a
 /// build script's `output`/`root-output`/`stderr` (cargo itself rewrites the old
@@ -301,9 +314,7 @@ fn relocatable(name: &str) -> bool {
     let parts: Vec<&str> = name.split('/').collect();
     match parts.as_slice() {
         ["deps", f] => f.ends_with(".d"),
-        ["build", _, f] => {
-            f.ends_with(".d") || matches!(*f, "output" | "root-output" | "stderr")
-        }
+        ["build", _, f] => f.ends_with(".d") || matches!(*f, "output" | "root-output" | "stderr"),
         _ => false,
     }
 }
@@ -431,11 +442,7 @@ impl Profile<'_> {
         };
         let (name, version, root) = package_of(&dep_info, &mut self.pkg_cache)?;
         let root_s = root.to_string_lossy();
-        if self
-            .donor
-            .all()
-            .any(|p| root_s.starts_with(p.as_str()))
-        {
+        if self.donor.all().any(|p| root_s.starts_with(p.as_str())) {
             return Err("source-in-worktree");
         }
         if dir.rsplit_once('-').map(|(n, _)| n) != Some(name.as_str()) {
@@ -456,7 +463,9 @@ impl Profile<'_> {
 
     /// Harvests unit `dir` into a unit seed.
     fn unit(&mut self, dir: &str, st: &TargetState) -> Result<(UnitRef, String), Refusal> {
-        let hash = record::unit_hash(dir).ok_or(refuse("bad-unit-name"))?.to_string();
+        let hash = record::unit_hash(dir)
+            .ok_or(refuse("bad-unit-name"))?
+            .to_string();
         let (kind, facts_stamp, fp, deps, fp_names) = {
             let f = self.facts.get(dir).ok_or(retry("incomplete"))?;
             let fp_names: Vec<String> = f
@@ -479,7 +488,11 @@ impl Profile<'_> {
         };
         // The unit's files.
         let mut names: Vec<String> = Vec::new();
-        walk(&self.dir.join(".fingerprint").join(dir), &self.dir, &mut names)?;
+        walk(
+            &self.dir.join(".fingerprint").join(dir),
+            &self.dir,
+            &mut names,
+        )?;
         let mut kind = kind;
         let mut check_only = false;
         match kind {
@@ -548,7 +561,11 @@ impl Profile<'_> {
         }
 
         // Read every file: content into the store, donor paths relocated or refused.
-        let finders: Vec<Finder> = self.donor.all().map(|p| Finder::new(p.as_bytes())).collect();
+        let finders: Vec<Finder> = self
+            .donor
+            .all()
+            .map(|p| Finder::new(p.as_bytes()))
+            .collect();
         let mut outputs = Vec::with_capacity(names.len());
         let mut mtimes = Vec::with_capacity(names.len());
         let mut rewrite = Vec::new();
@@ -557,7 +574,10 @@ impl Profile<'_> {
         for name in &names {
             let path = record::join(&self.dir, name);
             let meta = fs::metadata(&path).map_err(|_| retry("changed"))?;
-            let mtime = meta.modified().map(state::time_ns).map_err(|_| retry("changed"))?;
+            let mtime = meta
+                .modified()
+                .map(state::time_ns)
+                .map_err(|_| retry("changed"))?;
             let mode = kache_platform::file_mode(&meta);
             let (blob, size) = if relocatable(name) {
                 if meta.len() > MAX_TEXT {
@@ -577,26 +597,40 @@ impl Profile<'_> {
                 if text != raw {
                     rewrite.push(outputs.len());
                 }
-                let b = self
-                    .store
-                    .put_blob_bytes(&text)
-                    .map_err(|_| retry("store-error"))?;
-                (b.hash, b.size)
+                store_text(self.store, &text).map_err(|_| retry("store-error"))?
             } else {
                 // Outputs the wrapper stored or restored are known by their stat already.
                 let (h, size) = crate::wrap::memo::file_digest(self.store, &path)
                     .map_err(|_| retry("changed"))?;
-                let (_, _, found) = scan(&path, &finders).map_err(|_| retry("changed"))?;
+                let found = file_contains(&path, &finders).map_err(|_| retry("changed"))?;
                 if found {
                     return Err(refuse("donor-path"));
                 }
-                let present = fs::metadata(self.store.blob_path(&h)).is_ok_and(|m| m.len() == size);
+                let blob_path = self.store.blob_path(&h);
+                let mut present = fs::metadata(&blob_path).is_ok_and(|m| m.len() == size);
+                if present {
+                    // Hashed here, in the background, once: the digest memo then lets a
+                    // seeding check the blob by its stat alone.
+                    let ok = crate::wrap::memo::file_digest(self.store, &blob_path)
+                        .is_ok_and(|(d, _)| d == h);
+                    if !ok {
+                        let _ = fs::remove_file(&blob_path);
+                        present = false;
+                    }
+                }
                 if !present {
-                    let b = self
-                        .store
-                        .put_blob_from_path_as(&path, mode & 0o111 != 0)
-                        .map_err(|_| retry("store-error"))?;
-                    if b.hash != h {
+                    // What the wrapper did not store already: fingerprint files, what
+                    // build scripts wrote. Small; read whole and stored unsynced.
+                    let stored = if size <= MAX_TEXT {
+                        let bytes = fs::read(&path).map_err(|_| retry("changed"))?;
+                        store_text(self.store, &bytes).map(|(h, _)| h)
+                    } else {
+                        self.store
+                            .put_blob_from_path_as(&path, mode & 0o111 != 0)
+                            .map(|b| b.hash)
+                    }
+                    .map_err(|_| retry("store-error"))?;
+                    if stored != h {
                         return Err(retry("changed"));
                     }
                 }
@@ -770,7 +804,10 @@ pub fn harvest_target(
     counts: &mut Counts,
 ) {
     // A wedged mount would hang whoever reads it: look only at healthy ones.
-    if matches!(kache_fs::mount_health(target), kache_fs::MountHealth::Broken(_)) {
+    if matches!(
+        kache_fs::mount_health(target),
+        kache_fs::MountHealth::Broken(_)
+    ) {
         return;
     }
     let mut tries = 0;

@@ -52,6 +52,10 @@ impl Counts {
     }
 }
 
+/// cargo's cache of rustc facts in a target dir (its absence makes cargo probe rustc);
+/// also the name of the fence that keeps it absent while seeds await their check.
+const PROBE_FENCE: &str = ".rustc_info.json";
+
 /// How long a seeding waits for another process's harvest of the same donor.
 const HARVEST_WAIT: Duration = Duration::from_secs(5);
 /// Time a seeding may spend harvesting other targets first (the background harvest
@@ -147,6 +151,7 @@ fn log_event(store: &Store, build: Option<&str>, report: &place::Report, ms: u64
             "profiles": report.profiles,
             "skipped": report.skipped,
             "env_differs": report.env_differs,
+            "phases_ms": report.phases,
         },
     });
     let mut line = rec.to_string();
@@ -165,7 +170,10 @@ fn count_report(counts: &mut Counts, report: &place::Report) {
     counts.add("seed.bytes", report.bytes);
     counts.add("seed.files", report.files);
     for (reason, n) in &report.skipped {
-        counts.add(&format!("seed.skipped.{}", crate::wrap::reason_key(reason)), *n);
+        counts.add(
+            &format!("seed.skipped.{}", crate::wrap::reason_key(reason)),
+            *n,
+        );
     }
 }
 
@@ -221,11 +229,50 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
     if st.probes.last().and_then(|p| p.build.as_deref()) == Some(build.as_str()) {
         return; // cargo probes more than once per build; the first one did the work.
     }
-    let new_target = !target.join(".rustc_info.json").exists();
+    let new_target = !target.join(PROBE_FENCE).is_file();
+    let mut counts = Counts::default();
+    let mut report = place::Report::default();
+    let (env_digest, env_map) = current_env(&ws, &target);
+    // Units seeded at mount time that need this build's environment: checked first,
+    // whatever cargo is about to do.
+    let pending = std::mem::take(&mut st.pending);
+    if !pending.is_empty() {
+        let n = place::check_pending(
+            &target,
+            &pending,
+            &env_digest,
+            &env_map,
+            &mut report.env_differs,
+        );
+        report.skip("env-differs", n);
+    }
+    if cmd.lane.is_none() {
+        // `cargo metadata` (rust-analyzer runs it often) and friends probe rustc too but
+        // build nothing (an alias's profile cannot be told). What differs from this
+        // environment is withdrawn already; the rest waits for the first build's own
+        // environment (the probe fence keeps every command probing until then).
+        if !pending.is_empty() {
+            st.pending = pending;
+            let _ = state::save(store, &mut st);
+        }
+        if new_target && !cmd.subcommand.as_deref().is_some_and(cargo::builds_nothing) {
+            report.skip("unknown-command", 1);
+        }
+        if !report.skipped.is_empty() {
+            count_report(&mut counts, &report);
+            log_event(store, Some(&build), &report, place::ms_since(started));
+        }
+        counts.flush(store);
+        return;
+    }
+    if !pending.is_empty() {
+        // This build settled the check: cargo may cache its rustc facts again.
+        let _ = std::fs::remove_dir(target.join(PROBE_FENCE));
+    }
     let Some(identity) = probed_identity(store, compiler) else {
+        let _ = state::save(store, &mut st);
         return;
     };
-    let (env_digest, env_map) = current_env(&ws, &target);
     st.worktree = ws.clone();
     st.probes.push(state::Probe {
         build: Some(build.clone()),
@@ -235,13 +282,6 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
         env: env_digest.clone(),
         env_map: env_map.clone(),
     });
-    let mut counts = Counts::default();
-    let mut report = place::Report::default();
-    let pending = std::mem::take(&mut st.pending);
-    if !pending.is_empty() {
-        let n = place::check_pending(&target, &pending, &env_digest, &env_map, &mut report.env_differs);
-        report.skip("env-differs", n);
-    }
     let _ = state::save(store, &mut st);
     drop(lock);
     spawn_harvest_after(store, &target, &build, &ws);
@@ -254,7 +294,9 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
         match cargo::read_lock(&ws.join("Cargo.lock")) {
             None => report.skip("no-lockfile", 1),
             Some(pkgs) => {
+                let t = Instant::now();
                 harvest_known(store, &target, HARVEST_BUDGET, &mut counts);
+                *report.phases.entry("harvest").or_default() += place::ms_since(t);
                 let mut profiles = vec![profile.clone()];
                 profiles.extend(cmd.targets.iter().map(|t| format!("{t}/{profile}")));
                 let created = !target.exists();
@@ -279,8 +321,6 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
                 }
             }
         }
-    } else if new_target && cmd.lane.is_none() {
-        report.skip("unknown-command", 1);
     }
     if !report.placed.is_empty() {
         if let Some(_lock) = state::lock(store, &target, HARVEST_WAIT) {
@@ -340,7 +380,7 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     let config = Config::load(worktree, &crate::env::process_env).ok()?;
     // Only a target cargo never built in (a remount of a used one keeps its files).
     if !enabled(&config)
-        || target.join(".rustc_info.json").exists()
+        || target.join(PROBE_FENCE).exists()
         || !harvest::profile_dirs(target).is_empty()
     {
         return None;
@@ -378,6 +418,14 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     let mut st = state::load(&store, target);
     st.worktree = worktree.to_path_buf();
     st.pending = report.pending.clone();
+    if !st.pending.is_empty() {
+        // cargo caches its rustc facts in `.rustc_info.json` and then skips its compiler
+        // probe, our only moment to check these units against the build's environment
+        // (`cargo metadata` writes it into an existing target dir without building). A
+        // directory of that name cannot be written over: cargo quietly probes every time
+        // until the first build's probe removes it.
+        let _ = std::fs::create_dir(target.join(PROBE_FENCE));
+    }
     record_placed(&mut st, &report, &identity);
     let _ = state::save(&store, &mut st);
     drop(lock);

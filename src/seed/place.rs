@@ -78,6 +78,8 @@ pub struct Report {
     /// Variables whose values differed from a donor build's (build-script runs skipped).
     pub env_differs: BTreeSet<String>,
     pub pending: BTreeMap<String, Vec<PendingUnit>>,
+    /// Milliseconds per phase (`harvest`, `set`, `check`, `place`), for the event log.
+    pub phases: BTreeMap<&'static str, u64>,
     /// Profile → units placed, with the stamp of their fingerprint files as placed
     /// (recorded as harvested, so a later harvest of this target skips them).
     pub placed: BTreeMap<String, Vec<(String, UnitRef)>>,
@@ -102,6 +104,13 @@ impl Report {
         self.env_differs.extend(other.env_differs);
         self.pending.extend(other.pending);
         self.placed.extend(other.placed);
+        for (k, v) in other.phases {
+            *self.phases.entry(k).or_default() += v;
+        }
+    }
+
+    fn phase(&mut self, name: &'static str, since: Instant) {
+        *self.phases.entry(name).or_default() += ms_since(since);
     }
 }
 
@@ -140,7 +149,10 @@ fn lane_units(units: &[UnitRef], lane: Option<Lane>) -> Vec<&UnitRef> {
                     stack.extend(u.deps.iter().filter_map(|d| by_fp.get(d.as_str())));
                 }
             }
-            units.iter().filter(|u| keep.contains(u.dir.as_str())).collect()
+            units
+                .iter()
+                .filter(|u| keep.contains(u.dir.as_str()))
+                .collect()
         }
     }
 }
@@ -164,7 +176,10 @@ fn best_donor<'a>(set: &'a SeedSet, profile: &str, req: &Request) -> Option<&'a 
             .into_iter()
             .filter(|u| in_lock(req.lock, &u.pkg))
             .collect();
-        let score = (matching.iter().filter(|u| same_env(u)).count(), matching.len());
+        let score = (
+            matching.iter().filter(|u| same_env(u)).count(),
+            matching.len(),
+        );
         if score.1 > 0 && best.is_none_or(|(_, b)| score > b) {
             best = Some((d, score));
         }
@@ -265,7 +280,8 @@ fn layout(units: &[Chosen], end: SystemTime) -> Vec<Vec<SystemTime>> {
             for d in &units[i].r.deps {
                 if let Some(&j) = by_fp.get(d.as_str()) {
                     if j != i {
-                        start = start.max(visit(j, units, by_fp, spans, newest, depth + 1) + GAP_NS);
+                        start =
+                            start.max(visit(j, units, by_fp, spans, newest, depth + 1) + GAP_NS);
                     }
                 }
             }
@@ -351,64 +367,112 @@ fn place_plain(
     times: &[Vec<SystemTime>],
     report: &mut Report,
 ) -> io::Result<Vec<(String, UnitRef)>> {
-    let mut placer = kache_platform::place::Placer::default();
     let mut placed = Vec::new();
+    // The data files of every unit: (unit, output, twin to hardlink instead of copying).
+    // cargo hardlinks a build script's executable under two names in its own directory:
+    // so do we, rather than copy it twice.
+    let mut jobs: Vec<(usize, usize)> = Vec::new();
+    let mut twins: Vec<(usize, usize, usize)> = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
-    let mut ok = vec![true; units.len()];
-    let mut done = 0;
     for (u, c) in units.iter().enumerate() {
+        let meta = &c.seed.meta;
         for (i, o) in c.seed.entry.outputs.iter().enumerate() {
-            if c.seed.meta.fingerprints.contains(&i) {
+            if meta.fingerprints.contains(&i) {
                 continue;
             }
-            let dest = record::join(pdir, &o.name);
-            if let Some(parent) = dest.parent() {
+            if let Some(parent) = record::join(pdir, &o.name).parent() {
                 if made.insert(parent.to_path_buf()) {
                     fs::create_dir_all(parent)?;
                 }
             }
-            let blob = store.blob_path(&o.blob);
-            // cargo hardlinks a build script's executable under two names in its own
-            // directory: so do we, instead of a second copy.
             let twin = c.seed.entry.outputs[..i]
                 .iter()
                 .enumerate()
-                .find(|(j, p)| {
+                .position(|(j, p)| {
                     p.blob == o.blob
-                        && ok[u]
                         && o.name.starts_with("build/")
                         && p.name.starts_with("build/")
-                        && !c.seed.meta.rewrite.contains(j)
-                        && !c.seed.meta.fingerprints.contains(j)
-                })
-                .map(|(_, p)| record::join(pdir, &p.name));
-            if let Some(first) = twin {
+                        && !meta.rewrite.contains(&j)
+                        && !meta.fingerprints.contains(&j)
+                });
+            match twin {
+                Some(j) => twins.push((u, i, j)),
+                None => jobs.push((u, i)),
+            }
+        }
+    }
+    // Copies are the cost of seeding a plain target (ext4 cannot share extents): a few
+    // threads, each with its own placer, keep the disk and the page cache busy.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let place_one = |placer: &mut kache_platform::place::Placer, u: usize, i: usize| -> bool {
+        let c = &units[u];
+        let o = &c.seed.entry.outputs[i];
+        let dest = record::join(pdir, &o.name);
+        let blob = store.blob_path(&o.blob);
+        let r = if c.seed.meta.rewrite.contains(&i) {
+            fs::read(&blob).and_then(|b| {
                 let _ = fs::remove_file(&dest);
-                if fs::hard_link(&first, &dest).is_ok() {
-                    report.files += 1;
-                    continue;
-                }
-            }
-            let placed = if c.seed.meta.rewrite.contains(&i) {
-                fs::read(&blob).and_then(|b| {
-                    let _ = fs::remove_file(&dest);
-                    fs::write(&dest, expand(&b, target))
+                fs::write(&dest, expand(&b, target))
+            })
+        } else {
+            File::open(&blob).and_then(|f| {
+                placer
+                    .place(&f, &blob, &dest, o.mode, HardlinkPolicy::Never)
+                    .map(|_| ())
+            })
+        };
+        let ok = r.and_then(|_| set_mtime(&dest, times[u][i])).is_ok();
+        if ok {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            maybe_stall(store, "data", n);
+        }
+        ok
+    };
+    let failed: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let jobs = &jobs;
+                let place_one = &place_one;
+                scope.spawn(move || {
+                    let mut placer = kache_platform::place::Placer::default();
+                    jobs.iter()
+                        .skip(w)
+                        .step_by(workers)
+                        .filter(|(u, i)| !place_one(&mut placer, *u, *i))
+                        .map(|(u, _)| *u)
+                        .collect::<Vec<usize>>()
                 })
-            } else {
-                File::open(&blob).and_then(|f| {
-                    placer
-                        .place(&f, &blob, &dest, o.mode, HardlinkPolicy::Never)
-                        .map(|_| ())
-                })
-            };
-            if placed.and_then(|_| set_mtime(&dest, times[u][i])).is_err() {
-                ok[u] = false;
-                continue;
-            }
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|_| (0..units.len()).collect()))
+            .collect()
+    });
+    let mut ok = vec![true; units.len()];
+    for u in failed {
+        ok[u] = false;
+    }
+    for &(u, i) in &jobs {
+        if ok[u] {
             report.files += 1;
-            report.bytes += o.size;
-            done += 1;
-            maybe_stall(store, "data", done);
+            report.bytes += units[u].seed.entry.outputs[i].size;
+        }
+    }
+    for (u, i, j) in twins {
+        if !ok[u] {
+            continue;
+        }
+        let outs = &units[u].seed.entry.outputs;
+        let dest = record::join(pdir, &outs[i].name);
+        let _ = fs::remove_file(&dest);
+        if fs::hard_link(record::join(pdir, &outs[j].name), &dest).is_ok() {
+            report.files += 1;
+        } else {
+            ok[u] = false;
         }
     }
     let mut done = 0;
@@ -423,7 +487,9 @@ fn place_plain(
             let dest = record::join(pdir, &o.name);
             let tmp = dest.with_file_name(format!(
                 ".kache-seed-{}",
-                dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                dest.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
             ));
             let r = fs::read(store.blob_path(&o.blob)).and_then(|b| {
                 let mut f = File::create(&tmp)?;
@@ -463,76 +529,52 @@ fn place_mount(
     times: &[Vec<SystemTime>],
     report: &mut Report,
 ) -> io::Result<Vec<(String, UnitRef)>> {
-    let mut data: Vec<kache_fs::Placement> = Vec::new();
-    let mut stamps: Vec<(PathBuf, SystemTime, usize)> = Vec::new();
-    let mut rewritten: Vec<String> = Vec::new();
+    let mut data: Vec<(kache_fs::Placement, SystemTime)> = Vec::new();
+    let mut fps: Vec<(kache_fs::Placement, SystemTime)> = Vec::new();
+    let mut placed = Vec::new();
     for (u, c) in units.iter().enumerate() {
         for (i, o) in c.seed.entry.outputs.iter().enumerate() {
-            if c.seed.meta.fingerprints.contains(&i) {
-                continue;
-            }
             let (hash, size) = if c.seed.meta.rewrite.contains(&i) {
                 // The text with this target's paths becomes a blob of its own.
-                let b = store.put_blob_bytes(&expand(&fs::read(store.blob_path(&o.blob))?, target))?;
-                rewritten.push(b.hash.clone());
+                let b = store.put_blob_bytes_unsynced(&expand(
+                    &fs::read(store.blob_path(&o.blob))?,
+                    target,
+                ))?;
                 (b.hash, b.size)
             } else {
                 (o.blob.clone(), o.size)
             };
-            let rel = PathBuf::from(profile).join(&o.name);
-            stamps.push((target.join(&rel), times[u][i], u));
-            data.push(kache_fs::Placement {
-                path: rel,
+            let p = kache_fs::Placement {
+                path: PathBuf::from(profile).join(&o.name),
                 hash,
                 size,
                 mode: o.mode,
-            });
-        }
-    }
-    for chunk in data.chunks(MOUNT_BATCH) {
-        kache_fs::place(target, chunk)?;
-    }
-    let mut ok = vec![true; units.len()];
-    for (done, (path, t, u)) in stamps.iter().enumerate() {
-        if set_mtime(path, *t).is_err() {
-            ok[*u] = false;
-        }
-        maybe_stall(store, "data", done as u64 + 1);
-    }
-    report.files += data.len() as u64;
-    report.bytes += data.iter().map(|p| p.size).sum::<u64>();
-    let mut fps: Vec<kache_fs::Placement> = Vec::new();
-    let mut fp_times: Vec<(PathBuf, SystemTime)> = Vec::new();
-    let mut placed = Vec::new();
-    for (u, c) in units.iter().enumerate() {
-        if !ok[u] {
-            report.skip("place-error", 1);
-            continue;
-        }
-        for &i in &c.seed.meta.fingerprints {
-            let o = &c.seed.entry.outputs[i];
-            let rel = PathBuf::from(profile).join(&o.name);
-            fp_times.push((target.join(&rel), times[u][i]));
-            fps.push(kache_fs::Placement {
-                path: rel,
-                hash: o.blob.clone(),
-                size: o.size,
-                mode: o.mode,
-            });
+            };
+            // Each file gets its laid-out mtime in the same request (the fingerprint
+            // files' mtimes are never read by cargo: they let a later harvest of this
+            // target recognise the units placed here).
+            if c.seed.meta.fingerprints.contains(&i) {
+                fps.push((p, times[u][i]));
+            } else {
+                data.push((p, times[u][i]));
+            }
         }
         report.units += 1;
         if let Some(stamp) = stamp_of(store, c, &times[u]) {
             placed.push((stamp, c.r.clone()));
         }
     }
+    for chunk in data.chunks(MOUNT_BATCH) {
+        kache_fs::place_at(target, chunk)?;
+    }
+    report.files += data.len() as u64;
+    report.bytes += data.iter().map(|(p, _)| p.size).sum::<u64>();
+    maybe_stall(store, "data", data.len() as u64);
+    // Last, the files cargo trusts a unit by: a seeding stopped before this point leaves
+    // no unit cargo would take as built.
     maybe_stall(store, "fingerprints", 0);
     for chunk in fps.chunks(MOUNT_BATCH) {
-        kache_fs::place(target, chunk)?;
-    }
-    // cargo never reads a fingerprint file's mtime; it is set so that a later harvest
-    // of this target recognises the units as the ones placed here.
-    for (path, t) in fp_times {
-        let _ = set_mtime(&path, t);
+        kache_fs::place_at(target, chunk)?;
     }
     report.files += fps.len() as u64;
     Ok(placed)
@@ -545,7 +587,9 @@ pub fn seed(store: &Store, req: &Request) -> Report {
         method: if mounted { "mount" } else { "copy" },
         ..Report::default()
     };
+    let t = Instant::now();
     let set = record::get_set(store, req.identity);
+    report.phase("set", t);
     if set.donors.is_empty() {
         report.skip("no-seeds", 1);
         return report;
@@ -563,16 +607,23 @@ pub fn seed(store: &Store, req: &Request) -> Report {
             continue;
         }
         // cargo's own lock of the profile dir: a cargo that starts meanwhile waits.
-        let Ok(Some(_cargo)) = FileLock::try_acquire(&pdir.join(".cargo-lock"), LockMode::Exclusive)
+        let Ok(Some(_cargo)) =
+            FileLock::try_acquire(&pdir.join(".cargo-lock"), LockMode::Exclusive)
         else {
             report.skip("target-busy", 1);
             continue;
         };
-        let fresh = fs::read_dir(pdir.join(".fingerprint")).map_or(true, |mut d| d.next().is_none());
+        let fresh =
+            fs::read_dir(pdir.join(".fingerprint")).map_or(true, |mut d| d.next().is_none());
         if !fresh {
             continue;
         }
-        let units = donor.profiles.get(profile).map(Vec::as_slice).unwrap_or(&[]);
+        let t = Instant::now();
+        let units = donor
+            .profiles
+            .get(profile)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let mut chosen: Vec<Chosen> = Vec::new();
         let mut pending_env: HashMap<String, EnvNeeds> = HashMap::new();
         for u in lane_units(units, req.lane) {
@@ -598,7 +649,11 @@ pub fn seed(store: &Store, req: &Request) -> Report {
                             (n.clone(), v)
                         })
                         .collect();
-                    let needs = if u.kind == Kind::Run { u.env.clone() } else { None };
+                    let needs = if u.kind == Kind::Run {
+                        u.env.clone()
+                    } else {
+                        None
+                    };
                     pending_env.insert(u.dir.clone(), (needs, declared));
                 }
             }
@@ -611,12 +666,15 @@ pub fn seed(store: &Store, req: &Request) -> Report {
         if chosen.is_empty() {
             continue;
         }
+        report.phase("check", t);
+        let t = Instant::now();
         let times = layout(&chosen, SystemTime::now() - END_BEFORE_NOW);
         let placed = if mounted {
             place_mount(store, req.target, profile, &chosen, &times, &mut report)
         } else {
             place_plain(store, req.target, &pdir, &chosen, &times, &mut report)
         };
+        report.phase("place", t);
         match placed {
             Ok(p) => {
                 report.placed.insert(profile.clone(), p);
@@ -670,10 +728,7 @@ pub fn check_pending(
         let mut bad: HashSet<String> = HashSet::new();
         for u in units {
             let env_wrong = u.env.as_deref().is_some_and(|e| e != env_digest);
-            let declared_wrong = u
-                .declared
-                .iter()
-                .any(|(n, v)| v.as_ref() != env_map.get(n));
+            let declared_wrong = u.declared.iter().any(|(n, v)| v.as_ref() != env_map.get(n));
             if env_wrong || declared_wrong {
                 bad.extend(u.fp.iter().cloned());
                 if declared_wrong {

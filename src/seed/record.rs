@@ -129,7 +129,9 @@ pub fn unit_hash(dir: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && hash.len() == 16
-        && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     ok.then_some(hash)
 }
 
@@ -182,7 +184,9 @@ pub fn is_unit_path(dir: &str, name: &str) -> bool {
 pub fn put_unit(store: &Store, entry: &Entry) -> std::io::Result<String> {
     let key = key_of(UNIT_DOMAIN, &entry.encode());
     if !store.has_entry(&key) {
-        store.put_entry(&key, entry)?;
+        // Unsynced: a seed is checked on every read (see `get_unit`), and a harvest
+        // publishes hundreds of them.
+        store.put_entry_unsynced(&key, entry)?;
     }
     Ok(key)
 }
@@ -265,12 +269,13 @@ pub fn put_donor(store: &Store, identity: &str, donor: Donor) -> std::io::Result
         meta: serde_json::json!({ "seed_set": set }),
         ..Entry::default()
     };
-    store.put_entry(&key, &entry)
+    store.put_entry_unsynced(&key, &entry)
 }
 
 /// A path inside a profile dir, joined component by component (validated names only).
 pub fn join(profile_dir: &Path, name: &str) -> std::path::PathBuf {
-    name.split('/').fold(profile_dir.to_path_buf(), |p, c| p.join(c))
+    name.split('/')
+        .fold(profile_dir.to_path_buf(), |p, c| p.join(c))
 }
 
 #[cfg(test)]
@@ -307,7 +312,10 @@ mod tests {
     #[test]
     fn unit_dirs_end_in_sixteen_hex_digits() {
         assert_eq!(unit_hash(DIR), Some("0123456789abcdef"));
-        assert_eq!(unit_hash("find-msvc-tools-045ee616268de01c"), Some("045ee616268de01c"));
+        assert_eq!(
+            unit_hash("find-msvc-tools-045ee616268de01c"),
+            Some("045ee616268de01c")
+        );
         assert_eq!(unit_hash("x-0123"), None);
         assert_eq!(unit_hash("-0123456789abcdef"), None);
         assert_eq!(unit_hash("a/b-0123456789abcdef"), None);

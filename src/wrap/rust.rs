@@ -176,7 +176,7 @@ pub fn run(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
                     eprintln!("kache: cannot run {}: {e}", compiler.to_string_lossy());
                     1
                 }
-            }
+            };
         }
         Parsed::Refuse(reason) => return w.passthrough(Lang::Rust, compiler, args, &reason),
         Parsed::Compile(inv) => *inv,
