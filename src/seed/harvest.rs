@@ -134,6 +134,23 @@ pub fn stamp_part(name: &str, hash: &str, mtime_ns: i64) -> String {
     format!("{name}={hash}@{mtime_ns};")
 }
 
+/// True when the fingerprint files a stamp names still have its mtimes (the content
+/// cargo writes always comes with a new mtime).
+fn stamp_holds(fp_dir: &Path, stamp: &str) -> bool {
+    !stamp.is_empty()
+        && stamp.split(';').filter(|p| !p.is_empty()).all(|part| {
+            let Some((name, rest)) = part.split_once('=') else {
+                return false;
+            };
+            let Some((_, mtime)) = rest.rsplit_once('@') else {
+                return false;
+            };
+            fs::metadata(fp_dir.join(name))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| state::time_ns(t).to_string() == mtime)
+        })
+}
+
 fn read_facts(fp_dir: &Path) -> Option<Facts> {
     let mut names: Vec<String> = fs::read_dir(fp_dir)
         .ok()?
@@ -705,6 +722,23 @@ fn harvest_profile(
     let Ok(rd) = fs::read_dir(dir.join(".fingerprint")) else {
         return false;
     };
+    let names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| record::unit_hash(n).is_some())
+        .collect();
+    // The common case, every unit already harvested (or placed by a seeding) and
+    // untouched since: one stat per fingerprint file, nothing read.
+    let index = st.harvested.entry(profile.to_string()).or_default();
+    let unchanged = names.len() == index.len()
+        && names.iter().all(|n| {
+            index
+                .get(n)
+                .is_some_and(|h| stamp_holds(&dir.join(".fingerprint").join(n), &h.stamp))
+        });
+    if unchanged {
+        return false;
+    }
     let mut p = Profile {
         store,
         dir: dir.clone(),
@@ -717,12 +751,8 @@ fn harvest_profile(
         unit_pkg: HashMap::new(),
         known: HashMap::new(),
     };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if record::unit_hash(&name).is_none() {
-            continue;
-        }
-        if let Some(f) = read_facts(&e.path()) {
+    for name in names {
+        if let Some(f) = read_facts(&dir.join(".fingerprint").join(&name)) {
             for (_, h) in &f.hashes {
                 p.by_fp.insert(h.clone(), name.clone());
             }

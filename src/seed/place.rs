@@ -559,7 +559,6 @@ fn place_mount(
                 data.push((p, times[u][i]));
             }
         }
-        report.units += 1;
         if let Some(stamp) = stamp_of(store, c, &times[u]) {
             placed.push((stamp, c.r.clone()));
         }
@@ -577,6 +576,7 @@ fn place_mount(
         kache_fs::place_at(target, chunk)?;
     }
     report.files += fps.len() as u64;
+    report.units += units.len() as u64;
     Ok(placed)
 }
 
