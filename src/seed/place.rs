@@ -769,3 +769,106 @@ pub fn check_pending(
 pub fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, OutputFile};
+
+    fn unit(dir: &str, fp: &str, deps: &[&str], mtimes: &[i64]) -> Chosen {
+        let outputs = mtimes
+            .iter()
+            .enumerate()
+            .map(|(i, _)| OutputFile {
+                name: format!(".fingerprint/{dir}/f{i}"),
+                blob: "0".repeat(64),
+                size: 0,
+                mode: 0o644,
+            })
+            .collect();
+        Chosen {
+            r: UnitRef {
+                dir: dir.into(),
+                key: "0".repeat(64),
+                pkg: LockedPackage {
+                    name: "x".into(),
+                    version: "1.0.0".into(),
+                    source: Some("registry+x".into()),
+                    checksum: None,
+                },
+                kind: Kind::Lib,
+                check_only: false,
+                fp: vec![fp.into()],
+                deps: deps.iter().map(|d| d.to_string()).collect(),
+                env: None,
+                bytes: 0,
+            },
+            seed: UnitSeed {
+                entry: Entry {
+                    outputs,
+                    ..Entry::default()
+                },
+                meta: record::UnitMeta {
+                    unit: dir.into(),
+                    mtimes: mtimes.to_vec(),
+                    rewrite: vec![],
+                    fingerprints: vec![0],
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn every_unit_lies_after_its_dependencies_and_keeps_its_inner_order() {
+        let a = "aaaaaaaaaaaaaaaa";
+        let b = "bbbbbbbbbbbbbbbb";
+        let c = "cccccccccccccccc";
+        // c depends on b, b on a; b took ten seconds (scaled down, order kept).
+        let units = vec![
+            unit("c-cccccccccccccccc", c, &[b], &[0, -5]),
+            unit("a-aaaaaaaaaaaaaaaa", a, &[], &[-3, 0, -3]),
+            unit(
+                "b-bbbbbbbbbbbbbbbb",
+                b,
+                &[a],
+                &[-10_000_000_000, 0, -4_000_000_000],
+            ),
+        ];
+        let end = SystemTime::now();
+        let t = layout(&units, end);
+        let max = |i: usize| t[i].iter().max().copied().unwrap();
+        let min = |i: usize| t[i].iter().min().copied().unwrap();
+        assert!(min(2) > max(1), "b starts after a ends");
+        assert!(min(0) > max(2), "c starts after b ends");
+        assert_eq!(max(0), end, "the newest file is the end");
+        // Inside b: order and equal times kept, span capped.
+        assert!(t[2][0] < t[2][2] && t[2][2] < t[2][1]);
+        let span = t[2][1].duration_since(t[2][0]).unwrap();
+        assert!(span <= Duration::from_nanos(MAX_UNIT_SPAN_NS as u64));
+        assert_eq!(t[1][0], t[1][2]);
+    }
+
+    #[test]
+    fn a_unit_whose_dependency_is_not_seeded_is_dropped_with_its_dependents() {
+        let mut units = vec![
+            unit(
+                "a-aaaaaaaaaaaaaaaa",
+                "aaaaaaaaaaaaaaaa",
+                &["ffffffffffffffff"],
+                &[0],
+            ),
+            unit(
+                "b-bbbbbbbbbbbbbbbb",
+                "bbbbbbbbbbbbbbbb",
+                &["aaaaaaaaaaaaaaaa"],
+                &[0],
+            ),
+            unit("c-cccccccccccccccc", "cccccccccccccccc", &[], &[0]),
+        ];
+        let mut report = Report::default();
+        prune(&mut units, &mut report);
+        let left: Vec<&str> = units.iter().map(|c| c.r.dir.as_str()).collect();
+        assert_eq!(left, vec!["c-cccccccccccccccc"]);
+        assert_eq!(report.skipped["dependency-not-seeded"], 2);
+    }
+}
