@@ -572,13 +572,14 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
                 sh(wl.clean(wt), cwd=wt, env=env, logfile=logfile)
                 mode.prepare_worktree(wt, env)
         prepare_s = None
+        # Counters start here (kache: `stats --zero`; servers of other tools start).
+        mode.before_build(env)
         if prepare:
             # Mounting (and, for kache mount, seeding) belongs to the worktree's first
-            # build: timed on its own and reported next to the build.
+            # build: timed on its own and reported next to the build, its counters with it.
             p0 = time.perf_counter()
             mode.prepare_worktree(wt, env)
             prepare_s = round(time.perf_counter() - p0, 3)
-        mode.before_build(env)
         t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w0 = time.perf_counter()
         try:

@@ -529,6 +529,7 @@ fn place_mount(
     times: &[Vec<SystemTime>],
     report: &mut Report,
 ) -> io::Result<Vec<(String, UnitRef)>> {
+    let t0 = Instant::now();
     let mut data: Vec<(kache_fs::Placement, SystemTime)> = Vec::new();
     let mut fps: Vec<(kache_fs::Placement, SystemTime)> = Vec::new();
     let mut placed = Vec::new();
@@ -563,9 +564,12 @@ fn place_mount(
             placed.push((stamp, c.r.clone()));
         }
     }
+    report.phase("prepare", t0);
+    let t0 = Instant::now();
     for chunk in data.chunks(MOUNT_BATCH) {
         kache_fs::place_at(target, chunk)?;
     }
+    report.phase("place_data", t0);
     report.files += data.len() as u64;
     report.bytes += data.iter().map(|(p, _)| p.size).sum::<u64>();
     maybe_stall(store, "data", data.len() as u64);
