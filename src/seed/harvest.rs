@@ -298,13 +298,24 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     memchr::memmem::find(hay, needle.as_bytes()).is_some()
 }
 
-fn replace_all(hay: &[u8], needle: &str, with: &str) -> Vec<u8> {
+/// Replaces every occurrence of the path `needle` that ends there (followed by `/`, a
+/// separator or the end): `/w/a/target` in `/w/a/target2` is another path, left alone
+/// (and then caught by the worktree check).
+fn replace_path(hay: &[u8], needle: &str, with: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
     let mut rest = hay;
     while let Some(i) = memchr::memmem::find(rest, needle.as_bytes()) {
+        let end = i + needle.len();
+        let whole = rest
+            .get(end)
+            .is_none_or(|b| matches!(b, b'/' | b'\n' | b'\r' | b' ' | b'\t' | b'"' | b':' | b'\0'));
         out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(with.as_bytes());
-        rest = &rest[i + needle.len()..];
+        out.extend_from_slice(if whole {
+            with.as_bytes()
+        } else {
+            needle.as_bytes()
+        });
+        rest = &rest[end..];
     }
     out.extend_from_slice(rest);
     out
@@ -606,7 +617,7 @@ impl Profile<'_> {
                 }
                 let mut text = raw.clone();
                 for t in &self.donor.target {
-                    text = replace_all(&text, t, TARGET_TOKEN);
+                    text = replace_path(&text, t, TARGET_TOKEN);
                 }
                 if self.donor.worktree.iter().any(|w| contains(&text, w)) {
                     return Err(refuse("donor-path"));
@@ -918,5 +929,52 @@ fn publish_donor(store: &Store, st: &TargetState) {
     }
     for (identity, donor) in by_identity {
         let _ = record::put_donor(store, identity, donor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_paths_are_relocated() {
+        let text = b"/w/a/target/debug/x.d: /w/a/target2/y /w/a/target\n";
+        let out = replace_path(text, "/w/a/target", "@T@");
+        assert_eq!(out, b"@T@/debug/x.d: /w/a/target2/y @T@\n".to_vec());
+    }
+
+    #[test]
+    fn a_needle_across_two_reads_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        let mut bytes = vec![b'x'; (1 << 20) - 3];
+        bytes.extend_from_slice(b"/donor/target/out");
+        std::fs::write(&p, &bytes).unwrap();
+        let f = [Finder::new(b"/donor/target")];
+        assert!(file_contains(&p, &f).unwrap());
+        let g = [Finder::new(b"/other")];
+        assert!(!file_contains(&p, &g).unwrap());
+    }
+
+    #[test]
+    fn a_dep_info_names_its_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("reg/serde-1.0.0");
+        std::fs::create_dir_all(pkg.join("src")).unwrap();
+        std::fs::write(
+            pkg.join("Cargo.toml"),
+            "[package]\nname = \"serde\"\nversion = \"1.0.0\"\n",
+        )
+        .unwrap();
+        let d = dir.path().join("serde.d");
+        std::fs::write(
+            &d,
+            format!("/t/deps/libserde.rlib: {}/src/lib.rs\n", pkg.display()),
+        )
+        .unwrap();
+        let found = package_of(&d, &mut HashMap::new()).unwrap();
+        assert_eq!((found.0.as_str(), found.1.as_str()), ("serde", "1.0.0"));
+        std::fs::write(&d, "/t/deps/libapp.rlib: app/src/lib.rs\n").unwrap();
+        assert_eq!(package_of(&d, &mut HashMap::new()), Err("path-package"));
     }
 }
