@@ -269,6 +269,32 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
     found
 }
 
+/// blake3 of the file and whether any needle occurs in it, in one read.
+fn hash_and_find(path: &Path, needles: &[Finder<'_>]) -> io::Result<(String, bool)> {
+    let mut f = fs::File::open(path)?;
+    let keep = needles.iter().map(|n| n.needle().len()).max().unwrap_or(1) - 1;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry = 0usize;
+    let mut found = false;
+    loop {
+        let n = match f.read(&mut buf[carry..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[carry..carry + n]);
+        let window = &buf[..carry + n];
+        found = found || needles.iter().any(|f| f.find(window).is_some());
+        let tail = keep.min(window.len());
+        let start = window.len() - tail;
+        buf.copy_within(start..start + tail, 0);
+        carry = tail;
+    }
+    Ok((hasher.finalize().to_hex().to_string(), found))
+}
+
 /// Whether any needle occurs in the file (read in large chunks, a needle's length of
 /// overlap kept between them).
 fn file_contains(path: &Path, needles: &[Finder<'_>]) -> io::Result<bool> {
@@ -490,7 +516,7 @@ impl Profile<'_> {
     }
 
     /// Harvests unit `dir` into a unit seed.
-    fn unit(&mut self, dir: &str, st: &TargetState) -> Result<(UnitRef, String), Refusal> {
+    fn prepare(&mut self, dir: &str, st: &TargetState) -> Result<Prepared, Refusal> {
         let hash = record::unit_hash(dir)
             .ok_or(refuse("bad-unit-name"))?
             .to_string();
@@ -585,22 +611,75 @@ impl Profile<'_> {
         // The same unit (directory and fingerprint) already in the store, from another
         // target or an earlier harvest: nothing to read again.
         if let Some(r) = self.known(&identity, dir, &fp, kind, env.as_deref()) {
-            return Ok((r, identity));
+            return Ok(Prepared::Known(Box::new(r), identity));
         }
+        Ok(Prepared::Read(Box::new(Work {
+            dir: dir.to_string(),
+            names,
+            fp_names,
+            facts_stamp,
+            identity,
+            r: UnitRef {
+                dir: dir.to_string(),
+                key: String::new(),
+                pkg,
+                kind,
+                check_only,
+                fp,
+                deps,
+                env,
+                bytes: 0,
+            },
+        })))
+    }
+}
 
-        // Read every file: content into the store, donor paths relocated or refused.
-        let finders: Vec<Finder> = self
-            .donor
-            .all()
-            .map(|p| Finder::new(p.as_bytes()))
-            .collect();
+/// A unit whose files are still to be read, with what was found out about it.
+struct Work {
+    dir: String,
+    names: Vec<String>,
+    fp_names: Vec<String>,
+    facts_stamp: String,
+    identity: String,
+    r: UnitRef,
+}
+
+enum Prepared {
+    /// Already in the store (from another target or an earlier harvest).
+    Known(Box<UnitRef>, String),
+    Read(Box<Work>),
+}
+
+/// A harvested unit and the rustc identity it was built by, or why not.
+type Harvest = Result<(UnitRef, String), Refusal>;
+
+/// Reads the files of unit `w` of profile dir `pdir`: content into the store, donor
+/// paths relocated or refused; publishes the unit seed. Independent of other units, so
+/// several run at once.
+fn read_unit(
+    store: &Store,
+    pdir: &Path,
+    donor: &DonorPaths,
+    w: Work,
+) -> Result<(UnitRef, String), Refusal> {
+    let Work {
+        dir,
+        names,
+        fp_names,
+        facts_stamp,
+        identity,
+        r,
+    } = w;
+    let dir = dir.as_str();
+    {
+        let finders: Vec<Finder> = donor.all().map(|p| Finder::new(p.as_bytes())).collect();
         let mut outputs = Vec::with_capacity(names.len());
         let mut mtimes = Vec::with_capacity(names.len());
         let mut rewrite = Vec::new();
         let mut fingerprints = Vec::new();
         let mut bytes = 0u64;
         for name in &names {
-            let path = record::join(&self.dir, name);
+            let path = record::join(pdir, name);
             let meta = fs::metadata(&path).map_err(|_| retry("changed"))?;
             let mtime = meta
                 .modified()
@@ -616,44 +695,48 @@ impl Profile<'_> {
                     return Err(refuse("token-in-file"));
                 }
                 let mut text = raw.clone();
-                for t in &self.donor.target {
+                for t in &donor.target {
                     text = replace_path(&text, t, TARGET_TOKEN);
                 }
-                if self.donor.worktree.iter().any(|w| contains(&text, w)) {
+                if donor.worktree.iter().any(|w| contains(&text, w)) {
                     return Err(refuse("donor-path"));
                 }
                 if text != raw {
                     rewrite.push(outputs.len());
                 }
-                store_text(self.store, &text).map_err(|_| retry("store-error"))?
+                store_text(store, &text).map_err(|_| retry("store-error"))?
             } else {
                 // Outputs the wrapper stored or restored are known by their stat already.
-                let (h, size) = crate::wrap::memo::file_digest(self.store, &path)
-                    .map_err(|_| retry("changed"))?;
-                let found = file_contains(&path, &finders).map_err(|_| retry("changed"))?;
-                if found {
-                    return Err(refuse("donor-path"));
-                }
-                let blob_path = self.store.blob_path(&h);
+                let (h, size) =
+                    crate::wrap::memo::file_digest(store, &path).map_err(|_| retry("changed"))?;
+                let blob_path = store.blob_path(&h);
                 let mut present = fs::metadata(&blob_path).is_ok_and(|m| m.len() == size);
                 if present {
-                    // Hashed here, in the background, once: the digest memo then lets a
-                    // seeding check the blob by its stat alone.
-                    let ok = crate::wrap::memo::file_digest(self.store, &blob_path)
-                        .is_ok_and(|(d, _)| d == h);
-                    if !ok {
-                        let _ = fs::remove_file(&blob_path);
-                        present = false;
+                    // One read of the blob, in the background, both checks it against its
+                    // name (the digest memo then lets a seeding check it by its stat
+                    // alone) and, being the same bytes as the file, looks for donor paths.
+                    match hash_and_find(&blob_path, &finders) {
+                        Ok((d, true)) if d == h => return Err(refuse("donor-path")),
+                        Ok((d, false)) if d == h => {
+                            crate::wrap::memo::remember_output(store, &blob_path, &h)
+                        }
+                        _ => {
+                            let _ = fs::remove_file(&blob_path);
+                            present = false;
+                        }
                     }
                 }
                 if !present {
+                    if file_contains(&path, &finders).map_err(|_| retry("changed"))? {
+                        return Err(refuse("donor-path"));
+                    }
                     // What the wrapper did not store already: fingerprint files, what
                     // build scripts wrote. Small; read whole and stored unsynced.
                     let stored = if size <= MAX_TEXT {
                         let bytes = fs::read(&path).map_err(|_| retry("changed"))?;
-                        store_text(self.store, &bytes).map(|(h, _)| h)
+                        store_text(store, &bytes).map(|(h, _)| h)
                     } else {
-                        self.store
+                        store
                             .put_blob_from_path_as(&path, mode & 0o111 != 0)
                             .map(|b| b.hash)
                     }
@@ -677,7 +760,7 @@ impl Profile<'_> {
             });
         }
         // Unchanged while read? (The profile lock keeps cargo out; this catches anyone else.)
-        let again = read_facts(&self.dir.join(".fingerprint").join(dir)).map(|f| f.stamp);
+        let again = read_facts(&pdir.join(".fingerprint").join(dir)).map(|f| f.stamp);
         if again.as_deref() != Some(facts_stamp.as_str()) {
             return Err(retry("changed"));
         }
@@ -696,21 +779,8 @@ impl Profile<'_> {
             meta: serde_json::json!({ "seed_unit": meta }),
             ..Entry::default()
         };
-        let key = record::put_unit(self.store, &entry).map_err(|_| retry("store-error"))?;
-        Ok((
-            UnitRef {
-                dir: dir.to_string(),
-                key,
-                pkg,
-                kind,
-                check_only,
-                fp,
-                deps,
-                env,
-                bytes,
-            },
-            identity,
-        ))
+        let key = record::put_unit(store, &entry).map_err(|_| retry("store-error"))?;
+        Ok((UnitRef { key, bytes, ..r }, identity))
     }
 }
 
@@ -793,13 +863,51 @@ fn harvest_profile(
         .map(|(d, _)| d.clone())
         .collect();
     let snapshot = st.clone();
+    // What needs no file read is decided here, one unit after the other; reading the
+    // files (most of the cost: every byte is hashed or searched) runs on a few threads.
+    let mut results: Vec<(String, Harvest)> = Vec::new();
+    let mut work: Vec<(String, Work)> = Vec::new();
     for d in todo {
         if deadline.is_some_and(|t| Instant::now() > t) {
             counts.add("seed.harvest.deferred", 1);
             break;
         }
-        let stamp = p.facts[&d].stamp.clone();
-        let result = p.unit(&d, &snapshot);
+        match p.prepare(&d, &snapshot) {
+            Ok(Prepared::Known(r, identity)) => results.push((d, Ok((*r, identity)))),
+            Ok(Prepared::Read(w)) => work.push((d, *w)),
+            Err(r) => results.push((d, Err(r))),
+        }
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let queue = std::sync::Mutex::new(work);
+    let read: Vec<(String, Harvest)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let queue = &queue;
+                let dir = &dir;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop());
+                        let Some((d, w)) = next else { break };
+                        out.push((d, read_unit(store, dir, donor, w)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    results.extend(read);
+    for (d, result) in results {
+        let Some(stamp) = p.facts.get(&d).map(|f| f.stamp.clone()) else {
+            continue;
+        };
         let index = st.harvested.entry(profile.to_string()).or_default();
         match result {
             Ok((r, identity)) => {
