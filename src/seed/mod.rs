@@ -59,7 +59,7 @@ const PROBE_FENCE: &str = ".rustc_info.json";
 /// How long a seeding waits for another process's harvest of the same donor (the one
 /// started after the donor's build, typically a second or two after a cold build):
 /// bounded, since a build must not wait on it for long.
-const HARVEST_WAIT: Duration = Duration::from_secs(2);
+const HARVEST_WAIT: Duration = Duration::from_secs(3);
 /// Time a seeding may spend harvesting other targets first (the background harvest
 /// after each build normally leaves nothing to do).
 const HARVEST_BUDGET: Duration = Duration::from_secs(3);
