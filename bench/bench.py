@@ -447,7 +447,8 @@ class KacheMount(Kache):
         sh([KACHE, "mount", str(wt)], env=self._env(env))
 
     def release_worktree(self, wt, env, forget=False):
-        if (wt / "target").is_mount():
+        # target/ is a symlink to the mount (kept in the store), not a mount point itself.
+        if wt.exists():
             sh([KACHE, "unmount", "--force"] + (["--forget"] if forget else []) + [str(wt)],
                env=self._env(env))
 
@@ -531,6 +532,23 @@ class CWorkload:
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+NOOP_RUNS = 7
+
+
+def measure_noop(wl, wt: Path, env):
+    """Median wall time of a `cargo build` with nothing to do, right after the cold build:
+    what every edit-free rebuild costs (cargo stats every output and reads every fingerprint;
+    in a mounted target each is a FUSE call)."""
+    walls = []
+    sh(wl.build(wt), cwd=wt, env=env)  # warm the caches the same way for every mode
+    for _ in range(NOOP_RUNS):
+        w0 = time.perf_counter()
+        sh(wl.build(wt), cwd=wt, env=env)
+        walls.append(time.perf_counter() - w0)
+    log(f"  {wl.name}: no-op build {median(walls):.3f}s (median of {NOOP_RUNS})")
+    return round(median(walls), 4)
 
 
 def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool):
@@ -620,6 +638,8 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
             reference = out
             row["output_ok"] = True
         runs.append(row)
+        if wl.kind == "rust":
+            res["noop_wall_s"] = measure_noop(wl, wts[0], env)
         # Warm: a worktree at a new absolute path each repetition (the first one is B,
         # kept for the disk figure), so no repetition profits from an earlier build at
         # the same path; the cache already holds A's build.

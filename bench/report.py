@@ -18,6 +18,7 @@ TARGETS = [
     ("cold build vs no cache", "cold_vs_nocache", 1.10),
     ("five worktrees on ext4 (restores) vs one plain target/", "disk_restore", 1.5),
     ("five worktrees on ext4 (kache mount) vs one plain target/", "disk_mount", 1.15),
+    ("no-op build, mounted worktree vs no cache (issue 13)", "noop_mount", 1.2),
 ]
 
 
@@ -86,6 +87,7 @@ def ratios(wl):
             "clean_vs_sccache": ratio(m.get("clean_rebuild_wall_s"), sc.get("clean_rebuild_wall_s")),
             "warm_vs_kache2": ratio(m.get("warm_b_wall_s"), k2.get("warm_b_wall_s")),
             "disk_vs_one_plain_target": ratio(disk, plain),
+            "noop_vs_nocache": ratio(m.get("noop_wall_s"), nc.get("noop_wall_s")),
         }
     return out
 
@@ -100,6 +102,7 @@ def target_values(wl):
         "cold_vs_nocache": k.get("cold_vs_nocache"),
         "disk_restore": k.get("disk_vs_one_plain_target"),
         "disk_mount": km.get("disk_vs_one_plain_target"),
+        "noop_mount": km.get("noop_vs_nocache"),
     }
     why = {}
     if "kache-mount" in ms and ms["kache-mount"].get("not_available"):

@@ -16,7 +16,6 @@ use crate::daemon::server::{self, RunError};
 use crate::env::Context;
 use crate::init::{self, Setup};
 use crate::report::{human_bytes, parse_duration};
-use crate::stats;
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -196,6 +195,8 @@ pub fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
 /// `kache gc [--max-size SIZE] [--older-than DUR]`.
 pub fn gc(ctx: &Context, max_size: Option<String>, older_than: Option<String>) -> CliResult {
     let store = ctx.open_store()?;
+    // Mounts of worktrees removed while their server was down hold nothing any more.
+    crate::mount::release_orphans(&ctx.store_dir);
     let pinned = crate::gc::pinned_blobs(&store);
     let mut aged = 0;
     if let Some(d) = &older_than {
@@ -215,10 +216,7 @@ pub fn gc(ctx: &Context, max_size: Option<String>, older_than: Option<String>) -
             .ok_or("no size limit configured (cache.max_size); pass --max-size")?,
     };
     let r = with_spinner("collecting", || store.gc(limit, &pinned))?;
-    stats::set(
-        &store,
-        &[("gc.last_total", r.bytes_after), ("gc.pending_bytes", 0)],
-    )?;
+    crate::gc::record(&store, &r)?;
     if older_than.is_some() {
         println!(
             "gc: {aged} entries unused for longer than {} removed",
@@ -226,12 +224,20 @@ pub fn gc(ctx: &Context, max_size: Option<String>, older_than: Option<String>) -
         );
     }
     println!(
-        "gc: {} -> {} ({} entries and {} blobs removed)",
+        "gc: {} -> {} ({} entries and {} blobs removed, {} manifests)",
         human_bytes(r.bytes_before),
         human_bytes(r.bytes_after),
         r.entries_removed,
-        r.blobs_removed
+        r.blobs_removed,
+        r.manifests_removed
     );
+    if r.held_bytes > 0 {
+        println!(
+            "gc: mounts hold {} of it (blobs placed in mounted worktrees: not counted against the \
+             limit, freed when the worktree or its mount goes)",
+            human_bytes(r.held_bytes)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,9 +6,12 @@
 //! names the file and line; an unknown key is a warning, never a silently
 //! dropped file.
 
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use kache_platform::{normalize_path, PathKind};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Where a value came from (for `kache config show`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,13 @@ pub const KEYS: &[KeyDef] = &[
         kind: Kind::Bool,
         default: "true",
         doc: "seed a new target dir with the finished registry/git units of earlier builds",
+    },
+    KeyDef {
+        name: "cache.observe",
+        env: "KACHE_OBSERVE",
+        kind: Kind::Str,
+        default: "auto",
+        doc: "`auto`: observe what a compile reads where an input recorder can run, else strict inference; `off`: always strict inference",
     },
     KeyDef {
         name: "rust.incremental",
@@ -251,11 +261,128 @@ impl fmt::Display for Value {
     }
 }
 
-/// A glob from `cache.exclude`, anchored at the directory of its file.
+/// What to do with a Rust compile that asks for incremental compilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Drop `-C incremental` and cache the compile.
+    Strip,
+    /// Leave it uncached.
+    Passthrough,
+}
+
+/// How a compile's inputs are found (`cache.observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observe {
+    /// Observed by the input recorder where it can run; strict inference
+    /// elsewhere. Until the recorder is part of kache, strict everywhere.
+    Auto,
+    /// Strict inference always (what runs where no recorder can).
+    Off,
+}
+
+/// The values a key of kind `Str` may take, for the keys that have a fixed
+/// set; anything else is an error naming the choices.
+fn choices(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "cache.observe" => Some(&["auto", "off"]),
+        _ => None,
+    }
+}
+
+/// A glob from `cache.exclude`, anchored at the directory of its file (the
+/// current directory for `KACHE_EXCLUDE`), with `~` and `$VAR` already
+/// expanded as literal text. A leading `!` re-includes what an earlier glob
+/// excluded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExcludeGlob {
     pub base: PathBuf,
     pub pattern: String,
+    /// The glob over whole normalized paths: the base (escaped, so a `[` in
+    /// a directory name is not a class) joined with the pattern, without
+    /// the `!`.
+    full: String,
+}
+
+impl ExcludeGlob {
+    fn new(base: &Path, raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let (bang, raw) = raw.strip_prefix('!').map_or(("", raw), |r| ("!", r));
+        let pat = expand_with(raw, env, globset::escape);
+        let full = if normalize_path(&pat).kind == PathKind::Relative {
+            let base = normalize_path(&base.to_string_lossy()).as_string();
+            format!("{}/{pat}", globset::escape(&base))
+        } else {
+            pat.clone()
+        };
+        let g = ExcludeGlob {
+            base: base.to_path_buf(),
+            pattern: format!("{bang}{pat}"),
+            full: normalize_path(&full).as_string(),
+        };
+        g.compile().map(|_| g)
+    }
+
+    fn negated(&self) -> bool {
+        self.pattern.starts_with('!')
+    }
+
+    /// `*` and `?` stay inside one component, `**` spans components; no
+    /// backslash escapes, so a glob means the same on every OS (`[*]` is a
+    /// literal `*`).
+    fn compile(&self) -> Result<Glob, String> {
+        GlobBuilder::new(&self.full)
+            .literal_separator(true)
+            .backslash_escape(false)
+            .build()
+            .map_err(|e| format!("invalid glob {:?}: {e}", self.pattern))
+    }
+
+    /// The text every path this glob matches starts with (up to its first
+    /// wildcard, class or alternative).
+    fn literal_prefix(&self) -> &str {
+        let end = self
+            .full
+            .find(['*', '?', '[', '{'])
+            .unwrap_or(self.full.len());
+        &self.full[..end]
+    }
+}
+
+/// Every `cache.exclude` glob in one matcher; the last glob that matches a
+/// path decides (excluded, or re-included by a `!` glob).
+#[derive(Debug, Clone)]
+struct ExcludeMatcher {
+    set: GlobSet,
+    negated: Vec<bool>,
+}
+
+impl ExcludeMatcher {
+    fn new(globs: &[ExcludeGlob]) -> ExcludeMatcher {
+        let mut b = GlobSetBuilder::new();
+        let mut negated = Vec::new();
+        // Each glob compiled when it was read; one failing now (a caller
+        // that pushed into `excludes` itself) is left out.
+        for g in globs {
+            if let Ok(glob) = g.compile() {
+                b.add(glob);
+                negated.push(g.negated());
+            }
+        }
+        match b.build() {
+            Ok(set) => ExcludeMatcher { set, negated },
+            Err(_) => ExcludeMatcher {
+                set: GlobSet::empty(),
+                negated: Vec::new(),
+            },
+        }
+    }
+
+    /// `path` already normalized.
+    fn is_excluded(&self, path: &str) -> bool {
+        match self.set.matches(path).into_iter().max() {
+            Some(last) => !self.negated[last],
+            None => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +391,8 @@ pub struct Config {
     pub excludes: Vec<ExcludeGlob>,
     pub warnings: Vec<String>,
     pub project_file: Option<PathBuf>,
+    /// Built on the first [`Config::is_excluded`] that needs it.
+    exclude_matcher: OnceLock<ExcludeMatcher>,
 }
 
 #[derive(Debug)]
@@ -313,7 +442,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 fn from_text(def: &KeyDef, s: &str) -> Option<Value> {
     Some(match def.kind {
-        Kind::Str => Value::Str(s.to_string()),
+        Kind::Str => Value::Str(chosen(def, s)?.to_string()),
         Kind::Bool => Value::Bool(parse_bool(s)?),
         Kind::Size => Value::Int(parse_size(s)?),
         Kind::Int => Value::Int(s.trim().parse().ok()?),
@@ -327,9 +456,17 @@ fn from_text(def: &KeyDef, s: &str) -> Option<Value> {
     })
 }
 
+/// `s`, if `def` takes any string or `s` is one of its choices.
+fn chosen<'a>(def: &KeyDef, s: &'a str) -> Option<&'a str> {
+    match choices(def.name) {
+        Some(c) if !c.contains(&s) => None,
+        _ => Some(s),
+    }
+}
+
 fn from_toml(def: &KeyDef, v: &toml::Value) -> Option<Value> {
     match (def.kind, v) {
-        (Kind::Str, toml::Value::String(s)) => Some(Value::Str(s.clone())),
+        (Kind::Str, toml::Value::String(s)) => Some(Value::Str(chosen(def, s)?.to_string())),
         (Kind::Bool, toml::Value::Boolean(b)) => Some(Value::Bool(*b)),
         (Kind::Size, toml::Value::String(s)) => parse_size(s).map(Value::Int),
         (Kind::Size | Kind::Int, toml::Value::Integer(i)) if *i >= 0 => Some(Value::Int(*i as u64)),
@@ -339,6 +476,13 @@ fn from_toml(def: &KeyDef, v: &toml::Value) -> Option<Value> {
             .collect::<Option<Vec<_>>>()
             .map(Value::List),
         _ => None,
+    }
+}
+
+fn expected(def: &KeyDef) -> String {
+    match choices(def.name) {
+        Some(c) => format!("one of {}", c.join(", ")),
+        None => kind_name(def.kind).to_string(),
     }
 }
 
@@ -352,12 +496,22 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-/// Expands a leading `~` and `$VAR`/`${VAR}` in an exclude pattern.
+/// Expands a leading `~` and `$VAR`/`${VAR}` in a path setting.
 fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    expand_with(s, env, |v| v.to_string())
+}
+
+/// [`expand`], with every substituted value passed through `literal` (for
+/// globs: escaped, so a variable's value never acts as a pattern).
+fn expand_with(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    literal: impl Fn(&str) -> String,
+) -> String {
     let mut s = s.to_string();
     if s == "~" || s.starts_with("~/") {
         if let Some(h) = env("HOME") {
-            s = format!("{h}{}", &s[1..]);
+            s = format!("{}{}", literal(&h), &s[1..]);
         }
     }
     let mut out = String::new();
@@ -383,7 +537,7 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
         if braced && chars.peek() == Some(&'}') {
             chars.next();
         }
-        out.push_str(&env(&name).unwrap_or_default());
+        out.push_str(&literal(&env(&name).unwrap_or_default()));
     }
     out
 }
@@ -396,10 +550,14 @@ impl Config {
             excludes: Vec::new(),
             warnings: Vec::new(),
             project_file: None,
+            exclude_matcher: OnceLock::new(),
         };
         for def in KEYS {
-            let v = from_text(def, def.default).expect("defaults parse");
-            cfg.values.insert(def.name, (v, Origin::Default));
+            // Every default parses (a test holds it); should one not, the
+            // key reads as empty rather than failing a build.
+            if let Some(v) = from_text(def, def.default) {
+                cfg.values.insert(def.name, (v, Origin::Default));
+            }
         }
         if let Some(user) = user_config_path(env) {
             if user.is_file() {
@@ -423,10 +581,9 @@ impl Config {
                         if def.name == "cache.exclude" {
                             if let Value::List(l) = &v {
                                 for p in l {
-                                    cfg.excludes.push(ExcludeGlob {
-                                        base: cwd.to_path_buf(),
-                                        pattern: expand(p, env),
-                                    });
+                                    let g = ExcludeGlob::new(cwd, p, env)
+                                        .map_err(|e| ConfigError(format!("{}: {e}", def.env)))?;
+                                    cfg.excludes.push(g);
                                 }
                             }
                         }
@@ -436,7 +593,7 @@ impl Config {
                         return Err(ConfigError(format!(
                             "{}={raw:?} is not valid: expected {}",
                             def.env,
-                            kind_name(def.kind)
+                            expected(def)
                         )))
                     }
                 }
@@ -477,16 +634,16 @@ impl Config {
                     ConfigError(format!(
                         "{}: `{name}` must be {}, found {v}",
                         path.display(),
-                        kind_name(def.kind)
+                        expected(def)
                     ))
                 })?;
                 if def.name == "cache.exclude" {
                     if let Value::List(l) = &value {
                         for p in l {
-                            self.excludes.push(ExcludeGlob {
-                                base: base.clone(),
-                                pattern: expand(p, env),
-                            });
+                            let g = ExcludeGlob::new(&base, p, env).map_err(|e| {
+                                ConfigError(format!("{}: `{name}`: {e}", path.display()))
+                            })?;
+                            self.excludes.push(g);
                         }
                     }
                 }
@@ -497,33 +654,67 @@ impl Config {
         Ok(())
     }
 
-    pub fn get(&self, name: &str) -> &Value {
-        &self.values.get(name).expect("known key").0
+    /// The value of a key; `None` only for a name that is not a row of
+    /// [`KEYS`] (a typo in kache itself), which the getters below read as
+    /// the empty value rather than panic on: wrapper mode must not fail.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name).map(|(v, _)| v)
     }
 
     pub fn str(&self, name: &str) -> &str {
         match self.get(name) {
-            Value::Str(s) => s,
+            Some(Value::Str(s)) => s,
             _ => "",
         }
     }
 
     pub fn bool(&self, name: &str) -> bool {
-        matches!(self.get(name), Value::Bool(true))
+        matches!(self.get(name), Some(Value::Bool(true)))
     }
 
     pub fn list(&self, name: &str) -> &[String] {
         match self.get(name) {
-            Value::List(l) => l,
+            Some(Value::List(l)) => l,
             _ => &[],
         }
     }
 
     pub fn int(&self, name: &str) -> u64 {
         match self.get(name) {
-            Value::Int(i) => *i,
+            Some(Value::Int(i)) => *i,
             _ => 0,
         }
+    }
+
+    /// `cache.disable`: every compile runs uncached.
+    pub fn cache_disabled(&self) -> bool {
+        self.bool("cache.disable")
+    }
+
+    /// `cache.hardlink`: hardlink restores are allowed.
+    pub fn hardlink_allowed(&self) -> bool {
+        self.bool("cache.hardlink")
+    }
+
+    /// `rust.incremental`.
+    pub fn rust_incremental(&self) -> Incremental {
+        match self.str("rust.incremental") {
+            "passthrough" => Incremental::Passthrough,
+            _ => Incremental::Strip,
+        }
+    }
+
+    /// `cache.observe`.
+    pub fn observe(&self) -> Observe {
+        match self.str("cache.observe") {
+            "off" => Observe::Off,
+            _ => Observe::Auto,
+        }
+    }
+
+    /// `rust.env`: variables declared as inputs of every Rust compile.
+    pub fn rust_env(&self) -> &[String] {
+        self.list("rust.env")
     }
 
     /// The store directory: `cache.dir`, else `$XDG_CACHE_HOME/kache`, else `~/.cache/kache`.
@@ -554,17 +745,25 @@ impl Config {
         }
     }
 
-    /// True when `source` (absolute) matches a `cache.exclude` glob.
+    /// True when `source` (absolute) matches a `cache.exclude` glob and no
+    /// later `!` glob re-includes it.
     pub fn is_excluded(&self, source: &Path) -> bool {
-        self.excludes.iter().any(|g| {
-            let pat = Path::new(&g.pattern);
-            let full = if pat.is_absolute() {
-                pat.to_path_buf()
-            } else {
-                g.base.join(pat)
-            };
-            glob_match(&full.to_string_lossy(), &source.to_string_lossy())
-        })
+        if self.excludes.is_empty() {
+            return false;
+        }
+        let path = normalize_path(&source.to_string_lossy()).as_string();
+        // Compiling the set costs a fresh process ~0.2 ms; a path outside
+        // every excluding glob's literal prefix cannot match, so most
+        // compiles never pay it.
+        let may_match = self
+            .excludes
+            .iter()
+            .any(|g| !g.negated() && path.starts_with(g.literal_prefix()));
+        may_match
+            && self
+                .exclude_matcher
+                .get_or_init(|| ExcludeMatcher::new(&self.excludes))
+                .is_excluded(&path)
     }
 }
 
@@ -578,41 +777,6 @@ pub fn user_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>
             .join("kache")
             .join("config.toml")
     })
-}
-
-/// Glob match over `/`-separated paths: `*` and `?` stay within a component,
-/// `**` spans components; a pattern ending in `/**` also matches the directory.
-pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    let s: Vec<&str> = path
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    match_parts(&p, &s)
-}
-
-fn match_parts(p: &[&str], s: &[&str]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(&"**") => (0..=s.len()).any(|i| match_parts(&p[1..], &s[i..])),
-        Some(seg) => {
-            !s.is_empty()
-                && match_component(seg.as_bytes(), s[0].as_bytes())
-                && match_parts(&p[1..], &s[1..])
-        }
-    }
-}
-
-fn match_component(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| match_component(&p[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && match_component(&p[1..], &s[1..]),
-        Some(c) => s.first() == Some(c) && match_component(&p[1..], &s[1..]),
-    }
 }
 
 #[cfg(test)]
@@ -697,6 +861,160 @@ mod tests {
         assert!(!c.is_excluded(&proj.path().join("crates/good/src/lib.rs")));
         assert!(c.is_excluded(Path::new("/opt/v/x.c")));
         assert!(!c.is_excluded(Path::new("/opt/v/sub/x.c")));
+    }
+
+    fn project_with_excludes(globs: &[&str]) -> tempfile::TempDir {
+        let proj = tempfile::tempdir().unwrap();
+        let list: Vec<String> = globs.iter().map(|g| format!("{g:?}")).collect();
+        std::fs::write(
+            proj.path().join(".kache.toml"),
+            format!("[cache]\nexclude = [{}]\n", list.join(", ")),
+        )
+        .unwrap();
+        proj
+    }
+
+    #[test]
+    fn double_star_spans_directories_and_single_star_stays_in_one() {
+        let proj = project_with_excludes(&["vendor/**/*.c", "gen/*.rs"]);
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        let p = proj.path();
+        assert!(c.is_excluded(&p.join("vendor/x.c")));
+        assert!(c.is_excluded(&p.join("vendor/a/b/x.c")));
+        assert!(!c.is_excluded(&p.join("vendor/a/b/x.h")));
+        assert!(c.is_excluded(&p.join("gen/out.rs")));
+        assert!(!c.is_excluded(&p.join("gen/sub/out.rs")));
+        // A path spelled with `..` is compared in its normal form.
+        assert!(c.is_excluded(&p.join("src/../gen/out.rs")));
+        assert!(!c.is_excluded(&p.join("gen/../src/out.rs")));
+    }
+
+    #[test]
+    fn character_classes_and_alternatives_match_as_globs() {
+        let proj = project_with_excludes(&["gen/part[0-9].rs", "gen/[!a-m]*.c", "{third,ext}/**"]);
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        let p = proj.path();
+        assert!(c.is_excluded(&p.join("gen/part7.rs")));
+        assert!(!c.is_excluded(&p.join("gen/partx.rs")));
+        assert!(c.is_excluded(&p.join("gen/zlib.c")));
+        assert!(!c.is_excluded(&p.join("gen/adler.c")));
+        assert!(c.is_excluded(&p.join("third/a.c")));
+        assert!(c.is_excluded(&p.join("ext/x/y.c")));
+        assert!(!c.is_excluded(&p.join("other/a.c")));
+    }
+
+    #[test]
+    fn a_later_bang_glob_re_includes_what_an_earlier_one_excluded() {
+        let proj = project_with_excludes(&["vendor/**", "!vendor/ours/**"]);
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        let p = proj.path();
+        assert!(c.is_excluded(&p.join("vendor/theirs/a.c")));
+        assert!(!c.is_excluded(&p.join("vendor/ours/a.c")));
+        // The environment comes last, so it can exclude again.
+        let e = env_of(&[("KACHE_EXCLUDE", "vendor/ours/bad.c")]);
+        let c = Config::load(proj.path(), &e).unwrap();
+        assert!(c.is_excluded(&p.join("vendor/ours/bad.c")));
+        assert!(!c.is_excluded(&p.join("vendor/ours/good.c")));
+    }
+
+    #[test]
+    fn a_leading_double_star_matches_at_any_depth_below_its_file_only() {
+        let proj = project_with_excludes(&["**/gen/*.c", "!**/gen/keep.c"]);
+        let other = tempfile::tempdir().unwrap();
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        let p = proj.path();
+        assert!(c.is_excluded(&p.join("gen/x.c")));
+        assert!(c.is_excluded(&p.join("a/b/gen/x.c")));
+        assert!(!c.is_excluded(&p.join("a/b/gen/keep.c")));
+        assert!(!c.is_excluded(&other.path().join("gen/x.c")));
+        // A lone `!` glob excludes nothing.
+        let proj = project_with_excludes(&["!src/**"]);
+        let c = Config::load(proj.path(), &env_of(&[])).unwrap();
+        assert!(!c.is_excluded(&proj.path().join("src/lib.rs")));
+    }
+
+    #[test]
+    fn glob_characters_in_a_directory_or_variable_are_literal() {
+        let root = tempfile::tempdir().unwrap();
+        let proj = root.path().join("proj[1]");
+        std::fs::create_dir(&proj).unwrap();
+        std::fs::write(
+            proj.join(".kache.toml"),
+            "[cache]\nexclude = [\"gen/*.rs\", \"$V/*.c\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&proj, &env_of(&[("V", "/opt/v{1,2}")])).unwrap();
+        assert!(c.is_excluded(&proj.join("gen/a.rs")));
+        assert!(!c.is_excluded(&root.path().join("proj1/gen/a.rs")));
+        assert!(c.is_excluded(Path::new("/opt/v{1,2}/x.c")));
+        assert!(!c.is_excluded(Path::new("/opt/v1/x.c")));
+    }
+
+    #[test]
+    fn an_invalid_exclude_glob_is_an_error_naming_its_file() {
+        let proj = project_with_excludes(&["gen/[a-"]);
+        let err = Config::load(proj.path(), &env_of(&[])).unwrap_err().0;
+        assert!(err.contains(".kache.toml"), "{err}");
+        assert!(err.contains("gen/[a-"), "{err}");
+        let e = env_of(&[("KACHE_EXCLUDE", "{a,b")]);
+        let err = Config::load(Path::new("/"), &e).unwrap_err().0;
+        assert!(err.contains("KACHE_EXCLUDE"), "{err}");
+    }
+
+    #[test]
+    fn every_default_parses() {
+        for def in KEYS {
+            assert!(from_text(def, def.default).is_some(), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn typed_getters_read_known_keys_and_unknown_names_never_panic() {
+        let c = Config::load(
+            Path::new("/"),
+            &env_of(&[
+                ("KACHE_RUST_INCREMENTAL", "passthrough"),
+                ("KACHE_RUST_ENV", "A,B"),
+            ]),
+        )
+        .unwrap();
+        for name in [
+            "cache.disable",
+            "cache.hardlink",
+            "rust.incremental",
+            "rust.env",
+            "cache.max_size",
+            "cache.fallback",
+        ] {
+            assert!(c.get(name).is_some(), "{name} is not a row of KEYS");
+        }
+        assert!(!c.cache_disabled());
+        assert!(c.hardlink_allowed());
+        assert_eq!(c.rust_incremental(), Incremental::Passthrough);
+        assert_eq!(c.rust_env(), ["A", "B"]);
+        assert_eq!(c.str("cache.no_such_key"), "");
+        assert!(!c.bool("no.such"));
+        assert_eq!(c.int("no.such"), 0);
+        assert!(c.list("no.such").is_empty());
+    }
+
+    #[test]
+    fn observation_is_auto_unless_switched_off_and_typos_are_errors() {
+        let c = Config::load(Path::new("/"), &env_of(&[])).unwrap();
+        assert_eq!(c.observe(), Observe::Auto);
+        let c = Config::load(Path::new("/"), &env_of(&[("KACHE_OBSERVE", "off")])).unwrap();
+        assert_eq!(c.observe(), Observe::Off);
+        let err = Config::load(Path::new("/"), &env_of(&[("KACHE_OBSERVE", "of")]))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("one of auto, off"), "{err}");
+        let proj = tempfile::tempdir().unwrap();
+        std::fs::write(
+            proj.path().join(".kache.toml"),
+            "[cache]\nobserve = \"maybe\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(proj.path(), &env_of(&[])).is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use kache_platform::service;
 use crate::daemon::client::{self, State};
 use crate::env::{process_env, Context};
 use crate::init::{self, wrapper_stem, Setup, Wiring};
+use crate::path_search::which;
 use crate::store::Store;
-use crate::wrap::memo::which;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

@@ -2,7 +2,8 @@
 //! (`RUSTC_WRAPPER=kache`, `CC="kache cc"`, a compiler-named shim), CLI mode
 //! otherwise. Each CLI subcommand is one function below.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use kache::config::KEYS;
 use kache::env::Context;
 use kache::stats;
+use kache_platform::process::stdout_reader_gone;
 
 #[derive(Parser)]
 #[command(name = "kache", version, about = "A build cache for Rust and C/C++", long_about = None)]
@@ -147,18 +149,59 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(first) = args.get(1) {
-        if kache::wrap::is_compiler(first) {
+        if kache::wrap::is_compiler(first) || is_other_program(first) {
             return kache::wrap::run(&args[1..]);
         }
     }
     let cli = Cli::parse();
-    match try_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    quiet_on_closed_stdout();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| try_main(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("kache: {e}");
             ExitCode::from(2)
         }
+        // The reader went away (`kache stats | head -1`): graceful termination.
+        Err(_) if stdout_reader_gone() => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+/// `println!` (and clap_complete's writer) panic when stdout is a pipe whose
+/// reader has exited. For a command whose output nobody reads any more that
+/// is not an error: the panic message is silenced here and `main` exits
+/// quietly.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !stdout_reader_gone() {
+            default(info);
+        }
+    }));
+}
+
+/// True when `first` is not one of kache's subcommands or flags but names
+/// a program: in wrapper mode cargo puts whatever it runs after `kache` (a
+/// `RUSTC_WORKSPACE_WRAPPER`, rustc under another name), and answering that
+/// with a CLI error would break a build plain cargo finishes. A word that
+/// names no program stays a CLI error, so a mistyped subcommand is reported.
+fn is_other_program(first: &OsStr) -> bool {
+    if first.as_encoded_bytes().starts_with(b"-") {
+        return false;
+    }
+    let cli = <Cli as clap::CommandFactory>::command();
+    let is_subcommand = first == "help"
+        || cli
+            .get_subcommands()
+            .any(|c| first == c.get_name() || c.get_all_aliases().any(|a| first == a));
+    if is_subcommand {
+        return false;
+    }
+    let path = Path::new(first);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    kache::path_search::which(&first.to_string_lossy()).is_some()
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -225,7 +268,8 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
     }
     let counters = stats::read(&store)?;
     let usage = store.usage();
-    let v = stats::to_json(&counters, &usage, ctx.config.max_size());
+    let mut v = stats::to_json(&counters, &usage, ctx.config.max_size());
+    v["store"]["mount_held_bytes"] = kache::gc::mount_held_bytes(&store).into();
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -240,6 +284,12 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
             .max_size()
             .map_or("none".into(), kache::report::human_bytes)
     );
+    if let Some(held) = v["store"]["mount_held_bytes"].as_u64().filter(|b| *b > 0) {
+        println!(
+            "held by mounts   {} (not counted against the limit)",
+            kache::report::human_bytes(held)
+        );
+    }
     for lang in stats::LANGUAGES {
         let sec = &v[lang];
         println!(

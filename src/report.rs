@@ -1,51 +1,34 @@
 //! `kache report` and `kache why-miss`: reading the event log.
 //!
 //! Every wrapper call appends one JSON line to `$KACHE_DIR/events.jsonl`
-//! (see `wrap::Wrapper::event`): time, language, outcome, reason, unit,
+//! (see `crate::events`): time, language, outcome, reason, unit,
 //! milliseconds, bytes, and for Rust the digest of each key group. The report
 //! aggregates a window of it (plus the cumulative counters of `stats`); the
 //! miss explainer compares one unit's records. Lines that do not parse are
 //! skipped: the log is append-only and a torn line must not hide the rest.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::env::Context;
+use crate::events::{self, Event};
 use crate::stats;
 
 /// Version of the `--json` shapes of `report` and `why-miss`.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// One line of the event log.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Event {
-    #[serde(default)]
-    pub t: u64,
-    #[serde(default)]
-    pub lang: String,
-    #[serde(default)]
-    pub outcome: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub unit: Option<String>,
-    #[serde(default)]
-    pub ms: u64,
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub groups: Option<BTreeMap<String, String>>,
-    /// The cargo process the call ran under (pid-starttime), when known.
-    #[serde(default)]
-    pub build: Option<String>,
-    /// A seeding (`outcome` "seed"): units, files, method, skip reasons.
-    #[serde(default)]
-    pub seed: Option<Value>,
+/// The seedings of a window of the event log, summed (`seeding` in `kache report --json`).
+#[derive(Debug, Default, serde::Serialize)]
+struct SeedingSummary {
+    seedings: u64,
+    units: u64,
+    bytes: u64,
+    ms: u64,
+    skipped: BTreeMap<String, u64>,
+    env_differs: std::collections::BTreeSet<String>,
 }
 
 /// Per-build summaries (newest last) of the events that carry a build id.
@@ -62,7 +45,7 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
         s.1 = s.1.max(e.t);
         if let Some(seed) = &e.seed {
             let x = seeded.entry(b.clone()).or_default();
-            x.0 += seed["units"].as_u64().unwrap_or(0);
+            x.0 += seed.units;
             x.1 += e.bytes;
         }
         match e.outcome.as_str() {
@@ -86,16 +69,6 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
                    "misses": misses, "passthroughs": pass, "miss_ms": miss_ms,
                    "seeded_units": seeded_units, "seeded_bytes": seeded_bytes})
         })
-        .collect()
-}
-
-/// Reads every well-formed event of the store's log.
-pub fn read_events(store_root: &Path) -> Vec<Event> {
-    let Ok(text) = std::fs::read_to_string(store_root.join("events.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
@@ -125,7 +98,7 @@ fn now_secs() -> u64 {
 /// The report as a JSON value (the text form is rendered from it).
 pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Value {
     let cutoff = since.map(|d| now_secs().saturating_sub(d.as_secs()));
-    let events: Vec<Event> = read_events(store.root())
+    let events: Vec<Event> = events::read(store.root())
         .into_iter()
         .filter(|e| cutoff.is_none_or(|c| e.t >= c))
         .collect();
@@ -133,8 +106,12 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
     let mut langs: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut miss_reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut not_stored: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut misses: Vec<&Event> = Vec::new();
     for e in &events {
+        if e.seed.is_some() {
+            continue; // seedings are summed apart, below
+        }
         let l = langs.entry(e.lang.clone()).or_default();
         *l.entry(match e.outcome.as_str() {
             "hit" => "hits",
@@ -152,6 +129,13 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
                     .or_default()
                     .entry(e.reason.clone().unwrap_or_else(|| "unknown".into()))
                     .or_default() += 1;
+                if let Some(why) = &e.not_stored {
+                    *not_stored
+                        .entry(e.lang.clone())
+                        .or_default()
+                        .entry(why.clone())
+                        .or_default() += 1;
+                }
                 misses.push(e);
             }
             "passthrough" => {
@@ -164,31 +148,26 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
             _ => {}
         }
     }
-    let mut seeding =
-        json!({"seedings": 0, "units": 0, "bytes": 0, "ms": 0, "skipped": {}, "env_differs": []});
-    for e in events.iter().filter(|e| e.outcome == "seed") {
+    let mut seeding = SeedingSummary::default();
+    for e in &events {
         let Some(seed) = &e.seed else { continue };
-        let add = |v: &mut Value, k: &str, n: u64| v[k] = json!(v[k].as_u64().unwrap_or(0) + n);
-        add(&mut seeding, "seedings", 1);
-        add(&mut seeding, "units", seed["units"].as_u64().unwrap_or(0));
-        add(&mut seeding, "bytes", e.bytes);
-        add(&mut seeding, "ms", e.ms);
-        for (r, n) in seed["skipped"].as_object().into_iter().flatten() {
-            add(&mut seeding["skipped"], r, n.as_u64().unwrap_or(0));
+        seeding.seedings += 1;
+        seeding.units += seed.units;
+        seeding.bytes += e.bytes;
+        seeding.ms += e.ms;
+        for (r, n) in &seed.skipped {
+            *seeding.skipped.entry(r.clone()).or_default() += n;
         }
-        for v in seed["env_differs"].as_array().into_iter().flatten() {
-            if let Some(arr) = seeding["env_differs"].as_array_mut() {
-                if !arr.contains(v) {
-                    arr.push(v.clone());
-                }
-            }
-        }
+        seeding.env_differs.extend(seed.env_differs.iter().cloned());
     }
     misses.sort_by_key(|e| std::cmp::Reverse(e.ms));
     let top: Vec<Value> = misses
         .iter()
         .take(10)
-        .map(|e| json!({"lang": e.lang, "unit": e.unit, "ms": e.ms, "reason": e.reason, "t": e.t}))
+        .map(|e| {
+            json!({"lang": e.lang, "unit": e.unit, "ms": e.ms, "reason": e.reason,
+                        "not_stored": e.not_stored, "t": e.t})
+        })
         .collect();
 
     // Cumulative counters (not windowed): flags that caused C/C++
@@ -213,6 +192,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
         "seeding": seeding,
         "top_misses": top,
         "miss_reasons": miss_reasons,
+        "not_stored": not_stored,
         "passthrough_reasons": reasons,
         "passthrough_flags": section("cc.passthrough_flags."),
         "restore": section("restore."),
@@ -318,8 +298,11 @@ pub fn run_report(
     if let Some(top) = r["top_misses"].as_array().filter(|t| !t.is_empty()) {
         println!("\ntop misses by time");
         for m in top {
+            let not_stored = m["not_stored"]
+                .as_str()
+                .map_or(String::new(), |w| format!(" (not stored: {w})"));
             println!(
-                "  {:>8} ms  {:<4} {:<30} {}",
+                "  {:>8} ms  {:<4} {:<30} {}{not_stored}",
                 m["ms"].as_u64().unwrap_or(0),
                 m["lang"].as_str().unwrap_or(""),
                 m["unit"].as_str().unwrap_or("?"),
@@ -329,6 +312,7 @@ pub fn run_report(
     }
     for (title, key) in [
         ("miss reasons", "miss_reasons"),
+        ("misses compiled but not stored", "not_stored"),
         ("passthrough reasons", "passthrough_reasons"),
     ] {
         if let Some(m) = r[key].as_object().filter(|m| !m.is_empty()) {
@@ -498,7 +482,7 @@ pub fn run_why_miss(
     json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let store = ctx.open_store()?;
-    let events = read_events(store.root());
+    let events = events::read(store.root());
     // Cargo names crates with dashes; rustc (and so the log) with underscores.
     let unit = unit.replace('-', "_");
     let v = explain_miss(&events, &unit);

@@ -6,7 +6,7 @@
 //! Owns `kache shims install|list|remove DIR` and the argv[0] check that makes
 //! a shim act as `kache <name> <args…>`. A shim must never run itself: the
 //! real compiler is looked up further down PATH by
-//! [`crate::wrap::cc::resolve_compiler`], which skips every kache binary.
+//! [`crate::path_search::real_compiler`], which skips every kache binary.
 //! Never touches a file in DIR that is not a symlink to a kache binary.
 
 use std::ffi::{OsStr, OsString};
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::wrap::cc::resolve_compiler;
+use crate::path_search::{is_kache_binary, real_compiler};
 
 /// The compiler names `kache shims install` creates, when the compiler exists.
 pub const SHIM_NAMES: [&str; 6] = ["cc", "c++", "gcc", "g++", "clang", "clang++"];
@@ -61,9 +61,7 @@ pub fn run(cmd: ShimsCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// True when `path` is a symlink whose target is a kache binary.
 fn is_kache_link(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-        && path
-            .canonicalize()
-            .is_ok_and(|t| crate::wrap::cc::is_kache_binary(&t))
+        && path.canonicalize().is_ok_and(|t| is_kache_binary(&t))
 }
 
 fn install(dir: &Path, me: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -71,7 +69,7 @@ fn install(dir: &Path, me: &Path) -> Result<ExitCode, Box<dyn std::error::Error>
     let mut problems = 0;
     for name in SHIM_NAMES {
         let link = dir.join(name);
-        let Some(real) = resolve_compiler(OsStr::new(name)) else {
+        let Some(real) = real_compiler(OsStr::new(name)) else {
             println!("{name:<8} skipped: no {name} on PATH");
             continue;
         };
@@ -115,7 +113,7 @@ fn list(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if !is_kache_link(&link) {
             continue;
         }
-        let real = resolve_compiler(OsStr::new(name)).map_or_else(
+        let real = real_compiler(OsStr::new(name)).map_or_else(
             || "(no compiler on PATH)".into(),
             |p| p.display().to_string(),
         );

@@ -23,6 +23,380 @@ pub type Counters = BTreeMap<String, u64>;
 pub const LANGUAGES: [&str; 2] = ["rust", "cc"];
 pub const BASE_COUNTERS: [&str; 5] = ["hits", "misses", "passthroughs", "errors", "compiler_runs"];
 
+/// The language section a wrapper call is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Cc,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Cc => "cc",
+        }
+    }
+}
+
+/// Every counter kache bumps. Its key and meaning are one row of
+/// [`COUNTERS`] (in the same order); keys are a shipped interface
+/// (`kache stats --json`), so rows are added, never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Hits,
+    Misses,
+    Passthroughs,
+    Errors,
+    CompilerRuns,
+    RemoteHits,
+    BytesSaved,
+    RestoreFiles,
+    ReflinkBytes,
+    HardlinkBytes,
+    CopyBytes,
+    MountBytes,
+    MountFiles,
+    MountErrors,
+    MountDeduplicatedBytes,
+    MountDedupErrors,
+    GcPendingBytes,
+    GcLastTotal,
+    GcRuns,
+    GcEntriesEvicted,
+    RemoteImported,
+    RemoteMisses,
+    RemoteErrors,
+    RemoteBytesDown,
+    RemoteQueued,
+    RemoteUploads,
+    RemoteBytesUp,
+    SeedUnits,
+    SeedFiles,
+    SeedBytes,
+    SeedHarvestUnits,
+    SeedHarvestDeferred,
+}
+
+/// Whether a counter has one value per language (`rust.hits`, `cc.hits`)
+/// or one for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    PerLanguage,
+    Store,
+}
+
+/// One counter: its key (below the language for per-language ones) and
+/// what it counts.
+pub struct CounterDef {
+    pub counter: Counter,
+    pub scope: Scope,
+    pub key: &'static str,
+    pub doc: &'static str,
+}
+
+const fn row(counter: Counter, scope: Scope, key: &'static str, doc: &'static str) -> CounterDef {
+    CounterDef {
+        counter,
+        scope,
+        key,
+        doc,
+    }
+}
+
+use Scope::{PerLanguage as L, Store as S};
+
+pub const COUNTERS: &[CounterDef] = &[
+    row(
+        Counter::Hits,
+        L,
+        "hits",
+        "outputs restored, no compiler process",
+    ),
+    row(
+        Counter::Misses,
+        L,
+        "misses",
+        "the compiler ran for a cacheable call",
+    ),
+    row(
+        Counter::Passthroughs,
+        L,
+        "passthroughs",
+        "the compiler ran, nothing cached",
+    ),
+    row(
+        Counter::Errors,
+        L,
+        "errors",
+        "the compiler could not be started",
+    ),
+    row(
+        Counter::CompilerRuns,
+        L,
+        "compiler_runs",
+        "compiler processes started (probes, preprocessor, compiles)",
+    ),
+    row(
+        Counter::RemoteHits,
+        L,
+        "remote_hits",
+        "hits served from what the remote just provided",
+    ),
+    row(
+        Counter::BytesSaved,
+        S,
+        "restore.bytes_saved",
+        "bytes of outputs a hit provided",
+    ),
+    row(
+        Counter::RestoreFiles,
+        S,
+        "restore.files",
+        "files restored by reflink, hardlink or copy",
+    ),
+    row(
+        Counter::ReflinkBytes,
+        S,
+        "restore.reflink_bytes",
+        "bytes restored by reflink",
+    ),
+    row(
+        Counter::HardlinkBytes,
+        S,
+        "restore.hardlink_bytes",
+        "bytes restored by hardlink",
+    ),
+    row(
+        Counter::CopyBytes,
+        S,
+        "restore.copy_bytes",
+        "bytes restored by copy",
+    ),
+    row(
+        Counter::MountBytes,
+        S,
+        "restore.mount_bytes",
+        "bytes placed by reference in a kache mount",
+    ),
+    row(
+        Counter::MountFiles,
+        S,
+        "restore.mount_files",
+        "files placed by reference in a kache mount",
+    ),
+    row(
+        Counter::MountErrors,
+        S,
+        "restore.mount_errors",
+        "placements refused by a mount (restored instead)",
+    ),
+    row(
+        Counter::MountDeduplicatedBytes,
+        S,
+        "mount.deduplicated_bytes",
+        "bytes a miss turned from upper files into placements",
+    ),
+    row(
+        Counter::MountDedupErrors,
+        S,
+        "mount.dedup_errors",
+        "failed turns of upper files into placements",
+    ),
+    row(
+        Counter::GcPendingBytes,
+        S,
+        "gc.pending_bytes",
+        "bytes stored since the last collection",
+    ),
+    row(
+        Counter::GcLastTotal,
+        S,
+        "gc.last_total",
+        "store size measured by the last collection",
+    ),
+    row(Counter::GcRuns, S, "gc.runs", "collections run"),
+    row(
+        Counter::GcEntriesEvicted,
+        S,
+        "gc.entries_evicted",
+        "entries and manifests evicted",
+    ),
+    row(
+        Counter::RemoteImported,
+        S,
+        "remote.hits",
+        "remote lookups that imported something usable",
+    ),
+    row(
+        Counter::RemoteMisses,
+        S,
+        "remote.misses",
+        "remote lookups with nothing usable",
+    ),
+    row(
+        Counter::RemoteErrors,
+        S,
+        "remote.errors",
+        "remote lookups or queueing that failed",
+    ),
+    row(
+        Counter::RemoteBytesDown,
+        S,
+        "remote.bytes_down",
+        "bytes downloaded",
+    ),
+    row(Counter::RemoteQueued, S, "remote.queued", "uploads queued"),
+    row(
+        Counter::RemoteUploads,
+        S,
+        "remote.uploads",
+        "objects uploaded",
+    ),
+    row(
+        Counter::RemoteBytesUp,
+        S,
+        "remote.bytes_up",
+        "bytes uploaded",
+    ),
+    row(
+        Counter::SeedUnits,
+        S,
+        "seed.units",
+        "units placed into new target dirs before cargo looked",
+    ),
+    row(Counter::SeedFiles, S, "seed.files", "files of seeded units"),
+    row(
+        Counter::SeedBytes,
+        S,
+        "seed.bytes",
+        "bytes of seeded units (placed in a mount, else copied or reflinked)",
+    ),
+    row(
+        Counter::SeedHarvestUnits,
+        S,
+        "seed.harvest.units",
+        "finished units recorded as seeds",
+    ),
+    row(
+        Counter::SeedHarvestDeferred,
+        S,
+        "seed.harvest.deferred",
+        "harvests cut short by their time budget (finished later)",
+    ),
+];
+
+impl Counter {
+    pub fn def(self) -> &'static CounterDef {
+        &COUNTERS[self as usize]
+    }
+
+    /// The full dotted key (`rust.hits`, `restore.files`); `lang` is only
+    /// read for per-language counters.
+    pub fn key(self, lang: Option<Lang>) -> String {
+        let d = self.def();
+        match (d.scope, lang) {
+            (Scope::PerLanguage, Some(l)) => format!("{}.{}", l.as_str(), d.key),
+            _ => d.key.to_string(),
+        }
+    }
+}
+
+/// Counters broken down by a label: `rust.passthrough_reasons.excluded`,
+/// `remote.miss_reasons.not-found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    PassthroughReasons,
+    PassthroughFlags,
+    MissReasons,
+    NotStored,
+    RemoteMissReasons,
+    RemoteErrorReasons,
+    /// Units a seeding left for the wrapper, and why (`seed.skipped.env-differs`).
+    SeedSkipped,
+    /// Finished units not recorded as seeds, and why (`seed.harvest.refused.donor-path`).
+    SeedHarvestRefused,
+}
+
+impl Breakdown {
+    /// The dotted key of one label; `lang` is only read for per-language
+    /// breakdowns (all but the remote's and the seeds').
+    pub fn key(self, lang: Option<Lang>, label: &str) -> String {
+        let (section, per_language) = match self {
+            Breakdown::PassthroughReasons => ("passthrough_reasons", true),
+            Breakdown::PassthroughFlags => ("passthrough_flags", true),
+            Breakdown::MissReasons => ("miss_reasons", true),
+            Breakdown::NotStored => ("not_stored", true),
+            Breakdown::RemoteMissReasons => ("remote.miss_reasons", false),
+            Breakdown::RemoteErrorReasons => ("remote.error_reasons", false),
+            Breakdown::SeedSkipped => ("seed.skipped", false),
+            Breakdown::SeedHarvestRefused => ("seed.harvest.refused", false),
+        };
+        let label = key_segment(label);
+        match (per_language, lang) {
+            (true, Some(l)) => format!("{}.{section}.{label}", l.as_str()),
+            _ => format!("{section}.{label}"),
+        }
+    }
+}
+
+/// A label as one key segment: no dots, no whitespace.
+pub fn key_segment(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c == '.' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Counter updates gathered during one call and written at its end, in one
+/// locked update of the stats file.
+#[derive(Debug, Default)]
+pub struct Tally {
+    updates: Vec<(String, u64)>,
+}
+
+impl Tally {
+    /// Adds `n` to a per-language counter of `lang`.
+    pub fn add(&mut self, lang: Lang, c: Counter, n: u64) {
+        self.updates.push((c.key(Some(lang)), n));
+    }
+
+    /// Adds `n` to a counter of the store (`restore.*`, `gc.*`, `remote.*`).
+    pub fn add_store(&mut self, c: Counter, n: u64) {
+        self.updates.push((c.key(None), n));
+    }
+
+    /// Counts one `label` of a breakdown (`lang` for per-language ones).
+    pub fn add_label(&mut self, lang: Option<Lang>, b: Breakdown, label: &str) {
+        self.add_label_n(lang, b, label, 1);
+    }
+
+    /// Counts `n` of one `label` of a breakdown.
+    pub fn add_label_n(&mut self, lang: Option<Lang>, b: Breakdown, label: &str, n: u64) {
+        if n > 0 {
+            self.updates.push((b.key(lang, label), n));
+        }
+    }
+
+    pub fn extend(&mut self, other: Tally) {
+        self.updates.extend(other.updates);
+    }
+
+    pub fn updates(&self) -> &[(String, u64)] {
+        &self.updates
+    }
+
+    pub fn flush(self, store: &Store) -> io::Result<()> {
+        bump(store, &self.updates)
+    }
+}
+
 fn parse(text: &str) -> Counters {
     let mut c = Counters::new();
     for line in text.lines() {
@@ -64,11 +438,11 @@ pub fn bump(store: &Store, updates: &[(String, u64)]) -> io::Result<()> {
     })
 }
 
-/// Sets counters to exact values (used by gc for its measurements).
-pub fn set(store: &Store, values: &[(&str, u64)]) -> io::Result<()> {
+/// Sets store counters to exact values (gc's measurements).
+pub fn set(store: &Store, values: &[(Counter, u64)]) -> io::Result<()> {
     update(store, |c| {
         for (k, v) in values {
-            c.insert(k.to_string(), *v);
+            c.insert(k.key(None), *v);
         }
     })
 }
@@ -189,6 +563,33 @@ mod tests {
         assert_eq!(v["cc"]["compiler_runs"], 0);
         assert_eq!(v["rust"]["passthrough_reasons"]["incremental"], 2);
         assert_eq!(v["store"]["max_size"], 10);
+    }
+
+    #[test]
+    fn the_counter_table_is_in_enum_order_with_unique_keys() {
+        let mut keys = std::collections::HashSet::new();
+        for (i, d) in COUNTERS.iter().enumerate() {
+            assert_eq!(d.counter as usize, i, "row {} out of order", d.key);
+            assert!(keys.insert(d.key), "{} twice", d.key);
+        }
+        assert_eq!(Counter::Hits.key(Some(Lang::Cc)), "cc.hits");
+        assert_eq!(
+            Counter::BytesSaved.key(Some(Lang::Rust)),
+            "restore.bytes_saved"
+        );
+        assert_eq!(
+            Breakdown::PassthroughReasons.key(Some(Lang::Cc), "cc:link-step"),
+            "cc.passthrough_reasons.cc:link-step"
+        );
+        assert_eq!(
+            Breakdown::RemoteMissReasons.key(Some(Lang::Rust), "not found.x"),
+            "remote.miss_reasons.not_found_x"
+        );
+        assert_eq!(
+            Breakdown::SeedSkipped.key(Some(Lang::Rust), "env-differs"),
+            "seed.skipped.env-differs"
+        );
+        assert_eq!(Counter::SeedUnits.key(Some(Lang::Rust)), "seed.units");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where a C/C++ compile goes when kache does not cache it (the fallback
 //! wrapper, exclusions) and how kache is put in front of a compiler (names,
 //! paths, compiler-named shims on PATH).
+#![cfg(unix)] // symlinked shims, mode bits
 
 mod common;
 

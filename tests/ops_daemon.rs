@@ -1,6 +1,7 @@
 //! The daemon: start/status/stop, single instance per store, recovery from
 //! a killed daemon's stale socket, self-restart on upgrade, and builds that
 //! never depend on it (stopped, killed mid-build, hung).
+#![cfg(unix)] // the daemon listens on a Unix socket
 
 mod common;
 mod ops_support;

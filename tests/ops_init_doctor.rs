@@ -2,6 +2,7 @@
 //! XDG dirs, KACHE_DIR): the cargo config keeps what it had, the service
 //! names this binary, a second run changes nothing; each broken setup is
 //! named by doctor, repaired by `--fix`, and healthy afterwards.
+#![cfg(unix)] // a stand-in daemon on a Unix socket
 
 mod ops_support;
 

@@ -89,6 +89,65 @@ fn stats_report_and_why_miss_follow_real_builds() {
     assert_eq!(code, 1, "{said}");
 }
 
+/// `kache stats --json` and `kache report` are two views of one record per
+/// call: after builds in which compiles failed (Rust and C), their miss
+/// reasons and their not-stored reasons are the same numbers. Before they
+/// were derived from one value, stats counted a failed compile under its
+/// lookup's reason (`no-manifest`) and report under `compile-failed`.
+#[test]
+fn stats_and_report_agree_after_failing_compiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let wt = common::fixture_at(&tmp.path().join("wt"));
+    common::build(&wt, &store);
+    // Break one crate: its compile misses (its inputs changed) and fails.
+    let lib = wt.join("core/src/lib.rs");
+    let src = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{src}\npub fn broken( -> u32 {{ 7 }}\n")).unwrap();
+    let failed = common::cargo(&wt, &store, &["build"]).output().unwrap();
+    assert!(!failed.status.success(), "the broken crate compiled");
+
+    // A C compile that fails, and one that is stored.
+    common::need_tool("gcc");
+    let c = wt.join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("bad.c"), "int f( { return 1; }\n").unwrap();
+    std::fs::write(c.join("good.c"), "int g(void) { return 2; }\n").unwrap();
+    let bad = common::kache_cc(&c, &store, "gcc", &["-c", "bad.c", "-o", "bad.o"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "bad.c compiled");
+    common::run_ok(common::kache_cc(
+        &c,
+        &store,
+        "gcc",
+        &["-c", "good.c", "-o", "good.o"],
+    ));
+
+    let stats = common::stats(&store);
+    let report = json(&store, &["report", "--json"]);
+    for lang in ["rust", "cc"] {
+        let from_stats = |k: &str| stats[lang][k].clone();
+        let from_report = |k: &str| report[k][lang].clone();
+        assert_eq!(
+            from_stats("miss_reasons"),
+            from_report("miss_reasons"),
+            "{lang} miss reasons: stats {stats} report {report}"
+        );
+        assert_eq!(
+            from_stats("not_stored"),
+            from_report("not_stored"),
+            "{lang} not-stored reasons: stats {stats} report {report}"
+        );
+        assert_eq!(stats[lang]["misses"], report["languages"][lang]["misses"]);
+        assert_eq!(stats[lang]["not_stored"]["compile-failed"], 1, "{stats}");
+    }
+    assert!(
+        stats["rust"]["miss_reasons"]["inputs-changed"].as_u64() >= Some(1),
+        "{stats}"
+    );
+}
+
 #[test]
 fn gc_older_than_removes_entries_unused_for_that_long() {
     let tmp = tempfile::tempdir().unwrap();

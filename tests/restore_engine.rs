@@ -6,6 +6,7 @@
 //! These tests loop-mount images, which needs root. CI runs as root, so
 //! there a failure to mount fails the test; it is skipped (with a message)
 //! only off CI as a non-root user.
+#![cfg(target_os = "linux")] // loop-mounted btrfs/ext4, filefrag
 
 mod store_support;
 

@@ -19,8 +19,7 @@ fn all_blobs(store: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    kache_platform::process::is_root()
 }
 
 /// Tests that mount need root; in CI they must run, elsewhere they say why not.

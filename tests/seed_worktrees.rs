@@ -7,6 +7,9 @@
 //! `flavor` (a build script reading an undeclared variable, depending on `shlex`),
 //! `tinyver` (two versions vendored, for a lockfile bump) and, behind the `bake`
 //! feature, `outbake` (a library keeping its OUT_DIR as a runtime path).
+// Seeding at cargo's compiler probe needs to know the cargo process (Linux: /proc), and
+// the mounted half needs FUSE.
+#![cfg(target_os = "linux")]
 
 mod common;
 

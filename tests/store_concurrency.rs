@@ -5,6 +5,7 @@
 //! restored exactly the bytes that key was stored with (never a partial
 //! entry or blob), and that the only miss it ever sees is "no entry".
 //! Afterwards the shared counters must equal the operations performed.
+#![cfg(unix)] // link counts
 
 mod store_support;
 

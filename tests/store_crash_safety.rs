@@ -6,6 +6,7 @@
 //! finds restores complete, correct bytes, the only miss is "no entry", a
 //! full `kache verify` finds nothing corrupt, and the counters' lock is not
 //! left held by a dead process.
+#![cfg(unix)] // killed by signals
 
 mod store_support;
 

@@ -4,49 +4,32 @@
 //! `/proc/self/mountinfo`. Must never: block the caller forever on a wedged mount (health checks
 //! time out), or unmount anything that is not a kache mount.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use kache_platform::process::is_root;
+use rustix::fs::{OFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::process::{Resource, Rlimit};
 
-use crate::fs::{xattr_name, Blob, KacheFs, Shared, CONTROL_ID, CONTROL_NAME};
+use crate::control::{self, is_kache_mount};
+use crate::fs::KacheFs;
+use crate::placement::Blob;
+use crate::state::Shared;
 use crate::sys;
-use crate::BlobSource;
+use crate::{BlobSource, MountHealth, MountOptions, MountStats, PlacedFile};
 
 /// Type shown in `/proc/self/mountinfo` (`fuse.kache`) and its source name.
 const FS_NAME: &str = "kache";
 /// Serving threads: enough that a slow copy-up or an invalidation never stalls the others.
 const THREADS: usize = 4;
-
-/// Where and how to mount.
-#[derive(Clone, Debug)]
-pub struct MountOptions {
-    /// The directory to cover, usually a worktree's `target/`.
-    pub mountpoint: PathBuf,
-    /// Per-mount state: `upper/` holds every ordinary file and every placement marker.
-    pub state_dir: PathBuf,
-    /// Use kernel FUSE passthrough for reads (needs root); falls back to served reads.
-    pub passthrough: bool,
-}
-
-impl MountOptions {
-    /// Options with passthrough on.
-    pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MountOptions {
-        MountOptions {
-            mountpoint: mountpoint.into(),
-            state_dir: state_dir.into(),
-            passthrough: true,
-        }
-    }
-}
 
 /// A live mount served by background threads. Dropping it unmounts.
 pub struct MountHandle {
@@ -61,9 +44,10 @@ impl MountHandle {
         &self.mountpoint
     }
 
-    /// Whether reads currently go through kernel passthrough (negotiated and permitted).
-    pub fn passthrough_active(&self) -> bool {
-        self.shared.passthrough_on.load(Ordering::Relaxed)
+    /// Empty the mount as `rm -rf` of its contents would, in one step (what `cargo clean` means
+    /// for a mounted target); see [`crate::clear`]. Returns how many top-level entries went.
+    pub fn clear(&self) -> io::Result<usize> {
+        self.shared.clear()
     }
 
     /// Unmount and wait for the serving threads to finish.
@@ -83,37 +67,38 @@ impl Drop for MountHandle {
     }
 }
 
-/// How a mount point looks from outside.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MountHealth {
-    /// A kache mount that answers.
-    Healthy,
-    /// No kache mount there.
-    NotMounted,
-    /// A kache mount whose server is gone or does not answer; `unmount(_, true)` clears it.
-    Broken(String),
-}
-
-/// Counts over a mount's state directory (works mounted or not).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MountStats {
-    /// Files whose bytes are a blob.
-    pub placed_files: u64,
-    /// Their logical size.
-    pub placed_bytes: u64,
-    /// Bytes of ordinary files written into the mount.
-    pub upper_bytes: u64,
-}
-
-/// One placed file found in a state directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlacedFile {
-    /// Path relative to the mount root (one of its names if hard-linked).
-    pub path: PathBuf,
-    /// Blob hash.
-    pub hash: String,
-    /// Blob size.
-    pub size: u64,
+/// Why a mount cannot be made here, in one line; `None` when it can.
+pub fn unavailable() -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing (FUSE kernel module not loaded, or not exposed to this container)".into());
+    }
+    let root = is_root();
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => {}
+        Err(e) if root || e.kind() != io::ErrorKind::PermissionDenied => {
+            return Some(format!("/dev/fuse cannot be opened: {e}"));
+        }
+        // The FUSE library mounts through /dev/fuse itself (then through the setuid
+        // fusermount3 for the mount call): a user who cannot open it cannot mount.
+        Err(_) => {
+            return Some(format!(
+                "/dev/fuse is not accessible to this user (uid {}): a mount needs read-write \
+                 access to it (most distributions make it crw-rw-rw-: `sudo chmod 0666 /dev/fuse`, \
+                 or a udev rule), or run kache mount as root",
+                rustix::process::geteuid().as_raw()
+            ));
+        }
+    }
+    let helper = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()));
+    if !root && !helper {
+        return Some("not root and fusermount3 is not installed (package fuse3)".into());
+    }
+    None
 }
 
 struct Prepared {
@@ -138,7 +123,7 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
         let view = read_only_view(&root, &opts.state_dir.join("blobs-ro")).ok()?;
         Some((root, view))
     });
-    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view, opts.passthrough)?);
+    let shared = Arc::new(Shared::new(upper_fd, blobs, blob_view)?);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(FS_NAME.to_string()),
@@ -146,7 +131,7 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
         MountOption::DefaultPermissions,
     ];
     // A root daemon serves users' worktrees: let them in; permissions are checked by the kernel.
-    config.acl = if unsafe { libc::geteuid() } == 0 {
+    config.acl = if is_root() {
         SessionACL::All
     } else {
         SessionACL::Owner
@@ -195,15 +180,15 @@ pub fn unmount(mountpoint: &Path, force: bool) -> io::Result<()> {
     if force {
         abort_connection(info.minor);
     }
-    let path = CString::new(info.mountpoint.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let flags = if force { libc::MNT_DETACH } else { 0 };
-    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EPERM) {
-        return Err(err);
+    let flags = if force {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
+    match rustix::mount::unmount(&info.mountpoint, flags) {
+        Ok(()) => return Ok(()),
+        Err(Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
     }
     // Not root: the setuid helper may unmount what the user mounted.
     let mut cmd = Command::new("fusermount3");
@@ -229,24 +214,22 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
         Ok(None) => return MountHealth::NotMounted,
         Err(e) => return MountHealth::Broken(format!("reading mountinfo: {e}")),
     }
-    let control = mountpoint.join(CONTROL_NAME);
+    let root = mountpoint.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
-    // An open always reaches the server (a stat may be answered from the kernel's cache).
+    // A status read always reaches the server (a stat may be answered from the kernel's cache).
     // A wedged server would block it forever: run it aside and stop waiting.
     let spawned = std::thread::Builder::new()
         .name("kache-fs-health".into())
         .spawn(move || {
-            let _ = tx.send(File::open(&control).and_then(|f| f.metadata()));
+            let _ = tx.send(control::ping(&root).map(|()| is_kache_mount(&root)));
         });
     if let Err(e) = spawned {
         return MountHealth::Broken(format!("cannot check: {e}"));
     }
     match rx.recv_timeout(Duration::from_secs(2)) {
-        Ok(Ok(meta)) if std::os::unix::fs::MetadataExt::ino(&meta) == CONTROL_ID => {
-            MountHealth::Healthy
-        }
-        Ok(Ok(_)) => MountHealth::Broken("control file has the wrong identity".into()),
-        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Ok(Ok(true)) => MountHealth::Healthy,
+        Ok(Ok(false)) => MountHealth::Broken("control file has the wrong identity".into()),
+        Ok(Err(e)) if Errno::from_io_error(&e) == Some(Errno::NOTCONN) => {
             MountHealth::Broken("server is gone (transport endpoint is not connected)".into())
         }
         Ok(Err(e)) => MountHealth::Broken(e.to_string()),
@@ -256,71 +239,64 @@ pub fn mount_health(mountpoint: &Path) -> MountHealth {
 
 /// Every placed file in a mount's state directory: what eviction must keep.
 pub fn scan_placements(state_dir: &Path) -> io::Result<Vec<PlacedFile>> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
-    Ok(found)
+    scan.walk(&upper, &upper)?;
+    Ok(scan.found)
 }
 
 /// Placed files and bytes, and ordinary bytes, of a mount's state directory.
 pub fn mount_stats(state_dir: &Path) -> io::Result<MountStats> {
+    let mut scan = Scan::default();
     let upper = state_dir.join("upper");
-    let mut found = Vec::new();
-    let mut upper_bytes = 0;
-    walk(
-        &upper,
-        &upper,
-        &mut Default::default(),
-        &mut found,
-        &mut upper_bytes,
-    )?;
+    scan.walk(&upper, &upper)?;
     Ok(MountStats {
-        placed_files: found.len() as u64,
-        placed_bytes: found.iter().map(|p| p.size).sum(),
-        upper_bytes,
+        placed_files: scan.found.len() as u64,
+        placed_bytes: scan.found.iter().map(|p| p.size).sum(),
+        upper_bytes: scan.upper_bytes,
+        disk_bytes: scan.disk_bytes,
     })
 }
 
-/// Each inode is counted once, under the first name met (hard links share a placement).
-fn walk(
-    root: &Path,
-    dir: &Path,
-    seen: &mut std::collections::HashSet<u64>,
-    found: &mut Vec<PlacedFile>,
-    upper_bytes: &mut u64,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if kind.is_dir() {
-            walk(root, &path, seen, found, upper_bytes)?;
-        } else if kind.is_file() {
-            if !seen.insert(std::os::unix::fs::DirEntryExt::ino(&entry)) {
+#[derive(Default)]
+struct Scan {
+    seen: std::collections::HashSet<u64>,
+    found: Vec<PlacedFile>,
+    upper_bytes: u64,
+    disk_bytes: u64,
+}
+
+impl Scan {
+    /// Each inode is counted once, under the first name met (hard links share a placement).
+    fn walk(&mut self, root: &Path, dir: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !self.seen.insert(meta.ino()) {
                 continue;
             }
-            let fd: OwnedFd = match File::open(&path) {
-                Ok(f) => f.into(),
-                Err(_) => continue,
-            };
-            match sys::getxattr_fd(fd.as_fd(), &xattr_name())?.and_then(|v| Blob::parse(&v)) {
-                Some(blob) => found.push(PlacedFile {
-                    path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
-                    hash: blob.hash,
-                    size: blob.size,
-                }),
-                None => *upper_bytes += entry.metadata()?.len(),
+            self.disk_bytes += meta.blocks() * 512;
+            let path = entry.path();
+            if meta.is_dir() {
+                self.walk(root, &path)?;
+            } else if meta.is_file() {
+                let fd: OwnedFd = match File::open(&path) {
+                    Ok(f) => f.into(),
+                    Err(_) => continue,
+                };
+                match Blob::of_marker(fd.as_fd())? {
+                    Some(blob) => self.found.push(PlacedFile {
+                        path: path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
+                        hash: blob.hash,
+                        size: blob.size,
+                    }),
+                    None => self.upper_bytes += meta.len(),
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn check_user_xattrs(state_dir: &Path) -> io::Result<()> {
@@ -341,15 +317,21 @@ fn check_user_xattrs(state_dir: &Path) -> io::Result<()> {
 
 /// Every inode the kernel knows holds one descriptor: lift the soft limit to the hard one.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let lim = rustix::process::getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let below_hard = match (lim.current, lim.maximum) {
+        (Some(current), Some(maximum)) => current < maximum,
+        (Some(_), None) => true,
+        (None, _) => false,
     };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if below_hard {
+        let _ = rustix::process::setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
     }
 }
 
@@ -424,15 +406,13 @@ fn unescape(field: &str) -> String {
 fn abort_connection(minor: u32) {
     let dir = Path::new("/sys/fs/fuse/connections");
     if !dir.join(minor.to_string()).exists() {
-        let _ = unsafe {
-            libc::mount(
-                c"fusectl".as_ptr(),
-                c"/sys/fs/fuse/connections".as_ptr(),
-                c"fusectl".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
+        let _ = rustix::mount::mount(
+            c"fusectl",
+            c"/sys/fs/fuse/connections",
+            c"fusectl",
+            MountFlags::empty(),
+            None,
+        );
     }
     let _ = std::fs::write(dir.join(minor.to_string()).join("abort"), b"1");
 }
@@ -443,27 +423,13 @@ fn abort_connection(minor: u32) {
 /// mistake fails with EROFS instead of corrupting the store.
 fn read_only_view(source: &Path, target: &Path) -> io::Result<OwnedFd> {
     std::fs::create_dir_all(target)?;
-    let src = CString::new(source.as_os_str().as_bytes())?;
-    let dst = CString::new(target.as_os_str().as_bytes())?;
-    let mount = |flags: libc::c_ulong| {
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    mount(libc::MS_BIND)?;
-    let view = mount(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY)
-        .and_then(|()| sys::openat(libc::AT_FDCWD, &dst, libc::O_PATH | libc::O_DIRECTORY, 0));
-    unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+    rustix::mount::mount_bind(source, target)?;
+    let view = rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, c"")
+        .map_err(io::Error::from)
+        .and_then(|()| {
+            let target = sys::cstr(target.as_os_str())?;
+            sys::openat(CWD, &target, OFlags::PATH | OFlags::DIRECTORY, 0)
+        });
+    let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
     view
 }

@@ -1,295 +1,221 @@
-//! Thin, safe wrappers over the Linux calls the filesystem needs (`*at` calls on O_PATH
-//! descriptors, xattrs, FICLONE). Each returns `io::Result`; nothing here panics.
+//! The Linux calls the filesystem needs beyond what `rustix` offers as one call: calls on the
+//! inode behind an O_PATH descriptor (through its `/proc/self/fd/N` name, for the calls that
+//! have no `*at` form taking an empty path), and xattr reads that grow their buffer. Every
+//! call goes through `rustix` (no `unsafe`); each returns `io::Result`, nothing here panics.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Name of the xattr that marks an upper file as a placement: value `"<hash>:<size>"`.
-pub(crate) const PLACED_XATTR: &str = "user.kache.blob";
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, StatVfs, Timespec, Timestamps, CWD};
+use rustix::io::Errno;
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
+/// `name` as a C string; a name with a NUL byte is `EINVAL`, as the kernel would say.
 pub(crate) fn cstr(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    CString::new(name.as_bytes()).map_err(|_| Errno::INVAL.into())
 }
 
 /// `/proc/self/fd/N`: reopens or names the inode behind an O_PATH descriptor.
-pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> CString {
-    // Digits only: CString::new cannot fail.
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-pub(crate) fn openat(dir: RawFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    // SAFETY: valid C string; the returned descriptor is owned by us.
-    let fd = cvt(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// `openat` with close-on-exec always set (the server's descriptors never leak into children).
+pub(crate) fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?)
 }
 
 /// An O_PATH handle on `name` in `dir`, not following a final symlink.
-pub(crate) fn open_path(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+pub(crate) fn open_path(dir: impl AsFd, name: &CStr) -> io::Result<OwnedFd> {
+    openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW, 0)
 }
 
 /// Reopen the inode behind an O_PATH descriptor with real access flags.
-pub(crate) fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
-    let path = proc_path(fd);
-    let owned = openat(libc::AT_FDCWD, &path, flags & !libc::O_NOFOLLOW, 0)?;
+pub(crate) fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<File> {
+    let owned = openat(CWD, &proc_cstr(fd), flags - OFlags::NOFOLLOW, 0)?;
     Ok(File::from(owned))
 }
 
-pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    cvt(unsafe {
-        libc::fstatat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            &mut st,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    Ok(st)
-}
-
-pub(crate) fn mkdirat(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
-    cvt(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) }).map(drop)
-}
-
-pub(crate) fn mknodat(dir: RawFd, name: &CStr, mode: u32, rdev: u32) -> io::Result<()> {
-    cvt(unsafe { libc::mknodat(dir, name.as_ptr(), mode, rdev as libc::dev_t) }).map(drop)
-}
-
-pub(crate) fn symlinkat(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) }).map(drop)
-}
-
-pub(crate) fn unlinkat(dir: RawFd, name: &CStr, flags: i32) -> io::Result<()> {
-    cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }).map(drop)
-}
-
-pub(crate) fn renameat2(
-    olddir: RawFd,
-    old: &CStr,
-    newdir: RawFd,
-    new: &CStr,
-    flags: u32,
-) -> io::Result<()> {
-    cvt(unsafe { libc::renameat2(olddir, old.as_ptr(), newdir, new.as_ptr(), flags) }).map(drop)
+/// The attributes of the inode behind `fd` itself (a symlink's own, not its target's).
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(
+        fd,
+        c"",
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Give the inode behind `fd` one more name.
-pub(crate) fn link_fd(fd: BorrowedFd<'_>, newdir: RawFd, new: &CStr) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            newdir,
-            new.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    })
-    .map(drop)
+pub(crate) fn link_fd(fd: BorrowedFd<'_>, newdir: impl AsFd, new: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        CWD,
+        proc_cstr(fd),
+        newdir,
+        new,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
 }
 
 pub(crate) fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    let n = unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    Ok(rustix::fs::readlinkat(fd, c"", Vec::new())?.into_bytes())
 }
 
 pub(crate) fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe { libc::chmod(path.as_ptr(), mode as libc::mode_t) }).map(drop)
+    Ok(rustix::fs::chmod(proc_cstr(fd), Mode::from_raw_mode(mode))?)
 }
 
 pub(crate) fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
-    let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-    cvt(unsafe {
-        libc::fchownat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            uid,
-            gid,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    // -1 means "unchanged" to chown(2); rustix says that with `None`.
+    let uid = uid
+        .filter(|u| *u != u32::MAX)
+        .map(rustix::fs::Uid::from_raw);
+    let gid = gid
+        .filter(|g| *g != u32::MAX)
+        .map(rustix::fs::Gid::from_raw);
+    Ok(rustix::fs::chownat(
+        fd,
+        c"",
+        uid,
+        gid,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
+/// `truncate(2)` of the inode behind an O_PATH descriptor: opened for writing first, which
+/// checks the same permission and fails the same way on a running executable (`ETXTBSY`).
 pub(crate) fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }).map(drop)
+    let file = rustix::fs::open(
+        proc_cstr(fd),
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(rustix::fs::ftruncate(&file, size)?)
 }
 
-/// `times[0]` is atime, `times[1]` mtime; `UTIME_OMIT`/`UTIME_NOW` allowed in `tv_nsec`.
-pub(crate) fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) }).map(drop)
+/// Sets the times of the inode behind `fd`; [`omit`] and [`now`] are allowed.
+pub(crate) fn utimens_fd(fd: BorrowedFd<'_>, atime: Timespec, mtime: Timespec) -> io::Result<()> {
+    let times = Timestamps {
+        last_access: atime,
+        last_modification: mtime,
+    };
+    Ok(rustix::fs::utimensat(
+        CWD,
+        proc_cstr(fd),
+        &times,
+        AtFlags::empty(),
+    )?)
 }
 
-pub(crate) fn statvfs_fd(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let path = proc_path(fd);
-    cvt(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
-    Ok(st)
+pub(crate) fn statvfs_fd(fd: BorrowedFd<'_>) -> io::Result<StatVfs> {
+    Ok(rustix::fs::fstatvfs(fd)?)
 }
 
 /// Read an xattr through the /proc path of an O_PATH fd; `Ok(None)` when it is absent.
 pub(crate) fn getxattr_fd(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let path = proc_path(fd);
+    let path = proc_cstr(fd);
     let mut buf = vec![0u8; 256];
     loop {
-        let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(err),
+        match rustix::fs::getxattr(&path, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(Errno::NODATA | Errno::NOTSUP) => return Ok(None),
+            Err(Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Raw getxattr/listxattr for forwarding: `size == 0` asks for the needed size.
+/// getxattr (`name`) or listxattr (`None`) for forwarding to a FUSE client: `size == 0` asks
+/// for the needed size (a vector of that length comes back), else at most `size` bytes.
 pub(crate) fn xattr_call(
     fd: BorrowedFd<'_>,
     name: Option<&CStr>,
     size: u32,
 ) -> io::Result<Vec<u8>> {
-    let path = proc_path(fd);
-    let mut buf = vec![0u8; size as usize];
-    let (ptr, len) = if size == 0 {
-        (std::ptr::null_mut(), 0)
-    } else {
-        (buf.as_mut_ptr().cast(), buf.len())
-    };
-    let n = unsafe {
-        match name {
-            Some(name) => libc::getxattr(path.as_ptr(), name.as_ptr(), ptr, len),
-            None => libc::listxattr(path.as_ptr(), ptr.cast(), len),
-        }
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let path = proc_cstr(fd);
     if size == 0 {
-        return Ok(vec![0; n as usize]);
+        let needed = match name {
+            Some(name) => rustix::fs::getxattr_query(&path, name)?,
+            None => rustix::fs::listxattr_query(&path)?,
+        };
+        return Ok(vec![0; needed]);
     }
-    buf.truncate(n as usize);
+    let mut buf = vec![0u8; size as usize];
+    let n = match name {
+        Some(name) => rustix::fs::getxattr(&path, name, &mut buf[..])?,
+        None => rustix::fs::listxattr(&path, &mut buf[..])?,
+    };
+    buf.truncate(n);
     Ok(buf)
 }
 
+/// `flags` as the FUSE client gave them (`XATTR_CREATE`, `XATTR_REPLACE`).
 pub(crate) fn setxattr_fd(
     fd: BorrowedFd<'_>,
     name: &CStr,
     value: &[u8],
     flags: i32,
 ) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
+    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+    Ok(rustix::fs::setxattr(proc_cstr(fd), name, value, flags)?)
 }
 
 pub(crate) fn removexattr_fd(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let path = proc_path(fd);
-    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+    Ok(rustix::fs::removexattr(proc_cstr(fd), name)?)
 }
 
 pub(crate) fn fsetxattr(file: &File, name: &CStr, value: &[u8]) -> io::Result<()> {
-    cvt(unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
+    Ok(rustix::fs::fsetxattr(
+        file,
+        name,
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )?)
 }
 
-/// Copy `src`'s bytes into the empty `dst`: a reflink (FICLONE) where the filesystem can,
-/// `copy_file_range` otherwise.
-pub(crate) fn clone_or_copy(src: &File, dst: &File) -> io::Result<()> {
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) } == 0 {
-        return Ok(());
-    }
-    let mut src_ref = src;
-    let mut dst_ref = dst;
-    // std::io::copy uses copy_file_range/sendfile between files where it can.
-    io::copy(&mut src_ref, &mut dst_ref).map(drop)
-}
-
+/// `mode` as the FUSE client gave it (`FALLOC_FL_*`).
 pub(crate) fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
-    cvt(unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            mode,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    })
-    .map(drop)
+    let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+    Ok(rustix::fs::fallocate(file, mode, offset, len)?)
 }
 
-pub(crate) fn timespec(t: std::time::SystemTime) -> libc::timespec {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as _,
+pub(crate) fn timespec(t: SystemTime) -> Timespec {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos().into(),
     }
 }
 
-pub(crate) fn omit() -> libc::timespec {
-    libc::timespec {
+/// For [`utimens_fd`]: leave this time as it is.
+pub(crate) fn omit() -> Timespec {
+    Timespec {
         tv_sec: 0,
-        tv_nsec: libc::UTIME_OMIT,
+        tv_nsec: rustix::fs::UTIME_OMIT,
     }
 }
 
-pub(crate) fn now() -> libc::timespec {
-    libc::timespec {
+/// For [`utimens_fd`]: the filesystem's clock, now.
+pub(crate) fn now() -> Timespec {
+    Timespec {
         tv_sec: 0,
-        tv_nsec: libc::UTIME_NOW,
+        tv_nsec: rustix::fs::UTIME_NOW,
     }
+}
+
+/// The `/proc/self/fd/N` name as a C string: rustix then passes it without copying.
+fn proc_cstr(fd: BorrowedFd<'_>) -> CString {
+    // Digits only: CString::new cannot fail.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }

@@ -1,20 +1,28 @@
 //! Behaviour of a real kache FUSE mount (run as root; fails loudly if FUSE is unavailable).
+#![cfg(target_os = "linux")]
 
 mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::Fixture;
 use kache_fs::{MountHealth, Placement};
+use rustix::fs::{
+    fallocate, flock, getxattr, getxattr_query, listxattr, listxattr_query, mknodat, removexattr,
+    renameat_with, setxattr, statvfs, FallocateFlags, FileType, FlockOperation, Mode, RenameFlags,
+    XattrFlags, CWD,
+};
+use rustix::io::Errno;
+use rustix::mm;
 
-fn placed_file_reads_the_blob(passthrough: bool) {
-    let f = Fixture::new(passthrough);
+#[test]
+fn placed_file_reads_the_blobs_bytes() {
+    let f = Fixture::new();
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     f.place("debug/deps/libbig.rlib", &content);
     assert_eq!(fs::read(f.path("debug/deps/libbig.rlib")).unwrap(), content);
@@ -24,59 +32,67 @@ fn placed_file_reads_the_blob(passthrough: bool) {
 }
 
 #[test]
-fn placed_file_reads_the_blobs_bytes() {
-    placed_file_reads_the_blob(false);
+fn write_to_placed_file_copies_up_and_leaves_blob_unchanged() {
+    let f = Fixture::new();
+    let hash = f.place("a.rlib", b"original bytes");
+    let mut reader = File::open(f.path("a.rlib")).unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .open(f.path("a.rlib"))
+        .unwrap();
+    w.write_all(b"CHANGED").unwrap();
+    drop(w);
+    // A reader from before the write reads the file as it is now, like any file.
+    let mut seen = Vec::new();
+    reader.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, b"CHANGEDl bytes");
+    assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes");
+    assert_eq!(f.blob_bytes(&hash), b"original bytes", "blob corrupted");
+    let mut a = OpenOptions::new()
+        .append(true)
+        .open(f.path("a.rlib"))
+        .unwrap();
+    a.write_all(b"!").unwrap();
+    drop(a);
+    assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes!");
+    assert_eq!(f.blob_bytes(&hash), b"original bytes");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
 }
 
 #[test]
-fn placed_file_reads_the_blobs_bytes_with_passthrough() {
-    placed_file_reads_the_blob(true);
-}
-
-#[test]
-fn write_open_of_placed_file_copies_up_and_leaves_blob_unchanged() {
-    for passthrough in [false, true] {
-        let f = Fixture::new(passthrough);
-        let hash = f.place("a.rlib", b"original bytes");
-        let mut reader = File::open(f.path("a.rlib")).unwrap();
-        if passthrough {
-            // One backing file per inode: while a reader has the blob open in passthrough
-            // mode, a write-open is refused as busy instead of failing with EIO.
-            let busy = OpenOptions::new()
-                .write(true)
-                .open(f.path("a.rlib"))
-                .unwrap_err();
-            assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
-        }
-        let mut old = Vec::new();
-        reader.read_to_end(&mut old).unwrap();
-        assert_eq!(old, b"original bytes");
-        if passthrough {
-            drop(reader);
-        }
-        let mut w = OpenOptions::new()
-            .write(true)
-            .open(f.path("a.rlib"))
-            .unwrap();
-        w.write_all(b"CHANGED").unwrap();
-        drop(w);
-        assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes");
-        assert_eq!(f.blob_bytes(&hash), b"original bytes", "blob corrupted");
-        let mut a = OpenOptions::new()
-            .append(true)
-            .open(f.path("a.rlib"))
-            .unwrap();
-        a.write_all(b"!").unwrap();
-        drop(a);
-        assert_eq!(fs::read(f.path("a.rlib")).unwrap(), b"CHANGEDl bytes!");
-        assert_eq!(f.blob_bytes(&hash), b"original bytes");
-        assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
+fn shared_writable_mmap_of_placed_file_copies_up_and_leaves_blob_unchanged() {
+    let f = Fixture::new();
+    let hash = f.place("m.so", b"mapped bytes");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.path("m.so"))
+        .unwrap();
+    // SAFETY: a new shared mapping of 12 bytes of a file we keep open: nothing else in this
+    // process aliases it; it is written through its own pointer only, then unmapped.
+    unsafe {
+        let ptr = mm::mmap(
+            std::ptr::null_mut(),
+            12,
+            mm::ProtFlags::READ | mm::ProtFlags::WRITE,
+            mm::MapFlags::SHARED,
+            &file,
+            0,
+        )
+        .expect("mmap");
+        *(ptr as *mut u8) = b'M';
+        mm::msync(ptr, 12, mm::MsyncFlags::SYNC).expect("msync");
+        mm::munmap(ptr, 12).expect("munmap");
     }
+    drop(file);
+    assert_eq!(fs::read(f.path("m.so")).unwrap(), b"Mapped bytes");
+    assert_eq!(f.blob_bytes(&hash), b"mapped bytes", "blob corrupted");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 0);
 }
 
 #[test]
 fn truncate_of_placed_file_copies_up_and_leaves_blob_unchanged() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let hash = f.place("t.bin", b"0123456789");
     OpenOptions::new()
         .write(true)
@@ -94,7 +110,7 @@ fn truncate_of_placed_file_copies_up_and_leaves_blob_unchanged() {
 
 #[test]
 fn utimensat_on_placed_file_changes_mtime_without_copy_up() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("m.rlib", b"placed");
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     File::open(f.path("m.rlib"))
@@ -112,7 +128,7 @@ fn utimensat_on_placed_file_changes_mtime_without_copy_up() {
 
 #[test]
 fn hard_links_share_an_inode_for_placed_and_upper_files() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("debug/deps/libp.rlib", b"placed content");
     fs::hard_link(f.path("debug/deps/libp.rlib"), f.path("debug/libp.rlib")).unwrap();
     let a = fs::metadata(f.path("debug/deps/libp.rlib")).unwrap();
@@ -139,7 +155,7 @@ fn hard_links_share_an_inode_for_placed_and_upper_files() {
 
 #[test]
 fn rename_over_an_existing_file_replaces_it() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::create_dir_all(f.path("d")).unwrap();
     fs::write(f.path("d/new.tmp"), b"new").unwrap();
     fs::write(f.path("d/x.rmeta"), b"old").unwrap();
@@ -160,7 +176,7 @@ fn rename_over_an_existing_file_replaces_it() {
 
 #[test]
 fn unlink_removes_placed_and_upper_files() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let hash = f.place("p", b"placed");
     fs::write(f.path("u"), b"upper").unwrap();
     fs::remove_file(f.path("p")).unwrap();
@@ -180,8 +196,52 @@ fn unlink_removes_placed_and_upper_files() {
 }
 
 #[test]
+fn clear_empties_the_mount_at_once_and_open_files_stay_readable() {
+    let f = Fixture::new();
+    let hash = f.place("debug/deps/libx.rlib", b"placed bytes");
+    fs::create_dir_all(f.path("debug/build/x")).unwrap();
+    fs::write(f.path("debug/build/x/out"), b"upper bytes").unwrap();
+    fs::write(f.path("CACHEDIR.TAG"), b"tag").unwrap();
+    let mut open = File::open(f.path("debug/build/x/out")).unwrap();
+    assert_eq!(kache_fs::clear(&f.mnt).unwrap(), 2);
+    let names: Vec<_> = fs::read_dir(&f.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left: {names:?}");
+    assert!(
+        !f.path("debug/deps/libx.rlib").exists(),
+        "kernel cache kept a name"
+    );
+    let mut bytes = Vec::new();
+    open.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"upper bytes", "an open file stays readable");
+    assert_eq!(
+        f.blob_bytes(&hash),
+        b"placed bytes",
+        "the blob is untouched"
+    );
+    // The mount stays usable, and the trash goes from the upper directory too.
+    fs::create_dir(f.path("debug")).unwrap();
+    fs::write(f.path("debug/new"), b"n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let only_new = || {
+        let s = kache_fs::mount_stats(&f.state).unwrap();
+        s.placed_files == 0 && s.upper_bytes == 1
+    };
+    while !only_new() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trash never deleted: {:?}",
+            kache_fs::mount_stats(&f.state)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn symlink_and_readlink() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::write(f.path("target-file"), b"t").unwrap();
     std::os::unix::fs::symlink("target-file", f.path("link")).unwrap();
     assert_eq!(
@@ -197,60 +257,174 @@ fn symlink_and_readlink() {
 
 #[test]
 fn mmap_read_of_placed_file() {
-    for passthrough in [false, true] {
-        let f = Fixture::new(passthrough);
-        let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        f.place("mapped.so", &content);
-        let file = File::open(f.path("mapped.so")).unwrap();
-        let len = content.len();
-        // SAFETY: read-only private mapping of a file we keep open.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
-        unsafe { libc::munmap(ptr, len) };
-        assert_eq!(mapped, content);
-    }
+    let f = Fixture::new();
+    let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    f.place("mapped.so", &content);
+    let file = File::open(f.path("mapped.so")).unwrap();
+    let len = content.len();
+    // SAFETY: a new read-only private mapping of `len` bytes of a file we keep open, copied
+    // out while mapped, then unmapped.
+    let mapped = unsafe {
+        let ptr = mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            mm::ProtFlags::READ,
+            mm::MapFlags::PRIVATE,
+            &file,
+            0,
+        )
+        .expect("mmap");
+        let bytes = std::slice::from_raw_parts(ptr as *const u8, len).to_vec();
+        mm::munmap(ptr, len).expect("munmap");
+        bytes
+    };
+    assert_eq!(mapped, content);
 }
 
 #[test]
 fn flock_works_on_files_in_the_mount() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     fs::write(f.path(".package-cache"), b"").unwrap();
     let a = File::open(f.path(".package-cache")).unwrap();
     let b = File::open(f.path(".package-cache")).unwrap();
-    assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_EX) }, 0);
+    flock(&a, FlockOperation::LockExclusive).unwrap();
     assert_eq!(
-        unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        -1
+        flock(&b, FlockOperation::NonBlockingLockExclusive),
+        Err(Errno::WOULDBLOCK)
     );
+    flock(&a, FlockOperation::Unlock).unwrap();
+    flock(&b, FlockOperation::NonBlockingLockExclusive).unwrap();
+}
+
+#[test]
+fn user_xattrs_are_kept_listed_and_removed_and_the_placement_xattr_stays_hidden() {
+    let f = Fixture::new();
+    f.place("placed.rlib", b"placed");
+    fs::write(f.path("upper.txt"), b"upper").unwrap();
+    for name in ["placed.rlib", "upper.txt"] {
+        let p = f.path(name);
+        setxattr(&p, "user.note", b"one", XattrFlags::CREATE).unwrap();
+        assert_eq!(
+            setxattr(&p, "user.note", b"two", XattrFlags::CREATE),
+            Err(Errno::EXIST),
+            "{name}"
+        );
+        assert_eq!(
+            setxattr(&p, "user.absent", b"x", XattrFlags::REPLACE),
+            Err(Errno::NODATA),
+            "{name}"
+        );
+        assert_eq!(getxattr_query(&p, "user.note"), Ok(3), "{name}");
+        let mut buf = [0u8; 16];
+        let n = getxattr(&p, "user.note", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"one", "{name}");
+        let mut small = [0u8; 2];
+        assert_eq!(
+            getxattr(&p, "user.note", &mut small[..]),
+            Err(Errno::RANGE),
+            "{name}"
+        );
+        let mut list = vec![0u8; listxattr_query(&p).unwrap()];
+        let n = listxattr(&p, &mut list[..]).unwrap();
+        let names: Vec<&[u8]> = list[..n]
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert_eq!(names, vec![b"user.note".as_slice()], "{name}");
+        assert_eq!(
+            getxattr(&p, "user.kache.blob", &mut buf[..]),
+            Err(Errno::NODATA),
+            "{name}"
+        );
+        removexattr(&p, "user.note").unwrap();
+        assert_eq!(getxattr(&p, "user.note", &mut buf[..]), Err(Errno::NODATA));
+    }
+    assert_eq!(fs::read(f.path("placed.rlib")).unwrap(), b"placed");
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 1);
+}
+
+#[test]
+fn chmod_chown_and_statfs_reach_the_upper_directory() {
+    let f = Fixture::new();
+    f.place("bin/tool", b"#!/bin/sh\n");
+    fs::set_permissions(f.path("bin/tool"), fs::Permissions::from_mode(0o750)).unwrap();
     assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EWOULDBLOCK)
+        fs::metadata(f.path("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
     );
-    assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_UN) }, 0);
+    std::os::unix::fs::chown(f.path("bin/tool"), Some(4321), Some(4322)).unwrap();
+    let meta = fs::metadata(f.path("bin/tool")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    assert_eq!(kache_fs::mount_stats(&f.state).unwrap().placed_files, 1);
+    // The mount reports the filesystem its upper directory is on.
+    let mounted = statvfs(&f.mnt).unwrap();
+    let upper = statvfs(&f.state).unwrap();
+    assert_eq!(mounted.f_blocks, upper.f_blocks);
+    assert_eq!(mounted.f_bsize, upper.f_bsize);
+    assert!(mounted.f_namemax > 0);
+}
+
+#[test]
+fn fifos_exclusive_creates_fallocate_rmdir_and_rename_flags_behave_as_on_disk() {
+    let f = Fixture::new();
+    mknodat(
+        CWD,
+        f.path("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(f.path("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    fs::write(f.path("a"), b"aaa").unwrap();
+    let again = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f.path("a"));
+    assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+
+    let hash = f.place("placed.o", b"placed bytes");
+    let placed = OpenOptions::new()
+        .write(true)
+        .open(f.path("placed.o"))
+        .unwrap();
+    fallocate(&placed, FallocateFlags::empty(), 0, 8192).unwrap();
+    drop(placed);
+    let grown = fs::read(f.path("placed.o")).unwrap();
+    assert_eq!(grown.len(), 8192);
+    assert_eq!(&grown[..12], b"placed bytes");
+    assert_eq!(f.blob_bytes(&hash), b"placed bytes", "blob corrupted");
+
+    fs::write(f.path("b"), b"bbb").unwrap();
     assert_eq!(
-        unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        0
+        renameat_with(CWD, f.path("a"), CWD, f.path("b"), RenameFlags::NOREPLACE),
+        Err(Errno::EXIST)
     );
+    renameat_with(CWD, f.path("a"), CWD, f.path("b"), RenameFlags::EXCHANGE).unwrap();
+    assert_eq!(fs::read(f.path("a")).unwrap(), b"bbb");
+    assert_eq!(fs::read(f.path("b")).unwrap(), b"aaa");
+
+    fs::create_dir_all(f.path("d/e")).unwrap();
+    assert_eq!(
+        fs::remove_dir(f.path("d")).unwrap_err().kind(),
+        std::io::ErrorKind::DirectoryNotEmpty
+    );
+    fs::remove_dir(f.path("d/e")).unwrap();
+    fs::remove_dir(f.path("d")).unwrap();
+    assert!(!f.path("d").exists());
 }
 
 #[test]
 fn placements_and_upper_files_persist_across_remount() {
-    let mut f = Fixture::new(true);
+    let mut f = Fixture::new();
     f.place("debug/deps/libkeep.rlib", b"kept placed");
     fs::write(f.path("debug/.fingerprint"), b"fp").unwrap();
     fs::hard_link(
@@ -294,7 +468,7 @@ fn placements_and_upper_files_persist_across_remount() {
 
 #[test]
 fn placement_from_another_thread_replaces_an_existing_file_atomically() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let old: Vec<u8> = vec![b'o'; 100_000];
     let new: Vec<u8> = vec![b'n'; 150_000];
     f.place("deps/libx.rlib", &old);
@@ -338,7 +512,7 @@ fn placement_from_another_thread_replaces_an_existing_file_atomically() {
 
 #[test]
 fn hostile_control_requests_are_rejected_and_change_nothing() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     f.place("keep", b"keep me");
     let good = f.blob(b"good");
     let ok = |path: &str| Placement {
@@ -395,21 +569,32 @@ fn hostile_control_requests_are_rejected_and_change_nothing() {
     assert_eq!(names, vec!["keep"]);
     assert_eq!(fs::read(f.path("keep")).unwrap(), b"keep me");
     assert!(!f.tmp.path().join("escape").exists());
-    // Garbage on the control file is refused too.
-    let mut control = OpenOptions::new()
-        .read(true)
+    // Garbage as a request is refused with EINVAL, and its status says why.
+    let control = f.path(".kache-control");
+    assert_eq!(
+        setxattr(
+            &control,
+            "user.kache.request",
+            b"not json",
+            XattrFlags::empty()
+        ),
+        Err(Errno::INVAL)
+    );
+    let mut status = [0u8; 256];
+    let n = getxattr(&control, "user.kache.status", &mut status[..]).unwrap_or(0);
+    let status = String::from_utf8_lossy(&status[..n]).into_owned();
+    assert!(status.starts_with("error: malformed request"), "{status}");
+    // The control file takes no bytes.
+    let write = OpenOptions::new()
         .write(true)
         .open(f.path(".kache-control"))
-        .unwrap();
-    control.write_all(b"not json").unwrap();
-    let mut status = String::new();
-    control.read_to_string(&mut status).unwrap();
-    assert!(status.starts_with("error:"), "{status}");
+        .and_then(|mut c| c.write_all(b"{}"));
+    assert!(write.is_err(), "a write to the control file was accepted");
 }
 
 #[test]
 fn is_kache_mount_tells_mounts_from_plain_dirs() {
-    let f = Fixture::new(false);
+    let f = Fixture::new();
     assert!(kache_fs::is_kache_mount(&f.mnt));
     assert!(!kache_fs::is_kache_mount(f.tmp.path()));
     assert!(!kache_fs::is_kache_mount(&f.state));
@@ -417,7 +602,7 @@ fn is_kache_mount_tells_mounts_from_plain_dirs() {
 
 #[test]
 fn cargo_builds_a_crate_in_the_mount_and_rebuilds_nothing_after_remount() {
-    let mut f = Fixture::new(true);
+    let mut f = Fixture::new();
     let krate = f.tmp.path().join("tiny");
     let new = Command::new("cargo")
         .args(["new", "--lib", "--vcs", "none"])
@@ -540,7 +725,7 @@ fn killed_server_leaves_a_broken_mount_that_force_unmount_clears() {
 
 #[test]
 fn files_placed_with_a_time_read_back_with_that_mtime() {
-    let f = Fixture::new(true);
+    let f = Fixture::new();
     let hash = f.blob(b"seeded rlib");
     let when = std::time::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
     kache_fs::place_at(

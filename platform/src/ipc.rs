@@ -22,12 +22,17 @@ pub struct Listener {
     inner: std::os::unix::net::UnixListener,
 }
 
-/// The longest socket path the OS accepts (bytes, without the final NUL).
+/// Refuses a path the OS cannot bind or connect to (longer than
+/// `sun_path`), with a message naming it.
 #[cfg(unix)]
-fn max_path_len() -> usize {
-    // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
-    let addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_path.len() - 1
+fn check_path_len(path: &Path) -> io::Result<()> {
+    match rustix::net::SocketAddrUnix::new(path) {
+        Err(rustix::io::Errno::NAMETOOLONG) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("socket path too long: {}", path.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Listener {
@@ -35,13 +40,7 @@ impl Listener {
     /// while it holds the lock that proves no live server owns it).
     #[cfg(unix)]
     pub fn bind(path: &Path) -> io::Result<Listener> {
-        use std::os::unix::ffi::OsStrExt;
-        if path.as_os_str().as_bytes().len() > max_path_len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("socket path too long: {}", path.display()),
-            ));
-        }
+        check_path_len(path)?;
         let inner = std::os::unix::net::UnixListener::bind(path)?;
         Ok(Listener { inner })
     }
@@ -69,74 +68,39 @@ impl Listener {
 /// stream, so a server that accepts and never answers costs at most that.
 #[cfg(unix)]
 pub fn connect(path: &Path, timeout: Duration) -> io::Result<Stream> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    use rustix::io::{fcntl_setfd, Errno, FdFlags};
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
 
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() > max_path_len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    // SAFETY: plain libc calls on a descriptor we own; the descriptor is
-    // handed to a UnixStream (which closes it) on every path that returns it
-    // and closed explicitly otherwise.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = Stream::from_raw_fd(fd);
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-        let rc = libc::connect(
-            fd,
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            len as libc::socklen_t,
-        );
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINPROGRESS) {
-                // EAGAIN (backlog full), ECONNREFUSED (stale file), ENOENT …
-                return Err(err);
-            }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            if libc::poll(&mut pfd, 1, ms) <= 0 {
+    check_path_len(path)?;
+    let addr = SocketAddrUnix::new(path)?;
+    // Plain `socket` plus fcntl rather than SOCK_CLOEXEC|SOCK_NONBLOCK, which
+    // macOS does not have.
+    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+    fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
+    let flags = fcntl_getfl(&fd)?;
+    fcntl_setfl(&fd, flags | OFlags::NONBLOCK)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => {}
+        Err(Errno::INPROGRESS) => {
+            let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];
+            // A timeout too long for a timespec waits forever, as asked.
+            let wait = rustix::event::Timespec::try_from(timeout).ok();
+            if poll(&mut pfd, wait.as_ref())? == 0 {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
             }
-            let mut so_err: libc::c_int = 0;
-            let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                &mut so_err as *mut libc::c_int as *mut libc::c_void,
-                &mut l,
-            );
-            if so_err != 0 {
-                return Err(io::Error::from_raw_os_error(so_err));
-            }
+            rustix::net::sockopt::socket_error(&fd)??;
         }
-        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        let t = Some(timeout.max(Duration::from_millis(1)));
-        stream.set_read_timeout(t)?;
-        stream.set_write_timeout(t)?;
-        Ok(stream)
+        // EAGAIN (backlog full), ECONNREFUSED (stale file), ENOENT …
+        Err(e) => return Err(e.into()),
     }
+    fcntl_setfl(&fd, flags)?;
+    let stream = Stream::from(fd);
+    let t = Some(timeout.max(Duration::from_millis(1)));
+    stream.set_read_timeout(t)?;
+    stream.set_write_timeout(t)?;
+    Ok(stream)
 }
 
 #[cfg(windows)]

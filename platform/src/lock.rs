@@ -79,37 +79,32 @@ impl FileLock {
 #[cfg(unix)]
 mod sys {
     use super::LockMode;
+    use rustix::fs::FlockOperation;
+    use rustix::io::Errno;
     use std::fs::File;
     use std::io;
-    use std::os::unix::io::AsRawFd;
 
     pub fn lock(file: &File, mode: LockMode, block: bool) -> io::Result<()> {
-        let mut op = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
+        let op = match (mode, block) {
+            (LockMode::Shared, true) => FlockOperation::LockShared,
+            (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
+            (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
+            (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
         };
-        if !block {
-            op |= libc::LOCK_NB;
-        }
         loop {
-            // SAFETY: flock on a valid descriptor owned by `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if rc == 0 {
-                return Ok(());
+            match rustix::fs::flock(file, op) {
+                Ok(()) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock is held"))
+                }
+                Err(e) => return Err(e.into()),
             }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock is held"));
-            }
-            return Err(err);
         }
     }
 }
 
-#[cfg(windows)]
+#[cfg(not(unix))]
 mod sys {
     use super::LockMode;
     use std::fs::File;
@@ -118,13 +113,12 @@ mod sys {
     // Windows groundwork: `File::lock`/`try_lock` from std (stable since 1.89)
     // map to LockFileEx, which has the same process-death semantics.
     pub fn lock(file: &File, mode: LockMode, block: bool) -> io::Result<()> {
-        let r = match (mode, block) {
+        match (mode, block) {
             (LockMode::Shared, true) => file.lock_shared(),
             (LockMode::Exclusive, true) => file.lock(),
             (LockMode::Shared, false) => file.try_lock_shared().map_err(Into::into),
             (LockMode::Exclusive, false) => file.try_lock().map_err(Into::into),
-        };
-        r
+        }
     }
 }
 

@@ -9,12 +9,19 @@
 //!   already above one is being used by another worktree's file, and stamping
 //!   a fresh mtime on a shared inode would re-date that other file;
 //! - the placed file gets a fresh mtime from the filesystem's own clock
-//!   (through the descriptor, `futimens(fd, NULL)`), so cargo's mtime
-//!   comparisons against files written by build scripts hold.
+//!   (through the descriptor, `futimens(fd, UTIME_NOW)`), so cargo's mtime
+//!   comparisons against files written by build scripts hold;
+//! - a clone is made from the blob's open descriptor, never from its path
+//!   (`reflink-copy`: Linux `FICLONE`, macOS `fclonefileat`, Windows ReFS
+//!   block cloning), so eviction unlinking the blob's name mid-restore cannot
+//!   take the bytes away; only a hardlink needs the name, and a vanished name
+//!   there falls back to a copy from the descriptor;
+//! - the placed file has the permission bits the caller asked for, whatever
+//!   the umask or the blob's own bits (Unix; Windows keeps files writable).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// How a file was placed; reported in stats.
@@ -86,7 +93,7 @@ impl Placer {
         remove_if_present(dest)?;
         let dir = dest.parent().unwrap_or(Path::new(""));
         if !self.no_clone_dirs.contains(dir) {
-            if sys::reflink_new(blob, dest, mode)? {
+            if reflink_new(blob, dest, mode)? {
                 return Ok(PlaceMethod::Reflink);
             }
             self.no_clone_dirs.insert(dir.to_path_buf());
@@ -110,17 +117,21 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 fn copy_new(blob: &File, dest: &Path, mode: u32) -> io::Result<()> {
-    let mut out = create_new(dest, mode)?;
-    let mut src = blob;
-    // std uses copy_file_range on Linux, which itself shares extents where
-    // the filesystem can; offset 0 is guaranteed because we pread through a
-    // fresh reference to the descriptor.
-    sys::rewind(blob)?;
-    let r = io::copy(&mut src, &mut out).and_then(|_| sys::stamp_now(&out));
+    let out = create_new(dest, mode)?;
+    let r = copy_from_start(blob, &out).and_then(|_| sys::stamp_now(&out));
     if r.is_err() {
         let _ = fs::remove_file(dest);
     }
     r
+}
+
+/// Copies all of `src` to `dst`'s current offset. `src` is shared by the
+/// placements of one restore, so its offset is wherever the last copy left it.
+fn copy_from_start(mut src: &File, mut dst: &File) -> io::Result<u64> {
+    src.seek(SeekFrom::Start(0))?;
+    // std uses copy_file_range on Linux, which itself shares extents where
+    // the filesystem can.
+    io::copy(&mut src, &mut dst)
 }
 
 fn create_new(dest: &Path, mode: u32) -> io::Result<File> {
@@ -132,10 +143,64 @@ fn create_new(dest: &Path, mode: u32) -> io::Result<File> {
     Ok(f)
 }
 
-/// Creates `dest` (which must not exist) as a copy-on-write clone of `src`.
-/// `Ok(false)` where the filesystem cannot clone; then nothing is left at `dest`.
+/// Creates `dest` (which must not exist) as a copy-on-write clone of `src`,
+/// with permission bits `mode` and a fresh mtime. `Ok(false)` when the clone
+/// failed (a filesystem that cannot clone, another filesystem, or a clone
+/// refused for any other reason); then nothing is left at `dest`, and a copy
+/// is the caller's fallback, which reports real I/O errors itself.
 pub fn clone_into_new(src: &File, dest: &Path, mode: u32) -> io::Result<bool> {
-    sys::reflink_new(src, dest, mode)
+    reflink_new(src, dest, mode)
+}
+
+/// Fills the empty file `dst` with `src`'s bytes: a clone where the
+/// filesystem can, else a copy. Both files are open descriptors (the
+/// filesystem's copy-up of a placed file into its marker); `dst` must be
+/// open for writing and is never a blob.
+pub fn clone_or_copy(src: &File, dst: &File) -> io::Result<PlaceMethod> {
+    if reflink_copy::reflink_file(src, dst).is_ok() {
+        return Ok(PlaceMethod::Reflink);
+    }
+    // A failed Windows block clone may have sized `dst` already.
+    dst.set_len(0)?;
+    let mut out = dst;
+    out.seek(SeekFrom::Start(0))?;
+    copy_from_start(src, out)?;
+    Ok(PlaceMethod::Copy)
+}
+
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+fn reflink_new(blob: &File, dest: &Path, mode: u32) -> io::Result<bool> {
+    // Create the file ourselves (mode set at creation) and clone descriptor
+    // to descriptor, so the mtime is stamped through the same descriptor.
+    let out = create_new(dest, mode)?;
+    let r = match reflink_copy::reflink_file(blob, &out) {
+        Ok(()) => sys::stamp_now(&out).map(|()| true),
+        Err(_) => Ok(false),
+    };
+    if !matches!(r, Ok(true)) {
+        drop(out);
+        let _ = fs::remove_file(dest);
+    }
+    r
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+fn reflink_new(blob: &File, dest: &Path, mode: u32) -> io::Result<bool> {
+    // APFS clones only into a new name (`fclonefileat`, from the blob's
+    // descriptor); the clone carries the blob's bits and mtime, so both are
+    // set afterwards through a descriptor on the clone.
+    if reflink_copy::reflink_file_to_path(blob, dest).is_err() {
+        return Ok(false);
+    }
+    let r = File::open(dest).and_then(|out| {
+        sys::fix_mode(&out, mode)?;
+        sys::stamp_now(&out)
+    });
+    if let Err(e) = r {
+        let _ = fs::remove_file(dest);
+        return Err(e);
+    }
+    Ok(true)
 }
 
 /// Sets `path`'s mtime (and atime) to now, by the filesystem's clock.
@@ -164,22 +229,21 @@ pub fn remove_readonly_outputs<P: AsRef<Path>>(paths: &[P]) -> io::Result<usize>
     Ok(removed)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod sys {
+    use rustix::fs::{Timespec, Timestamps, UTIME_NOW};
+    use rustix::io::Errno;
     use std::fs::{File, Metadata, OpenOptions};
     use std::io;
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    use std::os::unix::io::AsRawFd;
     use std::path::Path;
-
-    const FICLONE: libc::c_ulong = 0x4004_9409;
 
     pub fn set_create_mode(o: &mut OpenOptions, mode: u32) {
         o.mode(mode & 0o7777);
     }
 
-    /// The umask may have cleared bits the output needs (exec bits of a test binary).
+    /// The umask may have cleared bits the output needs (exec bits of a test
+    /// binary), and a clone may carry the blob's read-only bits.
     pub fn fix_mode(f: &File, mode: u32) -> io::Result<()> {
         let want = mode & 0o7777;
         if f.metadata()?.permissions().mode() & 0o7777 != want {
@@ -188,60 +252,31 @@ mod sys {
         Ok(())
     }
 
-    pub fn rewind(f: &File) -> io::Result<()> {
-        // SAFETY: lseek on a descriptor owned by `f`.
-        let rc = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_SET) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
+    /// Both times set by the kernel, from the filesystem's own (coarse)
+    /// clock: a precise user-space clock would make a restored file look
+    /// newer than one a build script writes right after.
+    const NOW: Timestamps = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+    };
 
     pub fn stamp_now(f: &File) -> io::Result<()> {
-        // SAFETY: futimens with a null times pointer sets both times to now.
-        let rc = unsafe { libc::futimens(f.as_raw_fd(), std::ptr::null()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(rustix::fs::futimens(f, &NOW)?)
     }
 
     pub fn stamp_path_now(path: &Path) -> io::Result<()> {
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has NUL"))?;
-        // SAFETY: valid C string, null times = now.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Clones the blob's extents into a new file at `dest`. Ok(false) when the
-    /// filesystem cannot clone (then nothing is left at `dest`).
-    pub fn reflink_new(blob: &File, dest: &Path, mode: u32) -> io::Result<bool> {
-        let out = super::create_new(dest, mode)?;
-        // SAFETY: FICLONE between two descriptors we own.
-        let rc = unsafe { libc::ioctl(out.as_raw_fd(), FICLONE as _, blob.as_raw_fd()) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            drop(out);
-            let _ = std::fs::remove_file(dest);
-            return match err.raw_os_error() {
-                Some(libc::EOPNOTSUPP)
-                | Some(libc::EXDEV)
-                | Some(libc::EINVAL)
-                | Some(libc::ENOTTY)
-                | Some(libc::ENOSYS)
-                | Some(libc::EPERM) => Ok(false),
-                _ => Err(err),
-            };
-        }
-        if let Err(e) = stamp_now(&out) {
-            let _ = std::fs::remove_file(dest);
-            return Err(e);
-        }
-        Ok(true)
+        Ok(rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &NOW,
+            rustix::fs::AtFlags::empty(),
+        )?)
     }
 
     /// Hardlinks `blob_path` to `dest` if the blob has no other consumer and
@@ -257,20 +292,16 @@ mod sys {
         if meta.nlink() != 1 || (meta.mode() & 0o111) != (mode & 0o111) {
             return Ok(false);
         }
-        match std::fs::hard_link(blob_path, dest) {
-            Ok(()) => {}
-            Err(e) => {
-                return match e.raw_os_error() {
-                    // Different filesystem, no hardlink support, too many links,
-                    // or the blob's name was evicted: fall back.
-                    Some(libc::EXDEV)
-                    | Some(libc::EPERM)
-                    | Some(libc::EMLINK)
-                    | Some(libc::ENOENT)
-                    | Some(libc::EOPNOTSUPP) => Ok(false),
-                    _ => Err(e),
-                };
-            }
+        if let Err(e) = std::fs::hard_link(blob_path, dest) {
+            // Different filesystem, no hardlink support, too many links, or
+            // the blob's name was evicted (the open descriptor still has the
+            // bytes): fall back to a copy.
+            return match Errno::from_io_error(&e) {
+                Some(
+                    Errno::XDEV | Errno::PERM | Errno::MLINK | Errno::NOENT | Errno::OPNOTSUPP,
+                ) => Ok(false),
+                _ => Err(e),
+            };
         }
         let linked = std::fs::symlink_metadata(dest)?;
         if linked.ino() != meta.ino() || linked.dev() != meta.dev() || linked.nlink() != 2 {
@@ -288,11 +319,12 @@ mod sys {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(unix))]
 mod sys {
-    // Windows/macOS groundwork: no clone ioctl here yet (macOS clonefile and
-    // Windows block cloning are the planned equivalents), so placement is
-    // hardlink-or-copy. Hardlinks are refused where the link count is unknown.
+    // Windows: no permission bits beyond read-only, and restored files stay
+    // writable (a read-only attribute makes a file undeletable for cargo).
+    // Hardlinks are never made: the link count that keeps a blob to one
+    // consumer is not in std's metadata here.
     use std::fs::{File, Metadata, OpenOptions};
     use std::io;
     use std::path::Path;
@@ -300,11 +332,6 @@ mod sys {
     pub fn set_create_mode(_o: &mut OpenOptions, _mode: u32) {}
     pub fn fix_mode(_f: &File, _mode: u32) -> io::Result<()> {
         Ok(())
-    }
-    pub fn rewind(f: &File) -> io::Result<()> {
-        use std::io::Seek;
-        let mut f = f;
-        f.seek(io::SeekFrom::Start(0)).map(|_| ())
     }
     pub fn stamp_now(f: &File) -> io::Result<()> {
         f.set_modified(std::time::SystemTime::now())
@@ -315,9 +342,6 @@ mod sys {
             .open(path)?
             .set_modified(std::time::SystemTime::now())
     }
-    pub fn reflink_new(_blob: &File, _dest: &Path, _mode: u32) -> io::Result<bool> {
-        Ok(false)
-    }
     pub fn try_sole_hardlink(_b: &File, _p: &Path, _d: &Path, _m: u32) -> io::Result<bool> {
         Ok(false)
     }
@@ -326,7 +350,7 @@ mod sys {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -390,6 +414,65 @@ mod tests {
         place_file(&f, &b, &d, 0o644, HardlinkPolicy::Never).unwrap();
         fs::write(&d, b"changed").unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"original");
+    }
+
+    #[test]
+    fn an_evicted_blob_name_falls_back_to_a_copy_from_the_open_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = blob(dir.path(), b"still here", 0o444);
+        let f = File::open(&b).unwrap();
+        fs::remove_file(&b).unwrap();
+        let d = dir.path().join("out");
+        let m = place_file(&f, &b, &d, 0o644, HardlinkPolicy::IfSoleConsumer).unwrap();
+        assert_ne!(m, PlaceMethod::Hardlink);
+        assert_eq!(fs::read(&d).unwrap(), b"still here");
+    }
+
+    #[test]
+    fn placements_of_one_blob_each_get_all_its_bytes() {
+        // The blob's descriptor is shared by every placement of a restore:
+        // a copy must not start where the previous one left the offset.
+        let dir = tempfile::tempdir().unwrap();
+        let b = blob(dir.path(), b"0123456789", 0o444);
+        let f = File::open(&b).unwrap();
+        let mut p = Placer::default();
+        for name in ["a", "b", "c"] {
+            let d = dir.path().join(name);
+            p.place(&f, &b, &d, 0o644, HardlinkPolicy::Never).unwrap();
+            assert_eq!(fs::read(&d).unwrap(), b"0123456789", "{name}");
+        }
+    }
+
+    #[test]
+    fn clone_or_copy_fills_an_empty_file_whatever_the_source_offset() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let b = blob(dir.path(), b"copy-up bytes", 0o444);
+        let mut src = File::open(&b).unwrap();
+        src.read_exact(&mut [0u8; 4]).unwrap();
+        let d = dir.path().join("marker");
+        let dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&d)
+            .unwrap();
+        clone_or_copy(&src, &dst).unwrap();
+        drop(dst);
+        assert_eq!(fs::read(&d).unwrap(), b"copy-up bytes");
+        assert_eq!(fs::read(&b).unwrap(), b"copy-up bytes");
+    }
+
+    #[test]
+    fn a_placed_file_gets_the_asked_mode_whatever_the_umask_gave() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = blob(dir.path(), b"x", 0o444);
+        let f = File::open(&b).unwrap();
+        for mode in [0o600, 0o664, 0o666, 0o775] {
+            let d = dir.path().join(format!("m{mode:o}"));
+            place_file(&f, &b, &d, mode, HardlinkPolicy::Never).unwrap();
+            let got = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, mode, "{}", d.display());
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The daemon as a login service, and the process control it needs.
+//! The daemon as a login service (its process control is in [`crate::process`]).
 //!
 //! Three service managers, one description ([`ServiceSpec`]):
 //! - Linux: a systemd user unit (`$XDG_CONFIG_HOME/systemd/user/<label>.service`);
@@ -409,81 +409,6 @@ pub fn deactivate(spec_label: &str, dirs: &UserDirs) {
         }
         Manager::TaskScheduler => {
             let _ = run_bounded("schtasks", &["/Delete", "/F", "/TN", spec_label], t);
-        }
-    }
-}
-
-// ------------------------------------------------------- process control
-
-/// Starts `cmd` detached from the caller's session and terminal, so it
-/// outlives the shell (and a test harness) that started it.
-pub fn spawn_detached(cmd: &mut Command) -> io::Result<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches no Rust state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
-    cmd.stdin(Stdio::null());
-    let child = cmd.spawn()?;
-    Ok(child.id())
-}
-
-/// True when a process with this id exists.
-pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only checks existence and permission.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(windows)]
-    {
-        let _ = pid;
-        false
-    }
-}
-
-/// Asks a process to terminate (SIGTERM), or kills it outright (SIGKILL).
-pub fn signal_terminate(pid: u32, force: bool) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let sig = if force { libc::SIGKILL } else { libc::SIGTERM };
-        // SAFETY: plain kill(2).
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-    #[cfg(windows)]
-    {
-        let _ = (pid, force);
-        Err(io::Error::new(io::ErrorKind::Unsupported, "not on Windows"))
-    }
-}
-
-/// Replaces the current process image with `program args…` (same pid, so a
-/// service manager keeps tracking it). Returns only on failure. Every
-/// descriptor Rust opened is close-on-exec, so locks and sockets of the old
-/// image are released.
-pub fn reexec(program: &Path, args: &[String]) -> io::Error {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        Command::new(program).args(args).exec()
-    }
-    #[cfg(windows)]
-    {
-        // No exec on Windows: start the new image and let the caller exit.
-        match Command::new(program).args(args).spawn() {
-            Ok(_) => std::process::exit(0),
-            Err(e) => e,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kache_platform::ipc;
-use kache_platform::service::{pid_alive, signal_terminate, spawn_detached};
+use kache_platform::process::{pid_alive, signal_terminate, spawn_detached};
 use kache_platform::{FileLock, LockMode};
 
 use super::paths;

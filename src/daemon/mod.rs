@@ -11,6 +11,7 @@
 //! must never hold a store lock across a client's request.
 
 pub mod client;
+mod mounts;
 pub mod protocol;
 pub mod server;
 
@@ -68,7 +69,7 @@ pub trait Task: Send {
 pub fn registry() -> Vec<Box<dyn Task>> {
     vec![
         Box::new(Eviction),
-        Box::new(crate::mount::MountSupervisor::default()),
+        Box::new(mounts::MountSupervisor::default()),
         Box::new(RemoteDrain::default()),
     ]
 }

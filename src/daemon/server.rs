@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kache_platform::ipc::{self, Listener};
-use kache_platform::service::{file_fingerprint, reexec};
+use kache_platform::process::reexec;
+use kache_platform::service::file_fingerprint;
 use kache_platform::{FileLock, LockMode};
 use serde_json::json;
 

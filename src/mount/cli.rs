@@ -29,7 +29,7 @@ pub struct UnmountArgs {
     /// Unmount even with files open (aborts the connection, detaches lazily).
     #[arg(long)]
     pub force: bool,
-    /// Also delete the mount's state (its files and placements); target/ is left empty.
+    /// Also delete the mount's state (its files and placements) and the target link.
     #[arg(long)]
     pub forget: bool,
 }
@@ -68,8 +68,8 @@ pub fn mount(ctx: &Context, args: MountArgs) -> CliResult {
 /// `kache unmount [WORKTREE] [--force] [--forget]`.
 pub fn unmount(ctx: &Context, args: UnmountArgs) -> CliResult {
     let wt = worktree_arg(ctx, args.worktree)?;
+    let (_, target, _) = super::locate(&ctx.store_dir, &wt)?;
     let was = unmount_worktree(&ctx.store_dir, &wt, args.force, args.forget)?;
-    let target = super::target_of(&std::fs::canonicalize(&wt)?);
     println!(
         "{}: {}",
         if was { "unmounted" } else { "not mounted" },
@@ -87,17 +87,19 @@ pub fn mounts(ctx: &Context, json: bool) -> CliResult {
     } else if rows.is_empty() {
         println!("no mounts");
     } else {
+        // OWN: the disk this worktree alone takes; SHARED: placed blobs, kept once in the store
+        // for every worktree; SEEN: what `du` of the target shows.
         println!(
-            "{:<10} {:>8} {:>10} {:>10}  TARGET",
-            "STATE", "PLACED", "PLACED B", "UPPER B"
+            "{:<10} {:>10} {:>10} {:>10}  TARGET",
+            "STATE", "OWN DISK", "SHARED", "SEEN"
         );
         for r in &rows {
             println!(
-                "{:<10} {:>8} {:>10} {:>10}  {}",
+                "{:<10} {:>10} {:>10} {:>10}  {}",
                 r.state,
-                r.placed_files,
+                human(r.disk_bytes),
                 human(r.placed_bytes),
-                human(r.upper_bytes),
+                human(r.apparent_bytes),
                 r.target.display()
             );
             if let Some(p) = &r.problem {

@@ -15,7 +15,16 @@ use super::{err, MountError};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MountRecord {
     pub worktree: PathBuf,
+    /// The worktree's target directory: kache's symlink to `mountpoint`.
     pub target: PathBuf,
+    /// Where the filesystem is mounted (`mounts/<id>/mnt`). Absent in records written before
+    /// targets became links, when the target itself was the mount point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<PathBuf>,
+    /// The target link was made. If it is missing later, someone removed it (`cargo clean`):
+    /// the mount's files go too, as they asked.
+    #[serde(default)]
+    pub linked: bool,
     /// The user wants it mounted: set by `kache mount`, cleared by `kache unmount`. What a
     /// daemon start remounts.
     pub wanted: bool,
@@ -25,6 +34,13 @@ pub struct MountRecord {
     /// Unix seconds when first registered.
     #[serde(default)]
     pub created: u64,
+}
+
+impl MountRecord {
+    /// Where this mount is (or was last) mounted.
+    pub fn mountpoint(&self) -> &Path {
+        self.mountpoint.as_deref().unwrap_or(&self.target)
+    }
 }
 
 /// `$KACHE_DIR/mounts/`: one directory per mount, named by a digest of its target path.
@@ -53,6 +69,18 @@ impl Registry {
     /// The mount's state directory (also the filesystem's `state_dir`).
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+
+    /// Where mount `id` is mounted: inside its state directory, outside any worktree (the
+    /// kernel refuses to remove a mount point, so a worktree holding one could not be removed).
+    pub fn mountpoint(&self, id: &str) -> PathBuf {
+        self.dir(id).join("mnt")
+    }
+
+    /// The mount registered for `worktree`, found by its path even when the worktree is gone
+    /// (and so cannot be canonicalized).
+    pub fn find_worktree(&self, worktree: &Path) -> Option<(String, MountRecord)> {
+        self.all().into_iter().find(|(_, r)| r.worktree == worktree)
     }
 
     pub fn load(&self, id: &str) -> Option<MountRecord> {
@@ -86,12 +114,21 @@ impl Registry {
         v
     }
 
-    /// Serializes mount/unmount of one mount between processes (CLI, daemon).
+    /// Serializes mount/unmount of one mount between processes (CLI, daemon, its server).
     pub(super) fn lock(&self, id: &str) -> Result<FileLock, MountError> {
         let dir = self.dir(id);
         fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         FileLock::acquire(&dir.join("lock"), LockMode::Exclusive)
             .map_err(|e| err(format!("locking {}: {e}", dir.display())))
+    }
+
+    /// The lock, if nobody holds it (a mount's server never waits for it: whoever holds it is
+    /// changing the mount, and may be waiting for the server).
+    pub(super) fn try_lock(&self, id: &str) -> Option<FileLock> {
+        let lock = self.dir(id).join("lock");
+        FileLock::try_acquire(&lock, LockMode::Exclusive)
+            .ok()
+            .flatten()
     }
 
     /// Removes the mount's state, its upper directory included (unpins its blobs).

@@ -12,8 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kache_fs::{BlobSource, MountHealth, MountOptions};
+use kache_platform::process::{self, Detach};
+use kache_platform::watch::{self, StopSignal, Watch, Woke};
 
-use super::{err, MountError};
+use super::layout::{self, TargetState};
+use super::{err, MountError, MountRecord, Registry};
 use crate::store::{is_valid_hash, Store};
 
 /// Set for a server spawned by `kache mount`, which holds the mount's lock meanwhile.
@@ -50,7 +53,7 @@ pub(super) fn stop_server(pid: u32, kill: bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if kill && is_our_server(pid) {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = process::signal_terminate(pid, true);
     }
 }
 
@@ -59,16 +62,18 @@ pub(super) fn spawn_server(
     store_dir: &Path,
     worktree: &Path,
     state_dir: &Path,
-    target: &Path,
+    mountpoint: &Path,
 ) -> Result<Child, MountError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| err(format!("cannot find kache: {e}")))?;
     let log_path = state_dir.join("server.log");
+    // A repair starts a new server: keep the log of the one that died, which says why.
+    let _ = fs::rename(&log_path, state_dir.join("server.log.1"));
     let log = File::create(&log_path).map_err(|e| err(format!("{}: {e}", log_path.display())))?;
     let log2 = log
         .try_clone()
         .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("mount")
         .arg("--foreground")
         .arg(worktree)
@@ -77,8 +82,11 @@ pub(super) fn spawn_server(
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log2)
-        .process_group(0)
+        .stderr(log2);
+    // Out of reach of the terminal's Ctrl-C, and without cargo's jobserver pipe when a
+    // wrapper call starts it.
+    process::detach(&mut command, Detach::Group);
+    let mut child = command
         .spawn()
         .map_err(|e| err(format!("cannot start the mount server: {e}")))?;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -92,12 +100,12 @@ pub(super) fn spawn_server(
                 .trim_start_matches("kache: ");
             return Err(err(format!("mount server exited ({status}): {last}")));
         }
-        if kache_fs::mount_health(target) == MountHealth::Healthy {
+        if kache_fs::mount_health(mountpoint) == MountHealth::Healthy {
             return Ok(child);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let _ = kache_fs::unmount(target, true);
+            let _ = kache_fs::unmount(mountpoint, true);
             return Err(err(format!(
                 "the mount server did not answer within {}s (log: {})",
                 START_TIMEOUT.as_secs(),
@@ -108,60 +116,145 @@ pub(super) fn spawn_server(
     }
 }
 
-/// Serves the mount on background threads until it is unmounted (by anyone) or this process
-/// gets SIGTERM/SIGINT/SIGHUP (then it unmounts itself and returns the signal).
-pub(super) fn serve(store_dir: &Path, target: &Path, state_dir: &Path) -> io::Result<Option<i32>> {
+/// Serves the mount on background threads until it is unmounted (by anyone), this process
+/// gets SIGTERM/SIGINT/SIGHUP (then it unmounts itself and returns the signal), or its worktree
+/// is gone (then it releases the mount: see [`look_after`]).
+pub(super) fn serve(
+    store_dir: &Path,
+    id: &str,
+    rec: &MountRecord,
+) -> io::Result<Option<StopSignal>> {
     let store = Store::open(store_dir)?;
-    // Block the stop signals before the serving threads exist, so they inherit the mask and
-    // only this thread receives them (through sigtimedwait).
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let reg = Registry::new(store_dir);
+    let mountpoint = rec.mountpoint();
+    // Before the serving threads exist, so they inherit the mask and only the watch below
+    // receives the stop signals.
+    watch::block_stop_signals();
     let handle = kache_fs::mount(
-        MountOptions::new(target, state_dir),
+        MountOptions::new(mountpoint, reg.dir(id)),
         Arc::new(StoreBlobs(store)),
     )?;
     eprintln!(
-        "kache: serving {} (pid {}, passthrough {})",
-        target.display(),
+        "kache: serving {} at {} (pid {})",
+        rec.target.display(),
+        mountpoint.display(),
         std::process::id(),
-        if handle.passthrough_active() {
-            "on"
-        } else {
-            "off"
-        }
     );
-    ensure_cachedir_tag(target);
-    let tick = libc::timespec {
-        tv_sec: 1,
-        tv_nsec: 0,
-    };
+    ensure_cachedir_tag(mountpoint);
+    // A server spawned by `kache mount` leaves the record to its parent, which holds the
+    // mount's lock and records the link itself: a write from here could put back the record as
+    // it was before the parent saved this server's pid (then nothing could stop the server).
+    let record_link = !rec.linked && std::env::var_os(PARENT_HOLDS_LOCK).is_none();
+    match layout::link_target(&rec.target, mountpoint) {
+        Ok(()) if record_link => {
+            if let Some(mut now) = reg.load(id) {
+                now.linked = true;
+                let _ = reg.save(id, &now);
+            }
+            layout::ignore_in_git(&rec.worktree, &rec.target);
+        }
+        Ok(()) => {}
+        Err(e) => eprintln!("kache: linking {}: {e}", rec.target.display()),
+    }
+    let parent = rec.target.parent().unwrap_or(&rec.worktree);
+    let watch = Watch::new(&[&rec.worktree, parent])?;
+    let mut said = None;
     loop {
-        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &tick) };
-        if sig > 0 {
-            eprintln!("kache: signal {sig}: unmounting {}", target.display());
-            return handle.unmount().map(|()| Some(sig));
+        match watch.wait(Duration::from_secs(1)) {
+            Woke::Stop(sig) => {
+                eprintln!("kache: {sig}: unmounting {}", mountpoint.display());
+                return handle.unmount().map(|()| Some(sig));
+            }
+            Woke::Timeout => {
+                if kache_fs::mount_health(mountpoint) == MountHealth::NotMounted {
+                    eprintln!("kache: {} was unmounted", mountpoint.display());
+                    drop(handle);
+                    return Ok(None);
+                }
+                ensure_cachedir_tag(mountpoint);
+            }
+            Woke::Changed => {}
         }
-        if kache_fs::mount_health(target) == MountHealth::NotMounted {
-            eprintln!("kache: {} was unmounted", target.display());
-            drop(handle);
-            return Ok(None);
+        match look_after(store_dir, &reg, id, &handle) {
+            Care::Released => return Ok(None),
+            Care::Kept(note) => {
+                if note.is_some() && note != said {
+                    eprintln!("kache: {}", note.as_deref().unwrap_or_default());
+                }
+                said = note;
+            }
         }
-        ensure_cachedir_tag(target);
+    }
+}
+
+/// What [`look_after`] did.
+enum Care {
+    /// The mount stays; a note when something is worth a line in the log.
+    Kept(Option<String>),
+    /// The worktree is gone and so is the mount: server done.
+    Released,
+}
+
+/// The server's answer to changes in its worktree:
+/// - the worktree is gone (`rm -rf`, `git worktree remove`): release the mount (unmount, delete
+///   its state and upper directory, which unpins its blobs);
+/// - only the target link is gone (`cargo clean`, `rm -rf target`): empty the mount, as the
+///   user asked. The link is put back by the next build in the worktree (the wrapper) or by
+///   `kache mount`, never here: during `rm -rf WT` or `git worktree remove` the link goes
+///   first, and a link put back would make their final `rmdir` fail;
+/// - the target is something else now: leave it (the wrapper tells the next build).
+///
+/// Done only under the mount's lock, taken without waiting: whoever holds it (`kache unmount`,
+/// `kache worktree remove`, a build putting the link back) is changing the mount, and the next
+/// wake-up looks again.
+fn look_after(store_dir: &Path, reg: &Registry, id: &str, handle: &kache_fs::MountHandle) -> Care {
+    let Some(_lock) = reg.try_lock(id) else {
+        return Care::Kept(None);
+    };
+    let Some(rec) = reg.load(id) else {
+        return Care::Kept(None);
+    };
+    let mountpoint = rec.mountpoint();
+    if !rec.worktree.exists() {
+        eprintln!(
+            "kache: {} is gone: releasing its mount",
+            rec.worktree.display()
+        );
+        // What the worktree built outlives it as seeds (read while this server serves them).
+        crate::seed::before_remove(store_dir, &rec.worktree, &rec.target, Some(mountpoint));
+        // Whatever still has files open there belonged to the removed worktree.
+        let _ = kache_fs::unmount(mountpoint, true);
+        if let Err(e) = reg.forget(id) {
+            eprintln!("kache: removing {}: {e}", reg.dir(id).display());
+        }
+        return Care::Released;
+    }
+    match layout::target_state(&rec.target, mountpoint) {
+        TargetState::Linked => Care::Kept(None),
+        TargetState::Missing if rec.wanted && rec.linked => {
+            let emptied = match handle.clear() {
+                Ok(0) => return Care::Kept(None),
+                Ok(n) => format!("{n} entries"),
+                Err(e) => e.to_string(),
+            };
+            Care::Kept(Some(format!(
+                "{} was removed (cargo clean?): emptied the mount ({emptied}); the next build \
+                 links it again",
+                rec.target.display()
+            )))
+        }
+        other => Care::Kept(Some(format!(
+            "{} is not kache's link any more ({other:?}): builds there are not cached by reference",
+            rec.target.display()
+        ))),
     }
 }
 
 /// cargo writes `CACHEDIR.TAG` only when it creates `target/` itself, which it never does
 /// for a mount (the mount point exists), nor after `cargo clean` emptied a mount. The wrapper
 /// finds the target directory (whose path it keeps out of keys) by that tag: keep it there.
-fn ensure_cachedir_tag(target: &Path) {
-    let tag = target.join("CACHEDIR.TAG");
+fn ensure_cachedir_tag(mountpoint: &Path) {
+    let tag = mountpoint.join("CACHEDIR.TAG");
     if !tag.exists() {
         let _ = fs::write(
             &tag,

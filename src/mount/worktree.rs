@@ -1,5 +1,6 @@
-//! `kache worktree add|remove|list`: git worktrees whose `target/` is a kache mount, for
-//! agents that open a fresh worktree per task. Scriptable: `--json` prints one JSON value.
+//! `kache worktree add|remove|list`: git worktrees whose target is a kache mount, for agents
+//! that open a fresh worktree per task. Scriptable: `--json` prints one JSON value. Removal
+//! works from any half-removed state (worktree deleted by hand, by git, mount already gone).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -8,7 +9,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{mount_worktree, target_of, unmount_worktree, MountError, Registry};
+use super::{locate, mount_worktree, target_of, unmount_worktree, MountError};
 use crate::env::Context;
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -104,6 +105,12 @@ fn add(ctx: &Context, path: &Path, branch: Option<String>, json: bool) -> CliRes
         Ok(_) => ("healthy", None),
         Err(e) => ("unmounted", Some(e.to_string())),
     };
+    let wired = cargo_uses_kache(&wt);
+    let unwired = "cargo in this worktree does not run kache (no RUSTC_WRAPPER, no \
+                   build.rustc-wrapper): the mount will save nothing; run `kache init`";
+    if !wired && mounted.is_ok() {
+        eprintln!("kache: warning: {unwired}");
+    }
     let total_ms = started.elapsed().as_millis();
     if json {
         println!(
@@ -114,6 +121,9 @@ fn add(ctx: &Context, path: &Path, branch: Option<String>, json: bool) -> CliRes
                 "target": target,
                 "mount": state,
                 "problem": problem,
+                // What the worktree got instead of a mount: a plain target/ of its own.
+                "fallback": mounted.is_err().then_some("plain-target"),
+                "cargo_uses_kache": wired,
                 "git_ms": git_ms,
                 "total_ms": total_ms,
             }))?
@@ -122,18 +132,48 @@ fn add(ctx: &Context, path: &Path, branch: Option<String>, json: bool) -> CliRes
         println!("worktree {} created", wt.display());
         match &problem {
             None => println!("mounted: {}", target.display()),
-            Some(p) => println!("not mounted ({p}); builds use ordinary restores"),
+            Some(p) => println!(
+                "not mounted ({p}): the worktree builds into a plain target/ with ordinary restores"
+            ),
         }
     }
     // The worktree exists either way; a failed mount is a degraded, not failed, command.
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether a build in `wt` runs kache: `RUSTC_WRAPPER` (or cargo's own variable), else the
+/// nearest cargo config that sets `build.rustc-wrapper`, the worktree's first, `$CARGO_HOME`'s
+/// last (cargo's precedence).
+fn cargo_uses_kache(wt: &Path) -> bool {
+    let is_kache = |v: &str| crate::init::wrapper_stem(v) == "kache";
+    for var in ["RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"] {
+        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            return is_kache(&v);
+        }
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let dirs = wt.ancestors().map(|d| d.join(".cargo")).chain(cargo_home);
+    for dir in dirs {
+        for name in ["config.toml", "config"] {
+            if let Some(v) = crate::init::read_wrapper(&dir.join(name)) {
+                return is_kache(&v);
+            }
+        }
+    }
+    false
+}
+
 /// `kache worktree remove PATH [--force]`: refuses, like git, when the worktree has changes.
+/// Works from every half-removed state: the worktree deleted by hand (`rm -rf`) or by git, its
+/// mount already released or still there; nothing left at all is not an error.
 fn remove(ctx: &Context, path: &Path, force: bool, json: bool) -> CliResult {
-    let wt =
-        std::fs::canonicalize(path).map_err(|e| MountError(format!("{}: {e}", path.display())))?;
-    if !force {
+    let exists = path.exists();
+    let wt = real_path(path);
+    let listed = listed_worktree(ctx, path);
+    if exists && listed.is_some() && !force {
         let status = git(
             &wt,
             &[
@@ -142,10 +182,10 @@ fn remove(ctx: &Context, path: &Path, force: bool, json: bool) -> CliResult {
                 os("--untracked-files=normal"),
             ],
         )?;
-        // The mounted target/ itself is ours, not a change of the user's.
+        // The target link (or a mounted target/) is ours, not a change of the user's.
         let changes: Vec<&str> = status
             .lines()
-            .filter(|l| l.trim_end() != "?? target/")
+            .filter(|l| !matches!(l.trim_end(), "?? target" | "?? target/"))
             .collect();
         if !changes.is_empty() {
             return Err(Box::new(MountError(format!(
@@ -156,31 +196,81 @@ fn remove(ctx: &Context, path: &Path, force: bool, json: bool) -> CliResult {
             ))));
         }
     }
-    // What this worktree built outlives it as seeds for the next ones.
-    crate::seed::before_remove(&ctx.store_dir, &target_of(&wt));
-    let was_mounted = unmount_worktree(&ctx.store_dir, &wt, force, false)?;
-    let target = target_of(&wt);
-    // An empty mount point is all that is left of target/.
-    let _ = std::fs::remove_dir(&target);
-    let mut args = vec![os("worktree"), os("remove")];
-    if force {
-        args.push(os("--force"));
+    // What this worktree built outlives it as seeds for the next ones: harvested before
+    // its mount or its target goes.
+    if let Ok((wt, target, id)) = locate(&ctx.store_dir, path) {
+        let rec = super::Registry::new(&ctx.store_dir).load(&id);
+        let mountpoint = rec.as_ref().map(|r| r.mountpoint());
+        crate::seed::before_remove(&ctx.store_dir, &wt, &target, mountpoint);
     }
-    args.push(wt.as_os_str());
-    git(&ctx.cwd, &args)?;
-    let reg = Registry::new(&ctx.store_dir);
-    reg.forget(&Registry::id_for(&target))?;
+    // The mount goes first, whatever state the worktree is in (its link goes with it).
+    let had_mount = locate(&ctx.store_dir, path)
+        .is_ok_and(|(_, _, id)| super::Registry::new(&ctx.store_dir).load(&id).is_some());
+    let was_mounted = if had_mount {
+        unmount_worktree(&ctx.store_dir, path, force, true)?
+    } else {
+        false
+    };
+    if exists && listed.is_none() {
+        return Err(Box::new(MountError(format!(
+            "{} is not a worktree of this repository (`git worktree list` does not name it){}",
+            wt.display(),
+            if had_mount {
+                "; its mount was released"
+            } else {
+                ""
+            }
+        ))));
+    }
+    if let Some(listed) = &listed {
+        let mut args = vec![os("worktree"), os("remove")];
+        if force {
+            args.push(os("--force"));
+        }
+        args.push(listed.as_os_str());
+        git(&ctx.cwd, &args)?;
+    }
+    let removed = exists || listed.is_some() || had_mount;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({ "path": wt, "removed": true, "was_mounted": was_mounted })
-            )?
+            serde_json::to_string_pretty(&json!({
+                "path": wt,
+                "removed": removed,
+                "was_mounted": was_mounted,
+                "mount_released": had_mount,
+                "git_removed": listed.is_some(),
+            }))?
         );
-    } else {
+    } else if removed {
         println!("worktree {} removed", wt.display());
+    } else {
+        println!("nothing to remove at {}", wt.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` canonical, or for a path that is gone, its parent's canonical path joined with its
+/// name (how git and kache registered it).
+fn real_path(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent().map(std::fs::canonicalize), abs.file_name()) {
+        (Some(Ok(parent)), Some(name)) => parent.join(name),
+        _ => abs,
+    }
+}
+
+/// The path under which git lists the worktree at `path` (it may be gone from disk).
+fn listed_worktree(ctx: &Context, path: &Path) -> Option<PathBuf> {
+    let text = git(&ctx.cwd, &[os("worktree"), os("list"), os("--porcelain")]).ok()?;
+    let wanted = real_path(path);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("worktree "))
+        .map(PathBuf::from)
+        .find(|p| *p == wanted)
 }
 
 /// `kache worktree list [--json]`.
@@ -212,15 +302,25 @@ fn list(ctx: &Context, json: bool) -> CliResult {
             "placed_files": m.map_or(0, |m| m.placed_files),
             "placed_bytes": m.map_or(0, |m| m.placed_bytes),
             "upper_bytes": m.map_or(0, |m| m.upper_bytes),
+            // A plain target/ costs all it holds; a mounted one only its upper directory.
+            "apparent_bytes": m.map_or_else(|| kache_platform::disk_usage(&target_of(&canon)), |m| m.apparent_bytes),
+            "disk_bytes": m.map_or_else(|| kache_platform::disk_usage(&target_of(&canon)), |m| m.disk_bytes),
         }));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        println!(
+            "{:<10} {:>10} {:>10}  WORKTREE",
+            "MOUNT", "OWN DISK", "SEEN"
+        );
         for r in &rows {
+            let bytes = |k: &str| crate::report::human_bytes(r[k].as_u64().unwrap_or(0));
             println!(
-                "{:<10} {}  [{}]",
+                "{:<10} {:>10} {:>10}  {}  [{}]",
                 r["mount"].as_str().unwrap_or(""),
+                bytes("disk_bytes"),
+                bytes("apparent_bytes"),
                 r["path"].as_str().unwrap_or(""),
                 r["branch"].as_str().unwrap_or("detached")
             );

@@ -57,7 +57,7 @@ fn io_err(e: opendal::Error) -> RemoteError {
         ErrorKind::Unexpected => "unexpected",
         _ => "io",
     };
-    crate::wrap::log_warn(&format!("remote: {e}"));
+    crate::log::debug(&format!("remote: {e}"));
     RemoteError::Io(kind.to_string())
 }
 

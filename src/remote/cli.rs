@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, cmd: RemoteCommand) -> CliResult {
             let t = Instant::now();
             let o = fetch::lookup(&store, &rc, kind, &key);
             let ms = t.elapsed().as_secs_f64() * 1000.0;
-            let _ = crate::stats::bump(&store, &super::outcome_counters(&o));
+            let _ = o.tally().flush(&store);
             let (outcome, reason) = match &o {
                 Outcome::Imported { .. } => ("imported", None),
                 Outcome::Miss { reason, .. } => ("miss", Some(reason.clone())),

@@ -3,7 +3,7 @@
 //! time budget.
 //!
 //! Order of trust: sizes are bounded before bytes are read; a manifest must
-//! carry its blake3 trailer and the record shape the rust wrapper writes; an
+//! carry its blake3 trailer and decode as a manifest (`store::manifest`); an
 //! entry must pass the self-checking decoder and name only single safe file
 //! names and 64-hex blobs; a blob must hash to its name and have the size its
 //! entry says. Blobs are stored first, then the entry, then the manifest, so
@@ -17,16 +17,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use opendal::Operator;
-use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use super::backend::{get_bounded, get_range, Backend, Got, RemoteError};
 use super::local::LocalState;
 use super::{blob_path, entry_path, is_safe_name, manifest_path, RemoteConfig};
-use crate::store::{is_valid_hash, Entry, Store};
+use crate::store::{is_valid_hash, manifest, Entry, Manifest, Store};
 
-/// How many records a manifest keeps (the rust wrapper keeps the same).
-const MANIFEST_RECORDS: usize = 8;
 /// Blobs up to this size are checked in memory; larger ones stream to a
 /// temporary file.
 const IN_MEMORY: u64 = 16 << 20;
@@ -124,7 +121,7 @@ pub fn lookup(store: &Store, rc: &RemoteConfig, kind: Kind, key: &str) -> Outcom
     let backend = match Backend::open(rc) {
         Ok(b) => b,
         Err(e) => {
-            crate::wrap::log_warn(&e);
+            crate::log::debug(&e);
             return Outcome::Error {
                 reason: "config".into(),
             };
@@ -167,69 +164,6 @@ pub fn lookup(store: &Store, rc: &RemoteConfig, kind: Kind, key: &str) -> Outcom
     }
 }
 
-/// The record shape the rust wrapper writes (`wrap/rust.rs`); a downloaded
-/// record that does not fit it is refused rather than merged into a local
-/// manifest the wrapper could then not read.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct WireRecord {
-    files: Vec<(String, String, u64)>,
-    env: Vec<(String, Option<String>)>,
-    result: String,
-}
-
-#[derive(Deserialize)]
-struct WireManifest {
-    records: Vec<serde_json::Value>,
-}
-
-/// Splits a manifest object into its body, checking the blake3 trailer.
-pub(crate) fn manifest_body(bytes: &[u8]) -> Option<&[u8]> {
-    if bytes.len() < 32 {
-        return None;
-    }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    (blake3::hash(body).as_bytes() == sum).then_some(body)
-}
-
-/// A manifest object: body + blake3 trailer (the local store's format).
-pub(crate) fn manifest_object(body: &[u8]) -> Vec<u8> {
-    let mut v = body.to_vec();
-    v.extend_from_slice(blake3::hash(body).as_bytes());
-    v
-}
-
-/// The records of a manifest body that have the expected shape, with their
-/// result keys; `None` when the body is not a manifest at all.
-pub(crate) fn manifest_records(body: &[u8]) -> Option<Vec<(serde_json::Value, String)>> {
-    let m: WireManifest = serde_json::from_slice(body).ok()?;
-    Some(
-        m.records
-            .into_iter()
-            .filter_map(|v| {
-                let r: WireRecord = serde_json::from_value(v.clone()).ok()?;
-                is_valid_hash(&r.result).then_some((v, r.result))
-            })
-            .take(MANIFEST_RECORDS)
-            .collect(),
-    )
-}
-
-/// Merges `first` (newest) with `rest`, dropping duplicates, newest first.
-pub(crate) fn merge_records(
-    first: Vec<serde_json::Value>,
-    rest: Vec<serde_json::Value>,
-) -> Vec<serde_json::Value> {
-    let mut out = first;
-    for r in rest {
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out.truncate(MANIFEST_RECORDS);
-    out
-}
-
 async fn import_manifest(
     op: Operator,
     store: Store,
@@ -245,10 +179,11 @@ async fn import_manifest(
         bytes: bytes.len() as u64,
         objects: 1,
     };
-    let Some(body) = manifest_body(&bytes) else {
+    let Some(body) = manifest::unseal(&bytes) else {
         return Ok(miss("corrupt-manifest", moved.bytes));
     };
-    let Some(records) = manifest_records(body) else {
+    // A path-local record is never shared; one found on a remote is not used.
+    let Some(records) = Manifest::decode(body).map(|m| m.shareable().records) else {
         return Ok(miss("bad-manifest", moved.bytes));
     };
     if records.is_empty() {
@@ -256,8 +191,8 @@ async fn import_manifest(
     }
     // Every record's entry and blobs at once; the records that verify are kept.
     let mut set = JoinSet::new();
-    for (i, (_, result)) in records.iter().enumerate() {
-        let (op, store, result) = (op.clone(), store.clone(), result.clone());
+    for (i, rec) in records.iter().enumerate() {
+        let (op, store, result) = (op.clone(), store.clone(), rec.result.clone());
         set.spawn(async move { (i, import_entry(op, store, limits, result, false).await) });
     }
     let mut good = vec![false; records.len()];
@@ -278,28 +213,20 @@ async fn import_manifest(
             }
         }
     }
-    let kept: Vec<serde_json::Value> = records
-        .into_iter()
-        .zip(good)
-        .filter(|(_, g)| *g)
-        .map(|((v, _), _)| v)
-        .collect();
-    if kept.is_empty() {
+    let kept = Manifest {
+        records: records
+            .into_iter()
+            .zip(good)
+            .filter(|(_, g)| *g)
+            .map(|(r, _)| r)
+            .collect(),
+    };
+    if kept.records.is_empty() {
         let reason = first_reason.map_or("bad-manifest".to_string(), |(_, r)| r);
         return Ok(miss(&reason, moved.bytes));
     }
-    let local = store
-        .get_manifest(&key)
-        .and_then(|b| manifest_records(&b))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(v, _)| v)
-        .collect();
-    let merged = merge_records(kept, local);
-    let Ok(body) = serde_json::to_vec(&serde_json::json!({ "records": merged })) else {
-        return Ok(miss("bad-manifest", moved.bytes));
-    };
-    if store.put_manifest(&key, &body).is_err() {
+    let merged = kept.merge(store.get_manifest(&key).unwrap_or_default());
+    if store.put_manifest(&key, &merged).is_err() {
         return Ok(miss("store-io", moved.bytes));
     }
     Ok(Ok(moved))
@@ -485,45 +412,4 @@ pub fn probe_latency(backend: &Backend, limit: Duration) -> Result<Duration, Rem
         super::backend::exists(&op, &format!("{}/probe-absent", super::LAYOUT)).await
     })?;
     Ok(t.elapsed())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_trailer_detects_any_change() {
-        let obj = manifest_object(b"{\"records\":[]}");
-        assert_eq!(manifest_body(&obj), Some(&b"{\"records\":[]}"[..]));
-        for i in 0..obj.len() {
-            let mut o = obj.clone();
-            o[i] ^= 1;
-            assert!(manifest_body(&o).is_none());
-        }
-        assert!(manifest_body(&obj[..10]).is_none());
-    }
-
-    #[test]
-    fn manifest_records_keep_only_well_formed_ones() {
-        let good = "ab".repeat(32);
-        let body = serde_json::json!({"records": [
-            {"files": [["src/lib.rs", "x", 3]], "env": [["A", null]], "result": good},
-            {"files": [], "env": [], "result": "../../etc"},
-            {"files": "nope", "env": [], "result": good},
-        ]})
-        .to_string();
-        let r = manifest_records(body.as_bytes()).unwrap();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].1, good);
-        assert!(manifest_records(b"[1,2]").is_none());
-    }
-
-    #[test]
-    fn merged_records_put_first_ones_first_without_duplicates() {
-        let a = serde_json::json!({"result": "a"});
-        let b = serde_json::json!({"result": "b"});
-        let c = serde_json::json!({"result": "c"});
-        let m = merge_records(vec![a.clone(), b.clone()], vec![b.clone(), c.clone()]);
-        assert_eq!(m, vec![a, b, c]);
-    }
 }

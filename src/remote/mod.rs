@@ -1,10 +1,11 @@
 //! The remote tier (S3-compatible object storage, shared directory).
 //!
-//! The wrappers call exactly three functions here:
-//! - [`import_direct`]: after a local direct-mode miss, fetch the manifest of
-//!   a direct key and the entries/blobs it names into the local store, within
-//!   the configured time budget; true when something usable was imported;
-//! - [`import_entry`]: the same for a result key (the C/C++ path);
+//! The compile pipeline calls exactly two functions here, each taking the
+//! store and the configuration and returning what happened (the caller
+//! counts it):
+//! - [`import`]: after a local miss, fetch the manifest of a direct key (and
+//!   the entries and blobs it names) or the entry of a result key into the
+//!   local store, within the configured time budget;
 //! - [`queue_upload`]: after a miss stored locally, queue the manifest (if
 //!   any), the entry and its blobs for asynchronous upload.
 //!
@@ -37,10 +38,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::store::is_valid_hash;
-use crate::wrap::Wrapper;
+use crate::log;
+use crate::stats::{Breakdown, Counter, Tally};
+use crate::store::{is_valid_hash, Store};
 
-pub use fetch::Outcome;
+pub use fetch::{Kind, Outcome};
 pub use spool::{drain_spool, DrainReport};
 
 /// The format version in every remote path.
@@ -202,100 +204,109 @@ pub fn is_safe_name(name: &str) -> bool {
 
 // ------------------------------------------------------------- the hooks
 
-fn config_for(w: &Wrapper) -> Option<RemoteConfig> {
-    match RemoteConfig::from_config(&w.ctx.config)? {
+/// The remote configuration, when one is set and usable.
+fn configured(config: &Config) -> Option<RemoteConfig> {
+    match RemoteConfig::from_config(config)? {
         Ok(rc) => Some(rc),
         Err(e) => {
-            crate::wrap::log_warn(&format!("remote disabled: {e}"));
+            log::debug(&format!("remote disabled: {e}"));
             None
         }
     }
 }
 
-/// The counters one lookup's outcome adds.
-pub fn outcome_counters(o: &Outcome) -> Vec<(String, u64)> {
-    let reason_counter =
-        |kind: &str, r: &str| (format!("remote.{kind}.{}", crate::wrap::reason_key(r)), 1);
-    match o {
-        Outcome::Imported { bytes_down, .. } => vec![
-            ("remote.hits".into(), 1),
-            ("remote.bytes_down".into(), *bytes_down),
-        ],
-        Outcome::Miss { reason, bytes_down } => {
-            if reason != "not-found" && reason != "negative-cached" {
-                crate::wrap::log_warn(&format!("remote miss: {reason}"));
+impl Outcome {
+    /// The counters this lookup's outcome adds.
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        match self {
+            Outcome::Imported { bytes_down, .. } => {
+                t.add_store(Counter::RemoteImported, 1);
+                t.add_store(Counter::RemoteBytesDown, *bytes_down);
             }
-            vec![
-                ("remote.misses".into(), 1),
-                reason_counter("miss_reasons", reason),
-                ("remote.bytes_down".into(), *bytes_down),
-            ]
+            Outcome::Miss { reason, bytes_down } => {
+                t.add_store(Counter::RemoteMisses, 1);
+                t.add_label(None, Breakdown::RemoteMissReasons, reason);
+                t.add_store(Counter::RemoteBytesDown, *bytes_down);
+            }
+            Outcome::Error { reason } => {
+                t.add_store(Counter::RemoteErrors, 1);
+                t.add_label(None, Breakdown::RemoteErrorReasons, reason);
+            }
         }
-        Outcome::Error { reason } => {
-            crate::wrap::log_warn(&format!("remote error: {reason}"));
-            vec![
-                ("remote.errors".into(), 1),
-                reason_counter("error_reasons", reason),
-            ]
+        t
+    }
+}
+
+/// After a local miss: imports the manifest of a direct key
+/// ([`Kind::Manifest`]) or the entry of a result key ([`Kind::Entry`]), and
+/// what it references. Never blocks longer than `remote.timeout_ms`.
+/// `None` when no remote is configured (nothing was asked).
+pub fn import(store: &Store, config: &Config, kind: Kind, key: &str) -> Option<Outcome> {
+    let rc = configured(config)?;
+    if !is_valid_hash(key) {
+        return None;
+    }
+    let o = fetch::lookup(store, &rc, kind, key);
+    match &o {
+        Outcome::Miss { reason, .. } if reason != "not-found" && reason != "negative-cached" => {
+            log::debug(&format!("remote miss: {reason}"))
         }
+        Outcome::Error { reason } => log::debug(&format!("remote error: {reason}")),
+        _ => {}
+    }
+    Some(o)
+}
+
+/// What [`queue_upload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upload {
+    Queued,
+    AlreadyQueued,
+    /// The spool could not be written.
+    Failed,
+}
+
+impl Upload {
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        match self {
+            Upload::Queued => t.add_store(Counter::RemoteQueued, 1),
+            Upload::AlreadyQueued => {}
+            Upload::Failed => {
+                t.add_store(Counter::RemoteErrors, 1);
+                t.add_label(None, Breakdown::RemoteErrorReasons, "spool-write");
+            }
+        }
+        t
     }
 }
 
-fn count_outcome(w: &mut Wrapper, o: &Outcome) {
-    for (k, n) in outcome_counters(o) {
-        w.count(k, n);
-    }
-}
-
-/// Imports the manifest of `direct` and what it references. Never blocks
-/// longer than `remote.timeout_ms`.
-pub fn import_direct(w: &mut Wrapper, direct: &str) -> bool {
-    let Some(rc) = config_for(w) else {
-        return false;
-    };
-    if !is_valid_hash(direct) {
-        return false;
-    }
-    let o = fetch::lookup(&w.store, &rc, fetch::Kind::Manifest, direct);
-    count_outcome(w, &o);
-    matches!(o, Outcome::Imported { .. })
-}
-
-/// Imports the entry `result` and its blobs.
-pub fn import_entry(w: &mut Wrapper, result: &str) -> bool {
-    let Some(rc) = config_for(w) else {
-        return false;
-    };
-    if !is_valid_hash(result) {
-        return false;
-    }
-    let o = fetch::lookup(&w.store, &rc, fetch::Kind::Entry, result);
-    count_outcome(w, &o);
-    matches!(o, Outcome::Imported { .. })
-}
-
-/// Queues `direct`'s manifest (when given), entry `result` and its blobs
-/// for upload. Must return at once: the build never waits for an upload.
-pub fn queue_upload(w: &mut Wrapper, direct: Option<&str>, result: &str) {
-    let Some(rc) = config_for(w) else {
-        return;
-    };
+/// After a miss stored locally: queues `direct`'s manifest (when given),
+/// entry `result` and its blobs for upload. Returns at once: the build never
+/// waits for an upload. `None` when there is no (writable) remote.
+pub fn queue_upload(
+    store: &Store,
+    config: &Config,
+    direct: Option<&str>,
+    result: &str,
+) -> Option<Upload> {
+    let rc = configured(config)?;
     if rc.read_only || !is_valid_hash(result) || direct.is_some_and(|d| !is_valid_hash(d)) {
-        return;
+        return None;
     }
-    match spool::enqueue(&w.store, direct, result) {
-        Ok(true) => w.count("remote.queued", 1),
-        Ok(false) => {}
+    let done = match spool::enqueue(store, direct, result) {
+        Ok(true) => Upload::Queued,
+        Ok(false) => Upload::AlreadyQueued,
         Err(e) => {
-            w.count("remote.errors", 1);
-            w.count("remote.error_reasons.spool-write", 1);
-            crate::wrap::log_warn(&format!("cannot queue upload: {e}"));
-            return;
+            log::debug(&format!("cannot queue upload: {e}"));
+            return Some(Upload::Failed);
         }
-    }
+    };
     if rc.background_drain {
-        spool::start_background_drain(&w.store);
+        spool::start_background_drain(store);
     }
+    Some(done)
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::backend::{self, get_bounded, Backend, Got, RemoteError};
-use super::fetch::{manifest_body, manifest_object, manifest_records, merge_records};
 use super::local::LocalState;
 use super::{blob_path, entry_path, manifest_path, RemoteConfig};
 use crate::config::Config;
-use crate::store::{is_valid_hash, Store};
+use crate::stats::{Counter, Tally};
+use crate::store::{is_valid_hash, manifest, Manifest, Store};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Item {
@@ -100,7 +100,7 @@ pub fn start_background_drain(store: &Store) {
         .stderr(Stdio::null())
         .spawn();
     if let Err(e) = spawned {
-        crate::wrap::log_warn(&format!("cannot start a background drain: {e}"));
+        crate::log::debug(&format!("cannot start a background drain: {e}"));
     }
 }
 
@@ -207,13 +207,10 @@ pub fn drain(store: &Store, config: &Config, wait: bool) -> Result<DrainReport, 
 
 fn bump(store: &Store, objects: u64, bytes: u64) {
     if objects > 0 {
-        let _ = crate::stats::bump(
-            store,
-            &[
-                ("remote.uploads".to_string(), objects),
-                ("remote.bytes_up".to_string(), bytes),
-            ],
-        );
+        let mut t = Tally::default();
+        t.add_store(Counter::RemoteUploads, objects);
+        t.add_store(Counter::RemoteBytesUp, bytes);
+        let _ = t.flush(store);
     }
 }
 
@@ -309,33 +306,24 @@ fn drain_item(
     }
 
     if let Some(direct) = &item.direct {
-        if let Some(local_body) = store.get_manifest(direct) {
-            let local: Vec<serde_json::Value> = manifest_records(&local_body)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(v, _)| v)
-                .collect();
+        // Path-local records hold this worktree's paths: they stay here.
+        if let Ok(local) = store.get_manifest(direct).map(Manifest::shareable) {
             let mkey = manifest_path(direct);
             let op = b.op.clone();
             let max = rc.max_meta;
             let n = b.run(rc.transfer_timeout, async move {
                 // Keep what other machines published for this key.
-                let remote: Vec<serde_json::Value> = match get_bounded(&op, &mkey, max).await? {
-                    Got::Found(bytes) => manifest_body(&bytes)
-                        .and_then(manifest_records)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(v, _)| v)
-                        .collect(),
-                    _ => Vec::new(),
+                let remote = match get_bounded(&op, &mkey, max).await? {
+                    Got::Found(bytes) => manifest::unseal(&bytes)
+                        .and_then(Manifest::decode)
+                        .unwrap_or_default(),
+                    _ => Manifest::default(),
                 };
-                let merged = merge_records(local, remote.clone());
+                let merged = local.merge(remote.clone());
                 if merged == remote {
                     return Ok(0);
                 }
-                let body = serde_json::to_vec(&serde_json::json!({ "records": merged }))
-                    .map_err(|_| RemoteError::Io("manifest-encode".into()))?;
-                let obj = manifest_object(&body);
+                let obj = manifest::seal(&merged.encode());
                 let n = obj.len() as u64;
                 backend::put(&op, &mkey, obj).await.map(|_| n)
             })?;

@@ -2,8 +2,9 @@
 //! and target directory, which profile directories and which lane (check or build) it
 //! will use, and the packages of its `Cargo.lock`.
 //!
-//! All of it is read before cargo has said anything, from cargo's command line
-//! (`/proc/<cargo>/cmdline`), its environment and its configuration files. Where the
+//! All of it is read before cargo has said anything, from cargo's command line (as the
+//! OS shows it: `kache_platform::process::args_of`), its environment and its
+//! configuration files. Where the
 //! answer is not certain the caller gets `None` and seeds less, never something else.
 
 use std::collections::BTreeSet;
@@ -143,23 +144,6 @@ pub fn profile_dir_name(name: &str) -> String {
         "bench" => "release".into(),
         other => other.into(),
     }
-}
-
-/// The argv (without argv[0]) of the cargo process `pid`.
-pub fn cargo_argv(pid: u32) -> Option<Vec<String>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if args.last().is_some_and(|a| a.is_empty()) {
-        args.pop();
-    }
-    if args.is_empty() {
-        return None;
-    }
-    args.remove(0);
-    Some(args)
 }
 
 /// The workspace root cargo will use: the directory of `--manifest-path`, else the

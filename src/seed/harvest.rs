@@ -26,26 +26,27 @@ use kache_platform::{FileLock, LockMode};
 use memchr::memmem::Finder;
 
 use super::cargo::{read_lock, LockedPackage};
+use super::outcome::NotHarvested;
 use super::record::{self, Donor, Kind, UnitMeta, UnitRef, MAX_TEXT, TARGET_TOKEN};
 use super::state::{self, Harvested, TargetState};
-use super::Counts;
+use crate::stats::{Breakdown, Counter, Tally};
 use crate::store::{Entry, OutputFile, Store};
 
 /// Why a unit was not harvested; `retry` when a later harvest may succeed with the
 /// same files (so the refusal is not remembered).
 struct Refusal {
-    reason: &'static str,
+    reason: NotHarvested,
     retry: bool,
 }
 
-fn refuse(reason: &'static str) -> Refusal {
+fn refuse(reason: NotHarvested) -> Refusal {
     Refusal {
         reason,
         retry: false,
     }
 }
 
-fn retry(reason: &'static str) -> Refusal {
+fn retry(reason: NotHarvested) -> Refusal {
     Refusal {
         reason,
         retry: true,
@@ -59,7 +60,8 @@ pub struct DonorPaths {
 }
 
 impl DonorPaths {
-    pub fn of(target: &Path, worktree: &Path) -> DonorPaths {
+    /// `targets`: every path the target dir was seen at (its link and where it leads).
+    pub fn of(targets: &[&Path], worktree: &Path) -> DonorPaths {
         let spellings = |p: &Path| -> Vec<String> {
             let mut v = vec![p.to_string_lossy().into_owned()];
             if let Ok(c) = fs::canonicalize(p) {
@@ -73,8 +75,12 @@ impl DonorPaths {
             v.sort_by_key(|s| std::cmp::Reverse(s.len()));
             v
         };
+        let mut target: Vec<String> = targets.iter().flat_map(|t| spellings(t)).collect();
+        target.sort();
+        target.dedup();
+        target.sort_by_key(|s| std::cmp::Reverse(s.len()));
         DonorPaths {
-            target: spellings(target),
+            target,
             worktree: if worktree.as_os_str().is_empty() {
                 Vec::new()
             } else {
@@ -205,7 +211,7 @@ fn read_facts(fp_dir: &Path) -> Option<Facts> {
 }
 
 /// A package found from a compile's dep-info: (name, version, package root).
-type FoundPackage = Result<(String, String, PathBuf), &'static str>;
+type FoundPackage = Result<(String, String, PathBuf), NotHarvested>;
 
 /// Reads the compile's dep-info and finds the package it compiled: the nearest
 /// directory with a `Cargo.toml` above the crate root, and its name and version.
@@ -213,12 +219,12 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
     let mut text = String::new();
     fs::File::open(dep_info)
         .and_then(|f| f.take(MAX_TEXT).read_to_string(&mut text))
-        .map_err(|_| "incomplete")?;
+        .map_err(|_| NotHarvested::Incomplete)?;
     let first = text
         .lines()
         .find(|l| l.contains(": "))
-        .ok_or("incomplete")?;
-    let deps = first.split_once(": ").ok_or("incomplete")?.1;
+        .ok_or(NotHarvested::Incomplete)?;
+    let deps = first.split_once(": ").ok_or(NotHarvested::Incomplete)?.1;
     // Paths are space-separated, with spaces inside a path escaped as `\ `.
     let mut root_file = None;
     let mut cur = String::new();
@@ -241,17 +247,17 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
     }
     let root_file = root_file
         .or_else(|| cur.ends_with(".rs").then_some(cur))
-        .ok_or("package-unknown")?;
+        .ok_or(NotHarvested::PackageUnknown)?;
     let root_file = PathBuf::from(root_file);
     if !root_file.is_absolute() {
         // cargo names the sources of workspace members relative to the workspace.
-        return Err("path-package");
+        return Err(NotHarvested::PathPackage);
     }
     let pkg_root = root_file
         .ancestors()
         .skip(1)
         .find(|d| d.join("Cargo.toml").is_file())
-        .ok_or("package-unknown")?
+        .ok_or(NotHarvested::PackageUnknown)?
         .to_path_buf();
     if let Some(hit) = cache.get(&pkg_root) {
         return hit.clone();
@@ -264,7 +270,7 @@ fn package_of(dep_info: &Path, cache: &mut HashMap<PathBuf, FoundPackage>) -> Fo
         let version = p.get("version")?.as_str()?.to_string();
         Some((name, version, pkg_root.clone()))
     })()
-    .ok_or("package-unknown");
+    .ok_or(NotHarvested::PackageUnknown);
     cache.insert(pkg_root, found.clone());
     found
 }
@@ -352,10 +358,10 @@ fn replace_path(hay: &[u8], needle: &str, with: &str) -> Vec<u8> {
 fn store_text(store: &Store, bytes: &[u8]) -> io::Result<(String, u64)> {
     let b = store.put_blob_bytes_unsynced(bytes)?;
     let path = store.blob_path(&b.hash);
-    if !crate::wrap::memo::file_digest(store, &path).is_ok_and(|(d, _)| d == b.hash) {
+    if !crate::store::memo::file_digest(store, &path).is_ok_and(|(d, _)| d == b.hash) {
         let _ = fs::remove_file(&path);
         store.put_blob_bytes_unsynced(bytes)?;
-        crate::wrap::memo::remember_output(store, &path, &b.hash);
+        crate::store::memo::remember_output(store, &path, &b.hash);
     }
     Ok((b.hash, b.size))
 }
@@ -375,21 +381,23 @@ fn relocatable(name: &str) -> bool {
 
 /// Every regular file under `dir`, as paths relative to `base` ('/'-separated).
 fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> Result<(), Refusal> {
-    let rd = fs::read_dir(dir).map_err(|_| retry("unreadable"))?;
+    let rd = fs::read_dir(dir).map_err(|_| retry(NotHarvested::Unreadable))?;
     for e in rd.flatten() {
-        let ft = e.file_type().map_err(|_| retry("unreadable"))?;
+        let ft = e.file_type().map_err(|_| retry(NotHarvested::Unreadable))?;
         if ft.is_symlink() {
-            return Err(refuse("symlink"));
+            return Err(refuse(NotHarvested::Symlink));
         }
         if ft.is_dir() {
             walk(&e.path(), base, out)?;
         } else if ft.is_file() {
             let rel = e.path();
-            let rel = rel.strip_prefix(base).map_err(|_| refuse("unreadable"))?;
+            let rel = rel
+                .strip_prefix(base)
+                .map_err(|_| refuse(NotHarvested::Unreadable))?;
             let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
-            out.push(parts.ok_or(refuse("non-utf8-name"))?.join("/"));
+            out.push(parts.ok_or(refuse(NotHarvested::NonUtf8Name))?.join("/"));
         } else {
-            return Err(refuse("special-file"));
+            return Err(refuse(NotHarvested::SpecialFile));
         }
     }
     Ok(())
@@ -405,7 +413,7 @@ struct Profile<'a> {
     by_fp: HashMap<String, String>,
     deps_files: HashMap<String, Vec<String>>,
     pkg_cache: HashMap<PathBuf, FoundPackage>,
-    unit_pkg: HashMap<String, Result<LockedPackage, &'static str>>,
+    unit_pkg: HashMap<String, Result<LockedPackage, NotHarvested>>,
     /// rustc identity → unit dir → unit seeds of the seed set.
     known: HashMap<String, HashMap<String, Vec<UnitRef>>>,
 }
@@ -445,7 +453,7 @@ impl Profile<'_> {
     }
 
     /// The locked package unit `dir` belongs to.
-    fn package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, &'static str> {
+    fn package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, NotHarvested> {
         if let Some(p) = self.unit_pkg.get(dir) {
             return p.clone();
         }
@@ -454,9 +462,9 @@ impl Profile<'_> {
         r
     }
 
-    fn find_package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, &'static str> {
-        let hash = record::unit_hash(dir).ok_or("bad-unit-name")?;
-        let facts = self.facts.get(dir).ok_or("incomplete")?;
+    fn find_package(&mut self, dir: &str, depth: usize) -> Result<LockedPackage, NotHarvested> {
+        let hash = record::unit_hash(dir).ok_or(NotHarvested::BadUnitName)?;
+        let facts = self.facts.get(dir).ok_or(NotHarvested::Incomplete)?;
         let dep_info = match facts.kind {
             Some(Kind::Run) => {
                 // A run belongs to the package whose build script it runs.
@@ -470,58 +478,58 @@ impl Profile<'_> {
                             .is_some_and(|f| f.kind == Some(Kind::BuildScript))
                     })
                     .cloned()
-                    .ok_or("incomplete")?;
+                    .ok_or(NotHarvested::Incomplete)?;
                 if depth > 2 {
-                    return Err("incomplete");
+                    return Err(NotHarvested::Incomplete);
                 }
                 return self.package(&script, depth + 1);
             }
             Some(Kind::BuildScript) => {
                 let bdir = self.dir.join("build").join(dir);
                 fs::read_dir(&bdir)
-                    .map_err(|_| "incomplete")?
+                    .map_err(|_| NotHarvested::Incomplete)?
                     .flatten()
                     .map(|e| e.path())
                     .find(|p| p.extension().is_some_and(|e| e == "d"))
-                    .ok_or("incomplete")?
+                    .ok_or(NotHarvested::Incomplete)?
             }
             _ => {
                 let name = self
                     .deps_files
                     .get(hash)
                     .and_then(|v| v.iter().find(|n| n.ends_with(".d")))
-                    .ok_or("incomplete")?;
+                    .ok_or(NotHarvested::Incomplete)?;
                 self.dir.join("deps").join(name)
             }
         };
         let (name, version, root) = package_of(&dep_info, &mut self.pkg_cache)?;
         let root_s = root.to_string_lossy();
         if self.donor.all().any(|p| root_s.starts_with(p.as_str())) {
-            return Err("source-in-worktree");
+            return Err(NotHarvested::SourceInWorktree);
         }
         if dir.rsplit_once('-').map(|(n, _)| n) != Some(name.as_str()) {
-            return Err("package-mismatch");
+            return Err(NotHarvested::PackageMismatch);
         }
-        let lock = self.lock.ok_or("no-lockfile")?;
+        let lock = self.lock.ok_or(NotHarvested::NoLockfile)?;
         let found: Vec<&LockedPackage> = lock
             .iter()
             .filter(|p| p.name == name && p.version == version)
             .collect();
         match found.as_slice() {
-            [] => Err("not-in-lock"),
-            [p] if p.source.is_none() => Err("path-package"),
+            [] => Err(NotHarvested::NotInLock),
+            [p] if p.source.is_none() => Err(NotHarvested::PathPackage),
             [p] => Ok((*p).clone()),
-            _ => Err("ambiguous-package"),
+            _ => Err(NotHarvested::AmbiguousPackage),
         }
     }
 
     /// Harvests unit `dir` into a unit seed.
     fn prepare(&mut self, dir: &str, st: &TargetState) -> Result<Prepared, Refusal> {
         let hash = record::unit_hash(dir)
-            .ok_or(refuse("bad-unit-name"))?
+            .ok_or(refuse(NotHarvested::BadUnitName))?
             .to_string();
         let (kind, facts_stamp, fp, deps, fp_names) = {
-            let f = self.facts.get(dir).ok_or(retry("incomplete"))?;
+            let f = self.facts.get(dir).ok_or(retry(NotHarvested::Incomplete))?;
             let fp_names: Vec<String> = f
                 .hashes
                 .iter()
@@ -530,10 +538,10 @@ impl Profile<'_> {
             let fp: Vec<String> = f.hashes.iter().map(|(_, h)| h.clone()).collect();
             if fp.iter().any(|h| !record::is_fp_hash(h)) {
                 // Truncated by cargo when a rebuild of the unit started: not finished.
-                return Err(refuse("unfinished"));
+                return Err(refuse(NotHarvested::Unfinished));
             }
             (
-                f.kind.ok_or(refuse("unit-kind"))?,
+                f.kind.ok_or(refuse(NotHarvested::UnitKind))?,
                 f.stamp.clone(),
                 fp,
                 f.deps.clone(),
@@ -559,7 +567,7 @@ impl Profile<'_> {
                 } else if has(".rmeta") {
                     check_only = true;
                 } else {
-                    return Err(refuse("incomplete"));
+                    return Err(refuse(NotHarvested::Incomplete));
                 }
                 names.extend(files.iter().map(|f| format!("deps/{f}")));
             }
@@ -572,7 +580,7 @@ impl Profile<'_> {
                     _ => present("build-script-build"),
                 };
                 if !complete {
-                    return Err(refuse("incomplete"));
+                    return Err(refuse(NotHarvested::Incomplete));
                 }
             }
         }
@@ -589,10 +597,10 @@ impl Profile<'_> {
         let started = fs::metadata(record::join(&self.dir, &invoked))
             .and_then(|m| m.modified())
             .map(state::time_ns)
-            .map_err(|_| refuse("incomplete"))?;
+            .map_err(|_| refuse(NotHarvested::Incomplete))?;
         let identity = st
             .identity_at(started)
-            .ok_or(refuse("rustc-unknown"))?
+            .ok_or(refuse(NotHarvested::RustcUnknown))?
             .to_string();
         let env = st.window_of(started).map(|p| p.env.clone());
         if kind == Kind::Run && env.is_none() {
@@ -602,9 +610,9 @@ impl Profile<'_> {
                 .last()
                 .is_some_and(|p| p.ended_ns.is_none() && p.started_ns <= started);
             return Err(if open {
-                retry("env-unknown")
+                retry(NotHarvested::EnvUnknown)
             } else {
-                refuse("env-unknown")
+                refuse(NotHarvested::EnvUnknown)
             });
         }
 
@@ -680,35 +688,35 @@ fn read_unit(
         let mut bytes = 0u64;
         for name in &names {
             let path = record::join(pdir, name);
-            let meta = fs::metadata(&path).map_err(|_| retry("changed"))?;
+            let meta = fs::metadata(&path).map_err(|_| retry(NotHarvested::Changed))?;
             let mtime = meta
                 .modified()
                 .map(state::time_ns)
-                .map_err(|_| retry("changed"))?;
+                .map_err(|_| retry(NotHarvested::Changed))?;
             let mode = kache_platform::file_mode(&meta);
             let (blob, size) = if relocatable(name) {
                 if meta.len() > MAX_TEXT {
-                    return Err(refuse("donor-path"));
+                    return Err(refuse(NotHarvested::DonorPath));
                 }
-                let raw = fs::read(&path).map_err(|_| retry("changed"))?;
+                let raw = fs::read(&path).map_err(|_| retry(NotHarvested::Changed))?;
                 if contains(&raw, TARGET_TOKEN) {
-                    return Err(refuse("token-in-file"));
+                    return Err(refuse(NotHarvested::TokenInFile));
                 }
                 let mut text = raw.clone();
                 for t in &donor.target {
                     text = replace_path(&text, t, TARGET_TOKEN);
                 }
                 if donor.worktree.iter().any(|w| contains(&text, w)) {
-                    return Err(refuse("donor-path"));
+                    return Err(refuse(NotHarvested::DonorPath));
                 }
                 if text != raw {
                     rewrite.push(outputs.len());
                 }
-                store_text(store, &text).map_err(|_| retry("store-error"))?
+                store_text(store, &text).map_err(|_| retry(NotHarvested::StoreError))?
             } else {
                 // Outputs the wrapper stored or restored are known by their stat already.
-                let (h, size) =
-                    crate::wrap::memo::file_digest(store, &path).map_err(|_| retry("changed"))?;
+                let (h, size) = crate::store::memo::file_digest(store, &path)
+                    .map_err(|_| retry(NotHarvested::Changed))?;
                 let blob_path = store.blob_path(&h);
                 let mut present = fs::metadata(&blob_path).is_ok_and(|m| m.len() == size);
                 if present {
@@ -716,9 +724,9 @@ fn read_unit(
                     // name (the digest memo then lets a seeding check it by its stat
                     // alone) and, being the same bytes as the file, looks for donor paths.
                     match hash_and_find(&blob_path, &finders) {
-                        Ok((d, true)) if d == h => return Err(refuse("donor-path")),
+                        Ok((d, true)) if d == h => return Err(refuse(NotHarvested::DonorPath)),
                         Ok((d, false)) if d == h => {
-                            crate::wrap::memo::remember_output(store, &blob_path, &h)
+                            crate::store::memo::remember_output(store, &blob_path, &h)
                         }
                         _ => {
                             let _ = fs::remove_file(&blob_path);
@@ -727,22 +735,22 @@ fn read_unit(
                     }
                 }
                 if !present {
-                    if file_contains(&path, &finders).map_err(|_| retry("changed"))? {
-                        return Err(refuse("donor-path"));
+                    if file_contains(&path, &finders).map_err(|_| retry(NotHarvested::Changed))? {
+                        return Err(refuse(NotHarvested::DonorPath));
                     }
                     // What the wrapper did not store already: fingerprint files, what
                     // build scripts wrote. Small; read whole and stored unsynced.
                     let stored = if size <= MAX_TEXT {
-                        let bytes = fs::read(&path).map_err(|_| retry("changed"))?;
+                        let bytes = fs::read(&path).map_err(|_| retry(NotHarvested::Changed))?;
                         store_text(store, &bytes).map(|(h, _)| h)
                     } else {
                         store
                             .put_blob_from_path_as(&path, mode & 0o111 != 0)
                             .map(|b| b.hash)
                     }
-                    .map_err(|_| retry("store-error"))?;
+                    .map_err(|_| retry(NotHarvested::StoreError))?;
                     if stored != h {
-                        return Err(retry("changed"));
+                        return Err(retry(NotHarvested::Changed));
                     }
                 }
                 (h, size)
@@ -762,7 +770,7 @@ fn read_unit(
         // Unchanged while read? (The profile lock keeps cargo out; this catches anyone else.)
         let again = read_facts(&pdir.join(".fingerprint").join(dir)).map(|f| f.stamp);
         if again.as_deref() != Some(facts_stamp.as_str()) {
-            return Err(retry("changed"));
+            return Err(retry(NotHarvested::Changed));
         }
         let newest = mtimes.iter().copied().max().unwrap_or(0);
         let meta = UnitMeta {
@@ -772,29 +780,37 @@ fn read_unit(
             fingerprints,
         };
         if meta.fingerprints.is_empty() {
-            return Err(refuse("incomplete"));
+            return Err(refuse(NotHarvested::Incomplete));
         }
         let entry = Entry {
             outputs,
             meta: serde_json::json!({ "seed_unit": meta }),
             ..Entry::default()
         };
-        let key = record::put_unit(store, &entry).map_err(|_| retry("store-error"))?;
+        let key = record::put_unit(store, &entry).map_err(|_| retry(NotHarvested::StoreError))?;
         Ok((UnitRef { key, bytes, ..r }, identity))
     }
+}
+
+/// Where a target's files are read (the target, or the mount point behind it), the paths
+/// of the donor to look for in them, and the lockfile its packages are matched by.
+struct Source<'a> {
+    at: &'a Path,
+    paths: DonorPaths,
+    lock: Option<BTreeSet<LockedPackage>>,
 }
 
 /// Harvests one profile directory of `st.target`; true when the index changed.
 fn harvest_profile(
     store: &Store,
     st: &mut TargetState,
+    source: &Source,
     profile: &str,
-    donor: &DonorPaths,
-    lock: Option<&BTreeSet<LockedPackage>>,
     deadline: Option<Instant>,
-    counts: &mut Counts,
+    tally: &mut Tally,
 ) -> bool {
-    let dir = record::join(&st.target, profile);
+    let (donor, lock) = (&source.paths, source.lock.as_ref());
+    let dir = record::join(source.at, profile);
     // Never while cargo builds here: cargo holds this lock for a whole build.
     let Ok(Some(_cargo)) = FileLock::try_acquire(&dir.join(".cargo-lock"), LockMode::Exclusive)
     else {
@@ -869,7 +885,7 @@ fn harvest_profile(
     let mut work: Vec<(String, Work)> = Vec::new();
     for d in todo {
         if deadline.is_some_and(|t| Instant::now() > t) {
-            counts.add("seed.harvest.deferred", 1);
+            tally.add_store(Counter::SeedHarvestDeferred, 1);
             break;
         }
         match p.prepare(&d, &snapshot) {
@@ -911,7 +927,7 @@ fn harvest_profile(
         let index = st.harvested.entry(profile.to_string()).or_default();
         match result {
             Ok((r, identity)) => {
-                counts.add("seed.harvest.units", 1);
+                tally.add_store(Counter::SeedHarvestUnits, 1);
                 index.insert(
                     d,
                     Harvested {
@@ -924,7 +940,7 @@ fn harvest_profile(
                 changed = true;
             }
             Err(r) => {
-                counts.add(&format!("seed.harvest.refused.{}", r.reason), 1);
+                tally.add_label(None, Breakdown::SeedHarvestRefused, r.reason.label());
                 if !r.retry {
                     index.insert(
                         d,
@@ -932,7 +948,7 @@ fn harvest_profile(
                             stamp,
                             identity: None,
                             seed: None,
-                            refused: Some(r.reason.to_string()),
+                            refused: Some(r.reason.label().to_string()),
                         },
                     );
                     changed = true;
@@ -943,20 +959,20 @@ fn harvest_profile(
     changed
 }
 
-/// Harvests every profile of `target`. `wait`: how long to wait for a harvest of the
-/// same target already running elsewhere (the background one after a build).
+/// Harvests every profile of `target`, whose files are read at `at` (the target itself,
+/// or the mount point of a mounted target whose link is gone). `wait`: how long to wait
+/// for a harvest of the same target already running elsewhere (the background one after
+/// a build).
 pub fn harvest_target(
     store: &Store,
     target: &Path,
+    at: &Path,
     wait: Duration,
     deadline: Option<Instant>,
-    counts: &mut Counts,
+    tally: &mut Tally,
 ) {
     // A wedged mount would hang whoever reads it: look only at healthy ones.
-    if matches!(
-        kache_fs::mount_health(target),
-        kache_fs::MountHealth::Broken(_)
-    ) {
+    if matches!(kache_fs::mount_health(at), kache_fs::MountHealth::Broken(_)) {
         return;
     }
     let mut tries = 0;
@@ -980,23 +996,20 @@ pub fn harvest_target(
         }
         break (lock, st);
     };
-    if !target.is_dir() {
+    if !at.is_dir() {
         state::forget(store, target);
         return;
     }
-    let donor = DonorPaths::of(target, &st.worktree);
-    let lock = read_lock(&st.worktree.join("Cargo.lock"));
+    let source = Source {
+        at,
+        paths: DonorPaths::of(&[target, at], &st.worktree),
+        // A worktree deleted already (its mount being released) left the lockfile of its
+        // last build in the state.
+        lock: read_lock(&st.worktree.join("Cargo.lock")).or_else(|| st.lock.clone()),
+    };
     let mut changed = abandoned;
-    for profile in profile_dirs(target) {
-        changed |= harvest_profile(
-            store,
-            &mut st,
-            &profile,
-            &donor,
-            lock.as_ref(),
-            deadline,
-            counts,
-        );
+    for profile in profile_dirs(at) {
+        changed |= harvest_profile(store, &mut st, &source, &profile, deadline, tally);
     }
     if !changed {
         return;
@@ -1083,6 +1096,9 @@ mod tests {
         let found = package_of(&d, &mut HashMap::new()).unwrap();
         assert_eq!((found.0.as_str(), found.1.as_str()), ("serde", "1.0.0"));
         std::fs::write(&d, "/t/deps/libapp.rlib: app/src/lib.rs\n").unwrap();
-        assert_eq!(package_of(&d, &mut HashMap::new()), Err("path-package"));
+        assert_eq!(
+            package_of(&d, &mut HashMap::new()),
+            Err(NotHarvested::PathPackage)
+        );
     }
 }

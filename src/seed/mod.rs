@@ -5,10 +5,11 @@
 //! Owns: harvesting finished units into the store ([`harvest`]), matching and placing
 //! them into a new target dir ([`place`]), the environment comparison ([`env`]), what
 //! seeding reads of cargo's command line and configuration ([`cargo`]), the seed
-//! records in the store ([`record`]) and the local bookkeeping of known targets
-//! ([`state`]). Hooks elsewhere: the wrapper's compiler probes ([`at_probe`]),
-//! `kache mount` / `kache worktree add` ([`at_mount`]), `kache worktree remove`
-//! ([`before_remove`]), and the background harvest after a build
+//! records in the store ([`record`]), the local bookkeeping of known targets
+//! ([`state`]) and what is counted and logged ([`outcome`]). Hooks elsewhere: the
+//! wrapper's compiler probes ([`at_probe`]), `kache mount` / `kache worktree add`
+//! ([`at_mount`]), `kache worktree remove` and the release of a mount whose worktree is
+//! gone ([`before_remove`]), and the background harvest after a build
 //! ([`harvest_after_build`], `kache seed-harvest`).
 //!
 //! Must never: seed a path package (cargo trusts their source mtimes), a unit naming
@@ -20,37 +21,24 @@
 pub mod cargo;
 pub mod env;
 pub mod harvest;
+pub mod outcome;
 pub mod place;
 pub mod record;
 pub mod state;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::io::Write;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kache_platform::process::{self, Detach};
+
+use self::outcome::{ms_since, Report, Skip};
 use crate::config::Config;
 use crate::env::Context;
-use crate::store::Store;
-
-/// Counter updates of one seeding or harvest, flushed together.
-#[derive(Debug, Default)]
-pub struct Counts(pub Vec<(String, u64)>);
-
-impl Counts {
-    /// Adds `n` to counter `key` (a dotted name such as `seed.units`).
-    pub fn add(&mut self, key: &str, n: u64) {
-        if n > 0 {
-            self.0.push((key.to_string(), n));
-        }
-    }
-
-    fn flush(self, store: &Store) {
-        let _ = crate::stats::bump(store, &self.0);
-    }
-}
+use crate::stats::{Counter, Lang, Tally};
+use crate::store::{memo, Store};
 
 /// cargo's cache of rustc facts in a target dir (its absence makes cargo probe rustc);
 /// also the name of the fence that keeps it absent while seeds await their check.
@@ -81,18 +69,22 @@ fn identity_digest(vv: &str) -> String {
     blake3::hash(vv.as_bytes()).to_hex()[..32].to_string()
 }
 
-/// The identity of the rustc cargo is probing (memoized by the binary's stat).
-fn probed_identity(store: &Store, compiler: &OsStr) -> Option<String> {
-    let bin = crate::wrap::memo::which(&compiler.to_string_lossy())?;
+/// The identity of the rustc cargo is probing: the same `-vV` text, memoized the same way,
+/// as the compiles' keys name (a rustc kache cannot identify is not seeded for).
+fn probed_identity(store: &Store, compiler: &OsStr, tally: &mut Tally) -> Option<String> {
+    let bin = crate::path_search::which(&compiler.to_string_lossy())?;
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_default();
-    let (vv, _) = crate::wrap::memo::tool_identity(store, &bin, &toolchain, || {
-        let out = Command::new(&bin).arg("-vV").output()?;
-        if !out.status.success() {
-            return Err(std::io::Error::other("rustc -vV failed"));
+    let (vv, probed) = memo::tool_identity(store, &bin, &toolchain, || {
+        let out = Command::new(compiler).arg("-vV").output()?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            false => Err(std::io::Error::other("rustc -vV failed")),
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     })
     .ok()?;
+    if probed {
+        tally.add(Lang::Rust, Counter::CompilerRuns, 1);
+    }
     Some(identity_digest(&vv))
 }
 
@@ -121,62 +113,33 @@ fn ensure_cachedir_tag(target: &Path) {
 }
 
 /// Harvests every known target but `except`, within `budget`.
-fn harvest_known(store: &Store, except: &Path, budget: Duration, counts: &mut Counts) {
+fn harvest_known(store: &Store, except: &Path, budget: Duration, tally: &mut Tally) {
     let deadline = Instant::now() + budget;
     for t in state::known_targets(store) {
         if t == except {
             continue;
         }
         if Instant::now() > deadline {
-            counts.add("seed.harvest.deferred", 1);
+            tally.add_store(Counter::SeedHarvestDeferred, 1);
             break;
         }
-        harvest::harvest_target(store, &t, HARVEST_WAIT, Some(deadline), counts);
+        harvest::harvest_target(store, &t, &t, HARVEST_WAIT, Some(deadline), tally);
     }
 }
 
-/// Appends the seeding to the event log `kache report` reads (one line, O_APPEND).
-fn log_event(store: &Store, build: Option<&str>, report: &place::Report, ms: u64) {
-    let rec = serde_json::json!({
-        "t": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        "lang": "rust",
-        "outcome": "seed",
-        "reason": null,
-        "unit": null,
-        "ms": ms,
-        "bytes": report.bytes,
-        "build": build,
-        "seed": {
-            "units": report.units,
-            "files": report.files,
-            "method": report.method,
-            "profiles": report.profiles,
-            "skipped": report.skipped,
-            "env_differs": report.env_differs,
-            "phases_ms": report.phases,
-        },
-    });
-    let mut line = rec.to_string();
-    line.push('\n');
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(store.root().join("events.jsonl"))
-    {
-        let _ = f.write_all(line.as_bytes());
+/// Counts a seeding and appends its event, from the one report (nothing when it did
+/// nothing).
+fn record(store: &Store, tally: &mut Tally, build: Option<&str>, report: &Report, ms: u64) {
+    if report.is_empty() {
+        return;
     }
-}
-
-fn count_report(counts: &mut Counts, report: &place::Report) {
-    counts.add("seed.units", report.units);
-    counts.add("seed.bytes", report.bytes);
-    counts.add("seed.files", report.files);
-    for (reason, n) in &report.skipped {
-        counts.add(
-            &format!("seed.skipped.{}", crate::wrap::reason_key(reason)),
-            *n,
-        );
-    }
+    tally.extend(report.tally());
+    let mut e = report.event(ms);
+    e.t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    e.build = build.map(String::from);
+    crate::events::append(store.root(), &e);
 }
 
 /// Starts the background harvest of `target` after cargo process `build` exits.
@@ -193,37 +156,59 @@ fn spawn_harvest_after(store: &Store, target: &Path, build: &str, cwd: &Path) {
         .env("KACHE_DIR", store.root())
         .current_dir(cwd)
         // cargo reads the probe's stdout to its end: the harvest must not hold it open.
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _ = kache_platform::service::spawn_detached(&mut cmd);
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Out of reach of the terminal's Ctrl-C, and without cargo's jobserver pipe.
+    process::detach(&mut cmd, Detach::Group);
+    if let Ok(mut child) = cmd.spawn() {
+        // Reaped by whoever adopts it once this wrapper call exits.
+        std::thread::spawn(move || child.wait());
+    }
 }
 
 /// The wrapper's hook on cargo's compiler probes, which cargo makes before any
 /// freshness check (and only when the target dir's rustc facts are not cached, which
 /// is the case for a new target dir). Records the build (time, rustc, environment) for
 /// the harvest, starts the background harvest for after the build, checks units seeded
-/// at mount time against this build's environment, and seeds a new target dir.
-pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String]) {
-    if !is_probe(args) || !enabled(&ctx.config) {
-        return;
+/// at mount time against this build's environment, and seeds a new target dir. What it
+/// did is logged as one event; its counters are returned, for the wrapper call to add.
+pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[OsString]) -> Tally {
+    let mut tally = Tally::default();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if is_probe(&args) && enabled(&ctx.config) {
+        seed_at_probe(ctx, store, compiler, &mut tally);
     }
+    tally
+}
+
+fn seed_at_probe(ctx: &Context, store: &Store, compiler: &OsStr, tally: &mut Tally) {
     let started = Instant::now();
-    let Some(build) = kache_platform::process::build_id() else {
+    let Some(build) = process::build_id() else {
         return;
     };
-    let Some(pid) = build.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return;
-    };
-    let Some(argv) = cargo::cargo_argv(pid) else {
+    let Some(argv) = build
+        .split('-')
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .and_then(process::args_of)
+    else {
         return;
     };
     let cmd = cargo::parse_command(&argv);
-    let Some(ws) = cargo::workspace_root(&ctx.cwd, cmd.manifest_path.as_deref()) else {
+    let cwd = &ctx.cwd;
+    let Some(ws) = cargo::workspace_root(cwd, cmd.manifest_path.as_deref()) else {
         return;
     };
-    let Some(target) = cargo::target_dir(&ctx.cwd, &ws, &cmd) else {
+    let Some(target) = cargo::target_dir(cwd, &ws, &cmd) else {
         return;
     };
+    let identity = cmd
+        .lane
+        .and_then(|_| probed_identity(store, compiler, tally));
     let Some(lock) = state::lock(store, &target, HARVEST_WAIT) else {
         return;
     };
@@ -232,8 +217,7 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
         return; // cargo probes more than once per build; the first one did the work.
     }
     let new_target = !target.join(PROBE_FENCE).is_file();
-    let mut counts = Counts::default();
-    let mut report = place::Report::default();
+    let mut report = Report::default();
     let (env_digest, env_map) = current_env(&ws, &target);
     // Units seeded at mount time that need this build's environment: checked first,
     // whatever cargo is about to do.
@@ -246,7 +230,7 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
             &env_map,
             &mut report.env_differs,
         );
-        report.skip("env-differs", n);
+        report.skip(Skip::EnvDiffers, n);
     }
     if cmd.lane.is_none() {
         // `cargo metadata` (rust-analyzer runs it often) and friends probe rustc too but
@@ -258,24 +242,22 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
             let _ = state::save(store, &mut st);
         }
         if new_target && !cmd.subcommand.as_deref().is_some_and(cargo::builds_nothing) {
-            report.skip("unknown-command", 1);
+            report.skip(Skip::UnknownCommand, 1);
         }
-        if !report.skipped.is_empty() {
-            count_report(&mut counts, &report);
-            log_event(store, Some(&build), &report, place::ms_since(started));
-        }
-        counts.flush(store);
+        record(store, tally, Some(&build), &report, ms_since(started));
         return;
     }
     if !pending.is_empty() {
         // This build settled the check: cargo may cache its rustc facts again.
         let _ = std::fs::remove_dir(target.join(PROBE_FENCE));
     }
-    let Some(identity) = probed_identity(store, compiler) else {
+    let Some(identity) = identity else {
         let _ = state::save(store, &mut st);
         return;
     };
+    let pkgs = cargo::read_lock(&ws.join("Cargo.lock"));
     st.worktree = ws.clone();
+    st.lock = pkgs.clone();
     st.probes.push(state::Probe {
         build: Some(build.clone()),
         started_ns: state::now_ns(),
@@ -293,12 +275,12 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
         _ => None,
     };
     if let Some((lane, profile)) = plan {
-        match cargo::read_lock(&ws.join("Cargo.lock")) {
-            None => report.skip("no-lockfile", 1),
+        match pkgs {
+            None => report.skip(Skip::NoLockfile, 1),
             Some(pkgs) => {
                 let t = Instant::now();
-                harvest_known(store, &target, HARVEST_BUDGET, &mut counts);
-                *report.phases.entry("harvest").or_default() += place::ms_since(t);
+                harvest_known(store, &target, HARVEST_BUDGET, tally);
+                report.phase("harvest", t);
                 let mut profiles = vec![profile.clone()];
                 profiles.extend(cmd.targets.iter().map(|t| format!("{t}/{profile}")));
                 let created = !target.exists();
@@ -331,16 +313,12 @@ pub fn at_probe(ctx: &Context, store: &Store, compiler: &OsStr, args: &[String])
             let _ = state::save(store, &mut st);
         }
     }
-    if report.units > 0 || !report.skipped.is_empty() {
-        count_report(&mut counts, &report);
-        log_event(store, Some(&build), &report, place::ms_since(started));
-    }
-    counts.flush(store);
+    record(store, tally, Some(&build), &report, ms_since(started));
 }
 
 /// Records the units a seeding placed as harvested from this target (they are the
 /// donor's units, already in the store): a later harvest here skips them.
-fn record_placed(st: &mut state::TargetState, report: &place::Report, identity: &str) {
+fn record_placed(st: &mut state::TargetState, report: &Report, identity: &str) {
     for (profile, units) in &report.placed {
         let index = st.harvested.entry(profile.clone()).or_default();
         for (stamp, r) in units {
@@ -390,8 +368,8 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     let store = Store::open(store_dir).ok()?;
     let pkgs = cargo::read_lock(&worktree.join("Cargo.lock"))?;
     let identity = worktree_identity(worktree)?;
-    let mut counts = Counts::default();
-    harvest_known(&store, target, HARVEST_BUDGET, &mut counts);
+    let mut tally = Tally::default();
+    harvest_known(&store, target, HARVEST_BUDGET, &mut tally);
     let set = record::get_set(&store, &identity);
     let mut profiles: Vec<String> = set
         .donors
@@ -431,12 +409,9 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     record_placed(&mut st, &report, &identity);
     let _ = state::save(&store, &mut st);
     drop(lock);
-    count_report(&mut counts, &report);
-    let ms = place::ms_since(started);
-    if report.units > 0 || !report.skipped.is_empty() {
-        log_event(&store, None, &report, ms);
-    }
-    counts.flush(&store);
+    let ms = ms_since(started);
+    record(&store, &mut tally, None, &report, ms);
+    let _ = tally.flush(&store);
     (report.units > 0).then(|| {
         format!(
             "seeded {} units ({} files, {}) in {ms} ms",
@@ -447,20 +422,28 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     })
 }
 
-/// The hook of `kache worktree remove`: harvests the worktree's target before it goes.
-pub fn before_remove(store_dir: &Path, target: &Path) {
-    let Ok(config) = Config::load(target, &crate::env::process_env) else {
-        return;
+/// The hook of `kache worktree remove` and of the release of a mount whose worktree is
+/// gone: harvests the target before its files go, so they outlive it as seeds. `mounted`:
+/// the mount point a mounted target's files can still be read at when its link is gone
+/// already (the worktree was deleted by hand).
+pub fn before_remove(store_dir: &Path, worktree: &Path, target: &Path, mounted: Option<&Path>) {
+    let config = match worktree.is_dir() {
+        true => Config::load(worktree, &crate::env::process_env),
+        false => Config::load(Path::new("/"), &crate::env::process_env),
     };
-    if !enabled(&config) {
+    if !config.is_ok_and(|c| enabled(&c)) {
         return;
     }
     let Ok(store) = Store::open(store_dir) else {
         return;
     };
-    let mut counts = Counts::default();
-    harvest::harvest_target(&store, target, HARVEST_WAIT, None, &mut counts);
-    counts.flush(&store);
+    let at = match mounted {
+        Some(m) if !target.is_dir() && kache_fs::is_kache_mount(m) => m,
+        _ => target,
+    };
+    let mut tally = Tally::default();
+    harvest::harvest_target(&store, target, at, HARVEST_WAIT, None, &mut tally);
+    let _ = tally.flush(&store);
 }
 
 /// `kache seed-harvest --target T --after-build B`: waits for cargo process B to exit,
@@ -469,7 +452,7 @@ pub fn harvest_after_build(store: &Store, target: &Path, build: Option<&str>) {
     if let Some(b) = build {
         let mut last_alive = state::now_ns();
         let give_up = Instant::now() + Duration::from_secs(24 * 3600);
-        while state::build_alive(b) && Instant::now() < give_up {
+        while process::build_running(b) && Instant::now() < give_up {
             last_alive = state::now_ns();
             std::thread::sleep(WAIT_POLL);
         }
@@ -486,9 +469,16 @@ pub fn harvest_after_build(store: &Store, target: &Path, build: Option<&str>) {
             }
         }
     }
-    let mut counts = Counts::default();
-    harvest::harvest_target(store, target, Duration::from_secs(60), None, &mut counts);
-    counts.flush(store);
+    let mut tally = Tally::default();
+    harvest::harvest_target(
+        store,
+        target,
+        target,
+        Duration::from_secs(60),
+        None,
+        &mut tally,
+    );
+    let _ = tally.flush(store);
 }
 
 /// Where `kache seed-harvest` was pointed: an absolute target dir.

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 
 use super::cargo::{Lane, LockedPackage};
+use super::outcome::{Method, Report, Skip};
 use super::record::{self, Donor, Kind, SeedSet, UnitRef, UnitSeed, TARGET_TOKEN};
 use super::state::{self, PendingUnit};
 use crate::store::Store;
@@ -63,55 +64,6 @@ pub struct Request<'a> {
     pub env: BuildEnv<'a>,
     /// Variables proc-macros read (`rust.env`): compile units need the donor's values.
     pub declared: &'a [String],
-}
-
-/// What one seeding did, for counters, the event log and the caller.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub units: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub skipped: BTreeMap<String, u64>,
-    pub profiles: Vec<String>,
-    /// `mount` or `copy` (a copy may have been a reflink).
-    pub method: &'static str,
-    /// Variables whose values differed from a donor build's (build-script runs skipped).
-    pub env_differs: BTreeSet<String>,
-    pub pending: BTreeMap<String, Vec<PendingUnit>>,
-    /// Milliseconds per phase (`harvest`, `set`, `check`, `place`), for the event log.
-    pub phases: BTreeMap<&'static str, u64>,
-    /// Profile → units placed, with the stamp of their fingerprint files as placed
-    /// (recorded as harvested, so a later harvest of this target skips them).
-    pub placed: BTreeMap<String, Vec<(String, UnitRef)>>,
-}
-
-impl Report {
-    pub fn skip(&mut self, reason: &str, n: u64) {
-        if n > 0 {
-            *self.skipped.entry(reason.to_string()).or_default() += n;
-        }
-    }
-
-    pub fn merge(&mut self, other: Report) {
-        self.units += other.units;
-        self.files += other.files;
-        self.bytes += other.bytes;
-        for (r, n) in other.skipped {
-            self.skip(&r, n);
-        }
-        self.profiles.extend(other.profiles);
-        self.method = other.method;
-        self.env_differs.extend(other.env_differs);
-        self.pending.extend(other.pending);
-        self.placed.extend(other.placed);
-        for (k, v) in other.phases {
-            *self.phases.entry(k).or_default() += v;
-        }
-    }
-
-    fn phase(&mut self, name: &'static str, since: Instant) {
-        *self.phases.entry(name).or_default() += ms_since(since);
-    }
 }
 
 /// What a unit seeded before the build environment was known needs of it: the
@@ -211,19 +163,19 @@ fn env_ok(u: &UnitRef, donor: &Donor, req: &Request, report: &mut Report) -> Opt
 }
 
 /// Reads a unit seed back and checks its blobs against their hashes.
-fn load(store: &Store, r: &UnitRef) -> Result<UnitSeed, &'static str> {
+fn load(store: &Store, r: &UnitRef) -> Result<UnitSeed, Skip> {
     let seed = record::get_unit(store, r)?;
     for o in &seed.entry.outputs {
         let path = store.blob_path(&o.blob);
         match fs::metadata(&path) {
             Ok(m) if m.len() == o.size => {}
-            Ok(_) => return Err("blob-size-mismatch"),
-            Err(_) => return Err("blob-missing"),
+            Ok(_) => return Err(Skip::BlobSizeMismatch),
+            Err(_) => return Err(Skip::BlobMissing),
         }
         // The digest memo re-hashes a blob whose stat changed since it was last hashed.
-        match crate::wrap::memo::file_digest(store, &path) {
+        match crate::store::memo::file_digest(store, &path) {
             Ok((h, _)) if h == o.blob => {}
-            _ => return Err("blob-corrupt"),
+            _ => return Err(Skip::BlobCorrupt),
         }
     }
     Ok(seed)
@@ -239,7 +191,7 @@ fn prune(units: &mut Vec<Chosen>, report: &mut Report) {
         if dropped == 0 {
             return;
         }
-        report.skip("dependency-not-seeded", dropped);
+        report.skip(Skip::DependencyNotSeeded, dropped);
     }
 }
 
@@ -478,7 +430,7 @@ fn place_plain(
     let mut done = 0;
     for (u, c) in units.iter().enumerate() {
         if !ok[u] {
-            report.skip("place-error", 1);
+            report.skip(Skip::PlaceError, 1);
             continue;
         }
         let mut all = true;
@@ -514,7 +466,7 @@ fn place_plain(
                 placed.push((stamp, c.r.clone()));
             }
         } else {
-            report.skip("place-error", 1);
+            report.skip(Skip::PlaceError, 1);
         }
     }
     Ok(placed)
@@ -588,14 +540,14 @@ fn place_mount(
 pub fn seed(store: &Store, req: &Request) -> Report {
     let mounted = kache_fs::is_kache_mount(req.target);
     let mut report = Report {
-        method: if mounted { "mount" } else { "copy" },
+        method: if mounted { Method::Mount } else { Method::Copy },
         ..Report::default()
     };
     let t = Instant::now();
     let set = record::get_set(store, req.identity);
     report.phase("set", t);
     if set.donors.is_empty() {
-        report.skip("no-seeds", 1);
+        report.skip(Skip::NoSeeds, 1);
         return report;
     }
     for profile in &req.profiles {
@@ -607,14 +559,14 @@ pub fn seed(store: &Store, req: &Request) -> Report {
         };
         let pdir = record::join(req.target, profile);
         if fs::create_dir_all(&pdir).is_err() {
-            report.skip("target-unwritable", 1);
+            report.skip(Skip::TargetUnwritable, 1);
             continue;
         }
         // cargo's own lock of the profile dir: a cargo that starts meanwhile waits.
         let Ok(Some(_cargo)) =
             FileLock::try_acquire(&pdir.join(".cargo-lock"), LockMode::Exclusive)
         else {
-            report.skip("target-busy", 1);
+            report.skip(Skip::TargetBusy, 1);
             continue;
         };
         let fresh =
@@ -636,7 +588,7 @@ pub fn seed(store: &Store, req: &Request) -> Report {
             }
             match env_ok(u, donor, req, &mut report) {
                 Some(false) => {
-                    report.skip("env-differs", 1);
+                    report.skip(Skip::EnvDiffers, 1);
                     continue;
                 }
                 Some(true) => {}
@@ -663,7 +615,7 @@ pub fn seed(store: &Store, req: &Request) -> Report {
             }
             match load(store, u) {
                 Ok(seed) => chosen.push(Chosen { r: u.clone(), seed }),
-                Err(reason) => report.skip(reason, 1),
+                Err(why) => report.skip(why, 1),
             }
         }
         prune(&mut chosen, &mut report);
@@ -684,7 +636,7 @@ pub fn seed(store: &Store, req: &Request) -> Report {
                 report.placed.insert(profile.clone(), p);
             }
             Err(_) => {
-                report.skip("place-error", 1);
+                report.skip(Skip::PlaceError, 1);
                 continue;
             }
         }
@@ -767,11 +719,6 @@ pub fn check_pending(
         }
     }
     unseeded
-}
-
-/// Elapsed milliseconds since `t`.
-pub fn ms_since(t: Instant) -> u64 {
-    t.elapsed().as_millis() as u64
 }
 
 #[cfg(test)]
@@ -873,6 +820,6 @@ mod tests {
         prune(&mut units, &mut report);
         let left: Vec<&str> = units.iter().map(|c| c.r.dir.as_str()).collect();
         assert_eq!(left, vec!["c-cccccccccccccccc"]);
-        assert_eq!(report.skipped["dependency-not-seeded"], 2);
+        assert_eq!(report.skipped[&Skip::DependencyNotSeeded], 2);
     }
 }

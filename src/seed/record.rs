@@ -24,6 +24,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::cargo::LockedPackage;
+use super::outcome::Skip;
 use crate::store::{is_valid_hash, Entry, Store};
 
 /// What the donor's target directory becomes inside relocatable text files.
@@ -193,16 +194,16 @@ pub fn put_unit(store: &Store, entry: &Entry) -> std::io::Result<String> {
 
 /// Reads and checks a unit seed: every path inside the unit, one mtime per output,
 /// indices in range, fingerprints under `.fingerprint/`.
-pub fn get_unit(store: &Store, r: &UnitRef) -> Result<UnitSeed, &'static str> {
+pub fn get_unit(store: &Store, r: &UnitRef) -> Result<UnitSeed, Skip> {
     if !is_valid_hash(&r.key) {
-        return Err("bad-record");
+        return Err(Skip::BadRecord);
     }
     let entry = store.get_entry(&r.key).map_err(|e| match e {
-        crate::store::MissReason::NotFound => "record-missing",
-        _ => "bad-record",
+        crate::store::MissReason::NotFound => Skip::RecordMissing,
+        _ => Skip::BadRecord,
     })?;
     let meta: UnitMeta =
-        serde_json::from_value(entry.meta["seed_unit"].clone()).map_err(|_| "bad-record")?;
+        serde_json::from_value(entry.meta["seed_unit"].clone()).map_err(|_| Skip::BadRecord)?;
     let n = entry.outputs.len();
     let ok = meta.unit == r.dir
         && meta.mtimes.len() == n
@@ -218,7 +219,7 @@ pub fn get_unit(store: &Store, r: &UnitRef) -> Result<UnitSeed, &'static str> {
             .iter()
             .all(|o| is_unit_path(&r.dir, &o.name) && is_valid_hash(&o.blob));
     if !ok {
-        return Err("bad-record");
+        return Err(Skip::BadRecord);
     }
     Ok(UnitSeed { entry, meta })
 }

@@ -8,7 +8,7 @@
 //! and the seeded units whose environment must still be checked at the first build.
 //! Rewritten whole, atomically, under `locks/seed-target-<id>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kache_platform::{FileLock, LockMode};
 use serde::{Deserialize, Serialize};
 
+use super::cargo::LockedPackage;
 use super::record::UnitRef;
 use crate::store::Store;
 
@@ -70,6 +71,10 @@ pub struct TargetState {
     pub harvested: BTreeMap<String, BTreeMap<String, Harvested>>,
     /// Profile dir → units seeded at mount time, awaiting the first build's check.
     pub pending: BTreeMap<String, Vec<PendingUnit>>,
+    /// The lockfile's packages at the last build: what a harvest matches units by once
+    /// the worktree is gone.
+    #[serde(default)]
+    pub lock: Option<BTreeSet<LockedPackage>>,
 }
 
 /// Probes kept per target (older ones cannot own any unit still in the target
@@ -174,29 +179,15 @@ pub fn known_targets(store: &Store) -> Vec<PathBuf> {
     out.into_iter().map(|(_, p)| p).collect()
 }
 
-/// True while the cargo process `build` (`pid-starttime`, see
-/// `kache_platform::process::build_id`) runs: a reused pid has another start time.
-pub fn build_alive(build: &str) -> bool {
-    let Some((pid, start)) = build.split_once('-') else {
-        return false;
-    };
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = text.rfind(')') else {
-        return false;
-    };
-    text.get(close + 2..)
-        .and_then(|rest| rest.split_whitespace().nth(19))
-        .is_some_and(|s| s == start)
-}
-
 impl TargetState {
     /// The latest build's window is still open although its cargo has exited: the
     /// background harvest is about to close it.
     pub fn closing(&self) -> bool {
         self.probes.last().is_some_and(|p| {
-            p.ended_ns.is_none() && p.build.as_deref().is_some_and(|b| !build_alive(b))
+            p.ended_ns.is_none()
+                && p.build
+                    .as_deref()
+                    .is_some_and(|b| !kache_platform::process::build_running(b))
         })
     }
 

@@ -4,7 +4,7 @@
 //! $KACHE_DIR/
 //!   blobs/ab/abcdef…   file contents, named by blake3, mode 0444, never rewritten
 //!   entries/ab/<key>   result key → outputs, exit status, captured streams (entry.rs)
-//!   manifests/ab/<key> direct key → inputs the last compile read (owned by the wrapper)
+//!   manifests/ab/<key> direct key → inputs recent compiles read (manifest.rs)
 //!   tmp/               temporary files; everything is renamed into place from here
 //!   locks/             per-key compile locks, the gc lock
 //!   stats              counters (stats.rs)
@@ -18,6 +18,8 @@
 //! entry's mtime is its last use.
 
 pub mod entry;
+pub mod manifest;
+pub mod memo;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -27,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 pub use entry::{DecodeError, Entry, OutputFile};
 use kache_platform::{AtomicFile, FileLock, HardlinkPolicy, LockMode, PlaceMethod};
+pub use manifest::{Manifest, Record};
 
 /// Why a lookup did not produce a usable entry. The string goes into stats
 /// and reports, so it is short and stable.
@@ -61,6 +64,13 @@ impl std::fmt::Display for MissReason {
             MissReason::Io(e) => write!(f, "store I/O error: {e}"),
         }
     }
+}
+
+/// Why [`Store::get_manifest`] found no manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestMiss {
+    Absent,
+    Damaged,
 }
 
 /// A blob stored or found: its hash and size.
@@ -110,9 +120,13 @@ pub struct Usage {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
     pub entries_removed: u64,
+    pub manifests_removed: u64,
     pub blobs_removed: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Bytes of blobs the `keep` set holds (placed in mounts): part of `bytes_after`, not
+    /// counted against the limit.
+    pub held_bytes: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -420,36 +434,31 @@ impl Store {
 
     // ------------------------------------------------------------ manifests
 
-    /// Stores wrapper-defined manifest bytes under a direct key, with a
-    /// trailing checksum so damage reads as absence.
-    pub fn put_manifest(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+    /// Publishes `manifest` under a direct key (sealed: damage reads as absence).
+    pub fn put_manifest(&self, key: &str, manifest: &Manifest) -> io::Result<()> {
         if !is_valid_hash(key) {
             return Err(invalid("manifest key"));
         }
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
-        tmp.file().write_all(bytes)?;
-        tmp.file().write_all(blake3::hash(bytes).as_bytes())?;
+        tmp.file().write_all(&manifest::seal(&manifest.encode()))?;
         self.publish(tmp, &self.manifest_path(key), None)
     }
 
-    pub fn get_manifest(&self, key: &str) -> Option<Vec<u8>> {
+    /// The manifest of a direct key. A damaged one (bad trailer, not a
+    /// manifest) is removed, so the next compile writes a good one.
+    /// A found manifest's mtime is refreshed (its LRU age).
+    pub fn get_manifest(&self, key: &str) -> Result<Manifest, ManifestMiss> {
         if !is_valid_hash(key) {
-            return None;
+            return Err(ManifestMiss::Absent);
         }
         let path = self.manifest_path(key);
-        let mut bytes = fs::read(&path).ok()?;
-        if bytes.len() < 32 {
+        let bytes = fs::read(&path).map_err(|_| ManifestMiss::Absent)?;
+        let Some(m) = manifest::unseal(&bytes).and_then(Manifest::decode) else {
             let _ = fs::remove_file(&path);
-            return None;
-        }
-        let body_len = bytes.len() - 32;
-        if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
-            let _ = fs::remove_file(&path);
-            return None;
-        }
-        bytes.truncate(body_len);
+            return Err(ManifestMiss::Damaged);
+        };
         let _ = kache_platform::set_mtime_now(&path);
-        Some(bytes)
+        Ok(m)
     }
 
     // ----------------------------------------------------- usage, gc, verify
@@ -492,7 +501,10 @@ impl Store {
     /// Evicts least-recently-used entries (and manifests) until the store is
     /// at most `limit` bytes, then removes blobs no remaining entry uses.
     /// `keep` names blobs that must stay whatever their entries' age (placed
-    /// in a mount). Blobs touched after gc began are kept: a compile may be
+    /// in a mount): they are counted apart, not against the limit (removing
+    /// anything frees none of them), and an entry whose blobs are all kept
+    /// is never evicted (it would free next to nothing and lose a hit).
+    /// Blobs touched after gc began are kept: a compile may be
     /// about to publish the entry that references them. A restore in progress
     /// holds its blobs open, so removing a name never takes its bytes.
     pub fn gc(&self, limit: u64, keep: &HashSet<String>) -> io::Result<GcReport> {
@@ -516,6 +528,7 @@ impl Store {
             mtime: SystemTime,
             size: u64,
             blobs: Vec<String>,
+            is_entry: bool,
         }
         let mut items: Vec<Item> = Vec::new();
         Self::walk_sharded(&self.root.join("entries"), |_, p, m| {
@@ -529,6 +542,7 @@ impl Store {
                 mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 size: m.len(),
                 blobs,
+                is_entry: true,
             });
         });
         Self::walk_sharded(&self.root.join("manifests"), |_, p, m| {
@@ -537,6 +551,7 @@ impl Store {
                 mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 size: m.len(),
                 blobs: Vec::new(),
+                is_entry: false,
             });
         });
         let mut blob_sizes: HashMap<String, (u64, SystemTime, PathBuf)> = HashMap::new();
@@ -562,13 +577,18 @@ impl Store {
         // counts once, however many entries share it.
         items.sort_by_key(|i| std::cmp::Reverse(i.mtime));
         let mut kept_blobs: HashSet<String> = keep.clone();
-        let mut total: u64 = keep
+        report.held_bytes = keep
             .iter()
             .filter_map(|b| blob_sizes.get(b))
             .map(|b| b.0)
             .sum();
+        let mut total: u64 = 0;
         let mut doomed: Vec<&Item> = Vec::new();
         for item in &items {
+            if !item.blobs.is_empty() && item.blobs.iter().all(|b| keep.contains(b)) {
+                total += item.size;
+                continue;
+            }
             // Each blob is charged once, by the newest entry that uses it (a
             // set: two outputs with the same bytes share one blob).
             let extra: u64 = item
@@ -601,8 +621,8 @@ impl Store {
         for item in doomed {
             // Re-check just before removing: an entry used or re-published
             // since the scan has a newer mtime, and removing it would throw
-            // away the last publication (lesson 23) or the entry a hit just
-            // used. It stays, and so do the blobs it was scanned with.
+            // away the last publication of that key (a racing re-publish
+            // would be lost) or the entry a hit just used. It stays, and so do the blobs it was scanned with.
             let unchanged = fs::symlink_metadata(&item.path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m == item.mtime);
@@ -616,7 +636,10 @@ impl Store {
                 continue;
             }
             if fs::remove_file(&item.path).is_ok() {
-                report.entries_removed += 1;
+                match item.is_entry {
+                    true => report.entries_removed += 1,
+                    false => report.manifests_removed += 1,
+                }
             }
         }
         for (name, (_, _, path)) in &blob_sizes {
@@ -624,7 +647,7 @@ impl Store {
                 report.blobs_removed += 1;
             }
         }
-        report.bytes_after = total;
+        report.bytes_after = total + report.held_bytes;
         Ok(report)
     }
 

@@ -18,8 +18,12 @@ pub fn run_captured(mut cmd: Command) -> io::Result<Captured> {
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
     let mut child = cmd.spawn()?;
-    let out = child.stdout.take().expect("piped stdout");
-    let err = child.stderr.take().expect("piped stderr");
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        // Both were asked for as pipes; should the platform not give them,
+        // reap the child and let the caller report it.
+        let _ = child.wait();
+        return Err(io::Error::other("the compiler's output pipes are missing"));
+    };
     let out_thread = std::thread::spawn(move || forward(out, io::stdout()));
     let stderr = forward(err, io::stderr());
     let stdout = out_thread.join().unwrap_or_default();

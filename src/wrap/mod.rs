@@ -1,42 +1,38 @@
 //! Wrapper mode: `kache <compiler> <args…>`.
 //!
-//! Every call ends in one of four outcomes, each counted per language:
-//! a **hit** (outputs restored, no compiler process), a **miss** (the real
-//! compiler ran and its outputs were stored), a **passthrough** (the real
-//! compiler ran, nothing cached, with a reason), or an **error** inside kache
-//! (which degrades to a passthrough: kache's own failures never change the
-//! compiler's exit status or output).
+//! Every call ends in one [`Outcome`], counted per language and logged as
+//! one event by [`Call::record`]: a **hit** (outputs restored, no compiler
+//! process), a **miss** (the real compiler ran; its result stored or not,
+//! with why), a **passthrough** (the real compiler ran, nothing cached, with
+//! a reason), or an **error** (the compiler could not be started). kache's
+//! own failures degrade to a passthrough or a miss: they never change the
+//! compiler's exit status or output.
+//!
+//! `rust.rs` and `cc.rs` understand their compiler's calls; `pipeline.rs`
+//! is the one way any call is looked up, compiled, stored and restored.
 
 pub mod cc;
 pub mod exec;
-pub mod memo;
+pub mod outcome;
+mod path_local;
+pub mod pipeline;
 pub mod rust;
+mod strict;
+mod tools;
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+pub use outcome::{MissReason, NotStored, Outcome, Passthrough};
+
 use crate::env::Context;
-use crate::stats;
+use crate::log;
+use crate::path_search;
+use crate::stats::{key_segment, Counter, Lang, Tally};
 use crate::store::Store;
-
-/// The language section a call is counted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    Rust,
-    Cc,
-}
-
-impl Lang {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lang::Rust => "rust",
-            Lang::Cc => "cc",
-        }
-    }
-}
 
 fn file_name(arg: &OsStr) -> String {
     Path::new(arg)
@@ -65,41 +61,100 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // A broken config must not break the build: say so, compile plainly.
-            eprintln!("kache: warning: {e}; compiling without the cache");
+            log::warn(&format!("{e}; compiling without the cache"));
             return plain(compiler, rest);
         }
     };
-    if ctx.config.bool("cache.disable") {
+    if ctx.config.cache_disabled() {
         return plain(compiler, rest);
     }
+    crate::mount::notice::at_wrapper_start(&ctx.store_dir, is_rustc(compiler), rest);
     let store = match ctx.open_store() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "kache: warning: store {} unusable ({e}); compiling without the cache",
+            log::warn(&format!(
+                "store {} unusable ({e}); compiling without the cache",
                 ctx.store_dir.display()
-            );
+            ));
             return plain(compiler, rest);
         }
     };
-    let mut w = Wrapper {
+    let lang = if is_rustc(compiler) {
+        Lang::Rust
+    } else {
+        Lang::Cc
+    };
+    let mut call = Call {
         ctx,
         store,
+        lang,
         started: Instant::now(),
-        counters: Vec::new(),
-        key_groups: Default::default(),
+        tally: Tally::default(),
+        key_groups: BTreeMap::new(),
     };
-    let code = if is_rustc(compiler) {
-        rust::run(&mut w, compiler, rest)
-    } else {
-        run_cc(&mut w, compiler, rest)
+    let code = match lang {
+        Lang::Rust => rust::run(&mut call, compiler, rest),
+        Lang::Cc
+            if kache_wrapper::cc::compiler_kind(&compiler.to_string_lossy()).is_none()
+                && is_rustc_call(rest) =>
+        {
+            run_unrecognized_rustc(&mut call, compiler, rest)
+        }
+        Lang::Cc => cc::run(&mut call, compiler, rest),
     };
-    w.flush_counters();
+    if let Err(e) = std::mem::take(&mut call.tally).flush(&call.store) {
+        log::debug(&format!("cannot update counters: {e}"));
+    }
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn run_cc(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
-    cc::run(w, compiler, args)
+/// The arguments of a rustc call behind a program kache has no name for:
+/// `kache <workspace-wrapper> <rustc> ARGS` (`RUSTC_WORKSPACE_WRAPPER`), or
+/// rustc installed under another name (`RUSTC=/path/myrustc`).
+fn rustc_args_behind(args: &[OsString]) -> &[OsString] {
+    match args.first() {
+        Some(first) if is_rustc(first) => &args[1..],
+        _ => args,
+    }
+}
+
+/// True for calls that are not compiles (`-vV`, `--print …`), as rustc
+/// would read the arguments.
+fn is_rustc_probe(args: &[OsString]) -> bool {
+    rustc_args_behind(args)
+        .iter()
+        .map(|a| a.to_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+        .is_some_and(|a| {
+            matches!(
+                kache_wrapper::rustc::parse(&a),
+                kache_wrapper::rustc::Parsed::NotACompile
+            )
+        })
+}
+
+fn is_rustc_call(args: &[OsString]) -> bool {
+    args.first().is_some_and(|a| is_rustc(a))
+        || args.iter().any(|a| a == "--crate-name")
+        || is_rustc_probe(args)
+}
+
+/// A rustc call through a program kache does not know: what that program
+/// does with its arguments is unknown, so it runs as given and nothing is
+/// cached. cargo's probes (`-vV`, `--print`) run uncounted, as they do for
+/// rustc itself; compiles are passthroughs with a reason.
+fn run_unrecognized_rustc(call: &mut Call, program: &OsStr, args: &[OsString]) -> i32 {
+    if !is_rustc_probe(args) {
+        call.lang = Lang::Rust;
+        return call.passthrough(program, args, Passthrough::UnrecognizedCompiler);
+    }
+    match exec::run_inherited(program, args) {
+        Ok(s) => exec::exit_code_of(&s),
+        Err(e) => {
+            eprintln!("kache: cannot run {}: {e}", program.to_string_lossy());
+            1
+        }
+    }
 }
 
 /// Runs the compiler with no cache and nothing counted. A C/C++ name is
@@ -107,69 +162,73 @@ fn run_cc(w: &mut Wrapper, compiler: &OsStr, args: &[OsString]) -> i32 {
 fn plain(compiler: &OsStr, args: &[OsString]) -> ExitCode {
     let real = match is_rustc(compiler) {
         true => None,
-        false => cc::resolve_compiler(compiler),
+        false => path_search::real_compiler(compiler),
     };
     let compiler = real.as_deref().map_or(compiler, |p| p.as_os_str());
+    ExitCode::from(run_plainly(compiler, args).clamp(0, 255) as u8)
+}
+
+/// Runs `compiler` with inherited streams and returns its exit code (1 with
+/// a message when it cannot be started).
+fn run_plainly(compiler: &OsStr, args: &[OsString]) -> i32 {
     match exec::run_inherited(compiler, args) {
-        Ok(s) => ExitCode::from(exec::exit_code_of(&s).clamp(0, 255) as u8),
+        Ok(s) => exec::exit_code_of(&s),
         Err(e) => {
-            eprintln!("kache: cannot run {}: {e}", compiler.to_string_lossy());
-            ExitCode::from(1)
+            log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
+            1
         }
     }
 }
 
-/// State of one wrapper call.
-pub struct Wrapper {
+/// One wrapper call: where it runs, the store, and what it has counted so
+/// far (written once, at the end).
+pub struct Call {
     pub ctx: Context,
     pub store: Store,
-    pub started: Instant,
-    counters: Vec<(String, u64)>,
+    pub lang: Lang,
+    started: Instant,
+    tally: Tally,
     /// Digests of the key groups of this call (for `why-miss`), recorded
     /// with the call's event.
-    pub key_groups: std::collections::BTreeMap<String, String>,
+    pub key_groups: BTreeMap<String, String>,
 }
 
-impl Wrapper {
-    pub fn count(&mut self, key: impl Into<String>, n: u64) {
-        self.counters.push((key.into(), n));
+impl Call {
+    /// Adds `n` to a counter (of this call's language when per-language).
+    pub fn count(&mut self, c: Counter, n: u64) {
+        self.tally.add(self.lang, c, n);
     }
 
-    fn flush_counters(&mut self) {
-        let c = std::mem::take(&mut self.counters);
-        if let Err(e) = stats::bump(&self.store, &c) {
-            log_warn(&format!("cannot update counters: {e}"));
-        }
+    /// Adds what a hook (remote, gc) reported.
+    pub fn count_all(&mut self, t: Tally) {
+        self.tally.extend(t);
     }
 
-    /// Runs the real compiler (or the fallback wrapper) uncached and counts
+    /// Counts how the call ended and appends its event, from the one value.
+    pub fn record(&mut self, outcome: &Outcome, unit: Option<&str>) {
+        self.tally.extend(outcome.tally(self.lang));
+        let mut e = outcome.event(self.lang);
+        e.t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        e.unit = unit.map(String::from);
+        e.ms = self.started.elapsed().as_millis() as u64;
+        e.build = kache_platform::process::build_id();
+        e.groups = (!self.key_groups.is_empty()).then(|| self.key_groups.clone());
+        crate::events::append(self.store.root(), &e);
+    }
+
+    /// Runs the real compiler (or the fallback wrapper) uncached and records
     /// the passthrough with its reason.
-    pub fn passthrough(
-        &mut self,
-        lang: Lang,
-        compiler: &OsStr,
-        args: &[OsString],
-        reason: &str,
-    ) -> i32 {
-        let l = lang.as_str();
-        self.count(format!("{l}.passthroughs"), 1);
-        self.count(format!("{l}.passthrough_reasons.{}", reason_key(reason)), 1);
-        self.count(format!("{l}.compiler_runs"), 1);
-        self.event(lang, "passthrough", Some(reason), None, 0);
-        let status = match self.fallback() {
+    pub fn passthrough(&mut self, compiler: &OsStr, args: &[OsString], why: Passthrough) -> i32 {
+        self.record(&Outcome::Passthrough(why), None);
+        match self.fallback() {
             Some(fb) => {
                 let mut all = vec![compiler.to_os_string()];
                 all.extend_from_slice(args);
-                exec::run_inherited(fb.as_os_str(), &all)
+                run_plainly(fb.as_os_str(), &all)
             }
-            None => exec::run_inherited(compiler, args),
-        };
-        match status {
-            Ok(s) => exec::exit_code_of(&s),
-            Err(e) => {
-                eprintln!("kache: cannot run {}: {e}", compiler.to_string_lossy());
-                1
-            }
+            None => run_plainly(compiler, args),
         }
     }
 
@@ -177,7 +236,7 @@ impl Wrapper {
     /// present. A missing one warns once per store, not once per compile.
     fn fallback(&self) -> Option<std::path::PathBuf> {
         let name = self.ctx.config.fallback()?;
-        if let Some(p) = memo::which(name) {
+        if let Some(p) = path_search::which(name) {
             // Never hand a compile back to ourselves.
             let me = std::env::current_exe()
                 .ok()
@@ -190,69 +249,17 @@ impl Wrapper {
         let marker = self
             .store
             .root()
-            .join(format!("fallback-missing-{}", reason_key(name)));
+            .join(format!("fallback-missing-{}", key_segment(name)));
         if std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&marker)
             .is_ok()
         {
-            eprintln!(
-                "kache: warning: fallback wrapper `{name}` is not on PATH; passthroughs run the compiler directly (warned once)"
-            );
+            log::warn(&format!(
+                "fallback wrapper `{name}` is not on PATH; passthroughs run the compiler directly (warned once)"
+            ));
         }
         None
-    }
-
-    /// Appends one record to the event log that `kache report` reads.
-    pub fn event(
-        &self,
-        lang: Lang,
-        outcome: &str,
-        reason: Option<&str>,
-        unit: Option<&str>,
-        bytes: u64,
-    ) {
-        let rec = serde_json::json!({
-            "t": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "lang": lang.as_str(),
-            "outcome": outcome,
-            "reason": reason,
-            "unit": unit,
-            "ms": self.started.elapsed().as_millis() as u64,
-            "bytes": bytes,
-            "build": kache_platform::process::build_id(),
-            "groups": if self.key_groups.is_empty() { serde_json::Value::Null } else { serde_json::json!(self.key_groups) },
-        });
-        let mut line = rec.to_string();
-        line.push('\n');
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.store.root().join("events.jsonl"))
-        {
-            // One write of a short line with O_APPEND: records never interleave.
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-}
-
-/// A reason as a counter key segment (no dots, no spaces).
-pub fn reason_key(reason: &str) -> String {
-    reason
-        .chars()
-        .map(|c| {
-            if c == '.' || c.is_whitespace() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
-pub fn log_warn(msg: &str) {
-    if std::env::var_os("KACHE_LOG").is_some() {
-        eprintln!("kache: {msg}");
     }
 }

@@ -176,6 +176,7 @@ pub fn daemons_of(store: &Path) -> Vec<u32> {
 /// A stand-in daemon on the sandbox's socket, in this test process:
 /// `answer` Some(line) replies that line to every request; None accepts
 /// connections and never answers (a hung daemon).
+#[cfg(unix)]
 pub fn fake_daemon(sock: &Path, answer: Option<String>) -> std::thread::JoinHandle<()> {
     let _ = std::fs::remove_file(sock);
     let l = std::os::unix::net::UnixListener::bind(sock).unwrap();

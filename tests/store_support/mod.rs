@@ -193,8 +193,7 @@ pub fn placed(out: &Output) -> Placed {
 /// should be skipped: only when not root AND not in CI. In CI, not being
 /// root is a failure: these tests must never silently skip there.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = kache_platform::process::is_root();
     if root {
         return true;
     }

@@ -1,6 +1,6 @@
-//! Cache keys built from labelled, length-prefixed fields (lesson 12: two
-//! different inputs can never serialize to the same byte string, whatever
-//! the values contain). Fields are gathered into named groups so a miss can
+//! Cache keys built from labelled, length-prefixed fields: two different
+//! inputs can never serialize to the same byte string, whatever the values
+//! contain (a delimiter inside a value cannot fake a field boundary). Fields are gathered into named groups so a miss can
 //! be explained by the group that changed (`kache why-miss`).
 
 use std::collections::BTreeMap;

@@ -3,6 +3,23 @@
 //! become the `--remap-path-prefix` flags of the real compile, so whatever a
 //! compiler writes into an output is exactly what the key promised.
 
+/// Placeholder tokens that stand for a worktree's roots inside stored text
+/// (dep-info, diagnostics, manifest records) and keys, expanded to the
+/// consuming worktree's roots on restore. Defined here once for every
+/// language.
+pub const WS_TOKEN: &str = "@KACHE_WS@";
+pub const TARGET_TOKEN: &str = "@KACHE_TARGET@";
+/// The C/C++ worktree root (`-ffile-prefix-map` base).
+pub const BASE_TOKEN: &str = "@KACHE_BASE@";
+
+/// True when stored text holds a worktree token (so a current value must be
+/// tokenized before it is compared with it).
+pub fn has_tokens(text: &str) -> bool {
+    [WS_TOKEN, TARGET_TOKEN, BASE_TOKEN]
+        .iter()
+        .any(|t| text.contains(t))
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Normalizer {
     /// (absolute prefix without trailing slash, replacement), most specific last.

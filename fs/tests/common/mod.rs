@@ -28,11 +28,10 @@ pub struct Fixture {
     pub state: PathBuf,
     pub mnt: PathBuf,
     pub handle: Option<MountHandle>,
-    pub passthrough: bool,
 }
 
 impl Fixture {
-    pub fn new(passthrough: bool) -> Fixture {
+    pub fn new() -> Fixture {
         let tmp = tempfile::tempdir().expect("tempdir");
         let blobs = tmp.path().join("blobs");
         let state = tmp.path().join("state");
@@ -46,7 +45,6 @@ impl Fixture {
             state,
             mnt,
             handle: None,
-            passthrough,
         };
         f.mount();
         f
@@ -57,20 +55,13 @@ impl Fixture {
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: these tests need the FUSE kernel module"
         );
-        let mut opts = MountOptions::new(&self.mnt, &self.state);
-        opts.passthrough = self.passthrough;
+        let opts = MountOptions::new(&self.mnt, &self.state);
         let handle = kache_fs::mount(opts, self.source()).unwrap_or_else(|e| {
             panic!(
                 "mounting FUSE at {} failed (need /dev/fuse and root or fusermount3): {e}",
                 self.mnt.display()
             )
         });
-        if self.passthrough {
-            assert!(
-                handle.passthrough_active(),
-                "FUSE passthrough was not negotiated"
-            );
-        }
         self.handle = Some(handle);
     }
 

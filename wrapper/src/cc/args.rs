@@ -176,7 +176,7 @@ pub struct CcInvocation {
     /// Diagnostic flags (`-W…`, `-w`, `-pedantic`, `-fdiagnostics-…`, error limits), one
     /// argument per element, in order. They cannot change a successful compile's object, but
     /// they decide which warnings a hit replays and whether the compile fails at all
-    /// (`-Werror`), so the key holds them (lesson 13).
+    /// (`-Werror`), so the key holds them.
     pub diagnostic_flags: Vec<String>,
     /// Files named by `-include` (a `.gch`/`.pch` next to one is a precompiled header).
     pub forced_includes: Vec<PathBuf>,

@@ -2,7 +2,7 @@
 //!
 //! Owns the decision "is this first argument a C/C++ compiler?". Never runs the compiler: the
 //! caller runs `--version` once per compiler binary (memoized per compiler, never per flag set:
-//! lesson 10) and hands the banner in.
+//! a per-flag-set memo can carry per-file facts into other files' keys) and hands the banner in.
 
 use std::path::Path;
 

@@ -2,7 +2,8 @@
 //! worktrees.
 //!
 //! Owns the placeholder rewrite: paths under the producing worktree's root are stored as
-//! [`BASE_PLACEHOLDER`] and expanded to the consuming worktree's root on restore (lesson 14).
+//! [`BASE_TOKEN`] and expanded to the consuming worktree's root on restore, so a
+//! restored dep file never names the producing worktree.
 //! The rewrite works token by token on the original text, so everything else (line
 //! continuations, escapes, relative paths, system headers) comes back byte for byte.
 //! Never decides whether a hit may be served: the caller checks that every named path exists
@@ -10,8 +11,7 @@
 
 use std::path::Path;
 
-/// Stands for the worktree root inside a stored dependency file.
-pub const BASE_PLACEHOLDER: &str = "@KACHE_BASE@";
+use crate::paths::BASE_TOKEN;
 
 /// One `targets: prerequisites` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,29 +148,21 @@ fn replace_at_token_starts(text: &str, from: &str, to: &str) -> String {
 }
 
 /// The text to store: paths under `base` (the producing worktree root) start with
-/// [`BASE_PLACEHOLDER`]. `None` when the file cannot be stored faithfully (it already contains
+/// [`BASE_TOKEN`]. `None` when the file cannot be stored faithfully (it already contains
 /// the placeholder, or `base` is not an absolute UTF-8 path other than `/`): do not cache it.
 pub fn to_placeholders(text: &str, base: &Path) -> Option<String> {
-    if text.contains(BASE_PLACEHOLDER) {
+    if text.contains(BASE_TOKEN) {
         return None;
     }
     let root = root_string(base)?;
-    Some(replace_at_token_starts(
-        text,
-        &escape(&root),
-        BASE_PLACEHOLDER,
-    ))
+    Some(replace_at_token_starts(text, &escape(&root), BASE_TOKEN))
 }
 
 /// The stored text expanded for the consuming worktree rooted at `base`. `None` when `base`
 /// is unusable.
 pub fn from_placeholders(stored: &str, base: &Path) -> Option<String> {
     let root = root_string(base)?;
-    Some(replace_at_token_starts(
-        stored,
-        BASE_PLACEHOLDER,
-        &escape(&root),
-    ))
+    Some(replace_at_token_starts(stored, BASE_TOKEN, &escape(&root)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The C/C++ flag table: what kache knows about each compiler option, as data.
 //!
 //! One row per flag pattern: how the pattern matches, which category the flag falls in, and a
-//! one-line reason a reviewer can check. Anything without a row is refused (an allow-list: lesson
-//! 9, a deny-list once cached `-Ofast` and `-pg`). Adding a flag is one row here plus one test.
+//! one-line reason a reviewer can check. Anything without a row is refused (an allow-list: a
+//! deny-list once cached `-Ofast` and `-pg`). Adding a flag is one row here plus one test.
 //!
 //! Matching picks the row with the *longest* pattern text that matches, so specific rows
 //! (`-Wp,-D`, `-include-pch`, `-march=native`, `-gsplit-dwarf`) win over general ones (`-W`,

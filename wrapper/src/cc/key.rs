@@ -2,7 +2,8 @@
 //!
 //! Owns what goes into the key: compiler identity, language, modeled flags (in order), the
 //! dep-file shape, the path plan's location facts, `SOURCE_DATE_EPOCH` when time macros are
-//! used, and the preprocessed source. Every field is labelled and length-prefixed (lesson 12).
+//! used, and the preprocessed source. Every field is labelled and length-prefixed, so no
+//! value can pass for a field boundary.
 //!
 //! Line markers (`# 12 "/w/a/inc/x.h" 2`) are stripped from the keyed text, and keyed apart
 //! with their file names normalized ([`PathPlan::normalize`]) and their position in the text.
@@ -122,6 +123,21 @@ pub fn line_markers_for_key(pre: &[u8], plan: &PathPlan) -> Vec<u8> {
     out
 }
 
+/// True when the preprocessed source holds an assembler `.incbin` or
+/// `.include` directive (in inline or top-level `asm`): the assembler then
+/// reads a file that neither the preprocessor nor the dep file names. A text
+/// search, so it also fires on the words inside an ordinary string; that
+/// costs a passthrough, never a wrong object.
+pub fn uses_assembler_include(pre: &[u8]) -> bool {
+    [&b".incbin"[..], b".include"].iter().any(|d| {
+        memchr::memmem::find_iter(pre, d).any(|at| {
+            // A directive is followed by its operand: a space, a tab, a
+            // quote, or an escaped quote inside a C string.
+            matches!(pre.get(at + d.len()), Some(b' ' | b'\t' | b'"' | b'\\'))
+        })
+    })
+}
+
 /// The files the preprocessed output names (the source and every header read), unescaped,
 /// in first-seen order; pseudo-files (`<built-in>`) and GCC's working-directory marker
 /// (`"/cwd//"`) are left out.
@@ -179,7 +195,8 @@ pub struct SourceDateEpoch {
     pub from_env: bool,
 }
 
-/// Policy (lesson 8): keep the caller's `SOURCE_DATE_EPOCH` if set; otherwise use `now` (whole
+/// Policy (a key probe and a real compile that expand `__DATE__` differently would store
+/// wall-clock objects under a time-independent key): keep the caller's `SOURCE_DATE_EPOCH` if set; otherwise use `now` (whole
 /// seconds), so the two runs expand `__DATE__`/`__TIME__` the same even if detection misses a
 /// use. Set the result on both runs.
 pub fn source_date_epoch(env_value: Option<&OsStr>, now: SystemTime) -> SourceDateEpoch {
@@ -306,6 +323,31 @@ pub fn cache_key(input: &KeyInput<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assembler_includes_are_found_in_any_spelling() {
+        for src in [
+            &b"__asm__(\".section .rodata\\n.incbin \\\"data.bin\\\"\\n\");"[..],
+            b"asm(\".incbin\\t\\\"x\\\"\");",
+            b"  .include \"macros.s\"\n",
+        ] {
+            assert!(
+                uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+        for src in [
+            &b"int incbin = 1; s.incbinary = 2;"[..],
+            b"#include <stdio.h>",
+        ] {
+            assert!(
+                !uses_assembler_include(src),
+                "{}",
+                String::from_utf8_lossy(src)
+            );
+        }
+    }
     use crate::cc::args::parse;
     use crate::cc::compiler::Family;
     use crate::cc::paths::plan;
@@ -392,7 +434,7 @@ mod tests {
 
     #[test]
     fn diagnostic_flags_change_the_key_so_hits_replay_the_right_warnings() {
-        // Lesson 13: a hit must not replay warnings and exit 0 where the real compile
+        // A hit must not replay warnings and exit 0 where the real compile
         // (with -Werror) would fail, nor hide warnings a new -W flag would show.
         let k = key(BASE);
         let wall = key(&with(&["-Wall"]));

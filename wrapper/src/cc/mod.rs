@@ -7,7 +7,7 @@
 //!
 //! 1. [`compiler_kind`] on the first argument; [`args::refuse_env`]; [`parse`] the rest.
 //! 2. [`paths::plan`] with the worktree root, the cwd and the compiler's
-//!    [`compiler::parse_version_banner`] (memoized per compiler binary, lesson 10).
+//!    [`compiler::parse_version_banner`] (memoized per compiler binary, never per file).
 //! 3. Set `SOURCE_DATE_EPOCH` from [`key::source_date_epoch`] for both runs below.
 //! 4. Run the preprocessor: `compiler preprocess_args + plan.extra_args`, stdout captured.
 //!    A failure is a passthrough. Refuse `cc:pch` if any of

@@ -3,7 +3,8 @@
 //! Owns the choice between a path-independent key (the real compile gets
 //! `-ffile-prefix-map=<base>=.`, so the object names paths below the worktree root relative to
 //! it) and a path-local key (the absolute base is keyed). Maps a *root* (the worktree), never a
-//! source's own directory, so `__FILE__` keeps its structure below the root (lesson 11).
+//! source's own directory, so `__FILE__` keeps its structure below the root (flattening it
+//! once broke a static assertion on `__FILE__`).
 //!
 //! The same `<base>` is normalized to a placeholder in the key with the compiler's own matching
 //! rule (a plain string prefix, as GCC does), so a key can only be shared when the compiler
@@ -15,8 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use super::args::CcInvocation;
 use super::compiler::CompilerVersion;
 
-/// What stands for the worktree root in keys.
-pub const KEY_BASE_PLACEHOLDER: &str = "@KACHE_BASE@";
+use crate::paths::BASE_TOKEN;
 
 const PREFIX_MAP_FLAGS: &[&str] = &[
     "-ffile-prefix-map=",
@@ -44,10 +44,10 @@ pub struct PathPlan {
 
 impl PathPlan {
     /// Replaces a leading `<base>` (string prefix, like the compiler's prefix map) with
-    /// [`KEY_BASE_PLACEHOLDER`]. Other paths are returned unchanged.
+    /// [`BASE_TOKEN`]. Other paths are returned unchanged.
     pub fn normalize(&self, path: &str) -> String {
         match path.strip_prefix(self.base.as_str()) {
-            Some(rest) if !self.base.is_empty() => format!("{KEY_BASE_PLACEHOLDER}{rest}"),
+            Some(rest) if !self.base.is_empty() => format!("{BASE_TOKEN}{rest}"),
             _ => path.to_owned(),
         }
     }
@@ -86,7 +86,7 @@ pub fn plan(
             plan.extra_args
                 .push(format!("-ffile-prefix-map={b}=.").into());
             plan.extra_args_for_key
-                .push(format!("-ffile-prefix-map={KEY_BASE_PLACEHOLDER}=."));
+                .push(format!("-ffile-prefix-map={BASE_TOKEN}=."));
             plan.path_independent = true;
         }
         _ => plan
@@ -106,14 +106,14 @@ pub fn plan(
 /// base is unusable (store no diagnostics-bearing entry then, or store them verbatim knowing
 /// they name the producer's paths).
 pub fn diagnostics_to_placeholders(stderr: &[u8], base: &Path) -> Option<Vec<u8>> {
-    if contains(stderr, KEY_BASE_PLACEHOLDER.as_bytes()) {
+    if contains(stderr, BASE_TOKEN.as_bytes()) {
         return None;
     }
     let from = format!("{}/", usable_base(base)?);
     Some(replace_all(
         stderr,
         from.as_bytes(),
-        format!("{KEY_BASE_PLACEHOLDER}/").as_bytes(),
+        format!("{BASE_TOKEN}/").as_bytes(),
     ))
 }
 
@@ -122,7 +122,7 @@ pub fn diagnostics_from_placeholders(stored: &[u8], base: &Path) -> Option<Vec<u
     let to = format!("{}/", usable_base(base)?);
     Some(replace_all(
         stored,
-        format!("{KEY_BASE_PLACEHOLDER}/").as_bytes(),
+        format!("{BASE_TOKEN}/").as_bytes(),
         to.as_bytes(),
     ))
 }

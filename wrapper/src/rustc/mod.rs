@@ -5,14 +5,65 @@
 //! Anything not understood is a refusal with a reason: the real compiler runs
 //! and nothing is cached.
 
+pub mod key;
+pub mod link;
+
 /// The outcome of parsing a rustc command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// `-vV`, `--print …`, `-` (stdin) probes: run rustc, count nothing.
     NotACompile,
-    /// A compile kache will not cache; the string is the stable reason.
-    Refuse(String),
+    /// A compile kache will not cache, and why.
+    Refuse(Refusal),
     Compile(Box<RustcInvocation>),
+}
+
+/// Why a rustc compile is not cached. Each has a stable label (counted in
+/// `kache stats` as `rust.passthrough_reasons.<label>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `@file` arguments: their content is not visible here.
+    ResponseFile,
+    /// A valued option given as the last argument.
+    MissingValue(String),
+    UnknownFlag(String),
+    MultipleInputs,
+    NoCrateName,
+    NoOutDir,
+    CrateType(String),
+    /// `--emit kind=path`: outputs outside `--out-dir`.
+    EmitPath,
+    /// An emit kind other than dep-info, metadata, link.
+    Emit(String),
+    ExplicitOutputFile,
+    /// `-Z` options that change where or how outputs are written.
+    Unstable(String),
+    Unsupported(String),
+    SplitDebuginfo,
+    /// Profile-guided or coverage codegen: reads or writes profile files.
+    Codegen(String),
+}
+
+impl Refusal {
+    /// The stable label (the spelling `kache stats` has always shown).
+    pub fn label(&self) -> String {
+        match self {
+            Refusal::ResponseFile => "response-file".into(),
+            Refusal::MissingValue(o) => format!("missing-value:{o}"),
+            Refusal::UnknownFlag(f) => format!("unknown-flag:{f}"),
+            Refusal::MultipleInputs => "multiple-inputs".into(),
+            Refusal::NoCrateName => "no-crate-name".into(),
+            Refusal::NoOutDir => "no-out-dir".into(),
+            Refusal::CrateType(t) => format!("crate-type:{t}"),
+            Refusal::EmitPath => "emit-path".into(),
+            Refusal::Emit(e) => format!("emit:{e}"),
+            Refusal::ExplicitOutputFile => "explicit-output-file".into(),
+            Refusal::Unstable(v) => format!("unstable:{v}"),
+            Refusal::Unsupported(o) => format!("unsupported:{o}"),
+            Refusal::SplitDebuginfo => "split-debuginfo".into(),
+            Refusal::Codegen(k) => format!("codegen:{k}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +95,11 @@ pub struct RustcInvocation {
     pub native_libs: Vec<(String, String)>,
     /// `-L [kind=]path` except `dependency=` as (kind, path).
     pub search_paths: Vec<(String, String)>,
+    /// `-L dependency=` directories: where rustc finds the crates of the
+    /// dependency graph that are not `--extern`s.
+    pub dependency_dirs: Vec<String>,
+    /// `-C target-cpu=native`: code for the CPU of the machine compiling.
+    pub native_cpu: bool,
     pub incremental: Option<String>,
     pub target: Option<String>,
     pub linker: Option<String>,
@@ -142,7 +198,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('@') {
-            return Parsed::Refuse("response-file".into());
+            return Parsed::Refuse(Refusal::ResponseFile);
         }
         if SIMPLE_FLAGS.contains(&arg.as_str()) {
             if arg == "--test" {
@@ -160,7 +216,7 @@ pub fn parse(args: &[String]) -> Parsed {
                         i += 1;
                         v.clone()
                     }
-                    None => return Parsed::Refuse(format!("missing-value:{opt}")),
+                    None => return Parsed::Refuse(Refusal::MissingValue(opt.to_string())),
                 },
             };
             match handle_option(&mut inv, opt, &value) {
@@ -182,7 +238,7 @@ pub fn parse(args: &[String]) -> Parsed {
             return Parsed::NotACompile;
         }
         if arg.starts_with('-') {
-            return Parsed::Refuse(format!("unknown-flag:{arg}"));
+            return Parsed::Refuse(Refusal::UnknownFlag(arg.clone()));
         }
         inputs.push(arg.clone());
         inv.compile_args.push(arg.clone());
@@ -191,7 +247,7 @@ pub fn parse(args: &[String]) -> Parsed {
         return Parsed::NotACompile;
     }
     if inputs.len() > 1 {
-        return Parsed::Refuse("multiple-inputs".into());
+        return Parsed::Refuse(Refusal::MultipleInputs);
     }
     inv.input = inputs.remove(0);
     inv.key_args.push(KeyArg::Path {
@@ -199,10 +255,10 @@ pub fn parse(args: &[String]) -> Parsed {
         path: inv.input.clone(),
     });
     if inv.crate_name.is_empty() {
-        return Parsed::Refuse("no-crate-name".into());
+        return Parsed::Refuse(Refusal::NoCrateName);
     }
     if inv.out_dir.is_empty() {
-        return Parsed::Refuse("no-out-dir".into());
+        return Parsed::Refuse(Refusal::NoOutDir);
     }
     if inv.crate_types.is_empty() {
         // rustc's default crate type (and the only one for `--test`).
@@ -254,7 +310,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                     "lib" | "rlib" | "staticlib" | "proc-macro" | "dylib" | "cdylib" | "bin" => {
                         inv.crate_types.push(t.to_string())
                     }
-                    _ => return Err(Parsed::Refuse(format!("crate-type:{t}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::CrateType(t.to_string()))),
                 }
             }
             lit(inv, opt, value);
@@ -262,11 +318,11 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "--emit" => {
             for e in value.split(',') {
                 if e.contains('=') {
-                    return Err(Parsed::Refuse("emit-path".into()));
+                    return Err(Parsed::Refuse(Refusal::EmitPath));
                 }
                 match e {
                     "dep-info" | "metadata" | "link" => inv.emit.push(e.to_string()),
-                    _ => return Err(Parsed::Refuse(format!("emit:{e}"))),
+                    _ => return Err(Parsed::Refuse(Refusal::Emit(e.to_string()))),
                 }
             }
             let mut kinds: Vec<&str> = value.split(',').collect();
@@ -278,7 +334,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
             inv.out_dir = value.to_string();
             return Ok(Keep::CompileOnly);
         }
-        "-o" => return Err(Parsed::Refuse("explicit-output-file".into())),
+        "-o" => return Err(Parsed::Refuse(Refusal::ExplicitOutputFile)),
         "--print" => return Err(Parsed::NotACompile),
         "--explain" => return Err(Parsed::NotACompile),
         "--error-format" => {
@@ -302,6 +358,7 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
                 _ => ("all", value),
             };
             if kind == "dependency" {
+                inv.dependency_dirs.push(path.to_string());
                 return Ok(Keep::CompileOnly);
             }
             inv.search_paths.push((kind.to_string(), path.to_string()));
@@ -350,12 +407,12 @@ fn handle_option(inv: &mut RustcInvocation, opt: &str, value: &str) -> Result<Ke
         "-C" | "--codegen" => return codegen(inv, value),
         "-Z" => {
             if value.starts_with("incremental") || value.starts_with("split-dwarf") {
-                return Err(Parsed::Refuse(format!("unstable:{value}")));
+                return Err(Parsed::Refuse(Refusal::Unstable(value.to_string())));
             }
             lit(inv, "-Z", value);
         }
         "--env-set" | "--extern-location" => {
-            return Err(Parsed::Refuse(format!("unsupported:{opt}")));
+            return Err(Parsed::Refuse(Refusal::Unsupported(opt.to_string())));
         }
         _ => lit(inv, opt, value),
     }
@@ -378,11 +435,12 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
             });
             return Ok(Keep::Both);
         }
+        "target-cpu" if v == "native" => inv.native_cpu = true,
         "split-debuginfo" if v != "off" => {
-            return Err(Parsed::Refuse("split-debuginfo".into()));
+            return Err(Parsed::Refuse(Refusal::SplitDebuginfo));
         }
         "profile-generate" | "profile-use" | "profile-sample-use" | "instrument-coverage" => {
-            return Err(Parsed::Refuse(format!("codegen:{k}")));
+            return Err(Parsed::Refuse(Refusal::Codegen(k.to_string())));
         }
         _ => {}
     }
@@ -391,14 +449,64 @@ fn codegen(inv: &mut RustcInvocation, value: &str) -> Result<Keep, Parsed> {
 }
 
 impl RustcInvocation {
+    /// The `-l native=`/`-l all=` search directories, in order.
+    pub fn native_dirs(&self) -> Vec<String> {
+        self.search_paths
+            .iter()
+            .filter(|(k, _)| k == "native" || k == "all")
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// Each static native library (`-l static=NAME`) as its file name
+    /// (`libNAME.a`, or NAME as given with `+verbatim`) and the search
+    /// directories it may be in, in order.
+    pub fn static_libs(&self) -> Vec<(String, Vec<String>)> {
+        let dirs = self.native_dirs();
+        self.native_libs
+            .iter()
+            .filter_map(|(kind, name)| {
+                let (kind, modifiers) = kind.split_once(':').unwrap_or((kind, ""));
+                if kind != "static" {
+                    return None;
+                }
+                let name = name.split(':').next().unwrap_or(name);
+                let verbatim = modifiers.split(',').any(|m| m == "+verbatim");
+                let file = match verbatim {
+                    true => name.to_string(),
+                    false => format!("lib{name}.a"),
+                };
+                Some((file, dirs.clone()))
+            })
+            .collect()
+    }
+
     /// True when the outputs are produced by a linker (so the linker and the
-    /// host libc are part of the key).
+    /// host libc are part of the key, and the whole link closure is an
+    /// input).
     pub fn is_linked(&self) -> bool {
         self.emit.iter().any(|e| e == "link")
             && self
                 .crate_types
                 .iter()
                 .any(|t| matches!(t.as_str(), "bin" | "proc-macro" | "dylib" | "cdylib"))
+    }
+
+    /// True when a static library is archived: rustc copies every rlib of
+    /// the dependency graph into it, with their bundled native code.
+    pub fn is_staticlib(&self) -> bool {
+        self.emit.iter().any(|e| e == "link") && self.crate_types.iter().any(|t| t == "staticlib")
+    }
+
+    /// True when the compile may copy native static libraries into its
+    /// output (an rlib bundles those its crate links statically, whether
+    /// named by `-l static=` or by `#[link(kind = "static")]` in its source).
+    pub fn bundles_native_libs(&self) -> bool {
+        self.emit.iter().any(|e| e == "link")
+            && self
+                .crate_types
+                .iter()
+                .any(|t| matches!(t.as_str(), "lib" | "rlib" | "staticlib"))
     }
 
     /// True when the `-C incremental` policy question applies.
@@ -475,7 +583,7 @@ fn unescape_env(v: &str) -> String {
 }
 
 /// The colon ending the targets: the first `: ` (or trailing `:`) that is not escaped.
-fn find_rule_colon(line: &str) -> Option<usize> {
+pub(crate) fn find_rule_colon(line: &str) -> Option<usize> {
     let b = line.as_bytes();
     (0..b.len()).find(|&i| {
         b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' ') && (i == 0 || b[i - 1] != b'\\')
@@ -506,37 +614,29 @@ fn split_escaped(s: &str) -> Vec<String> {
     out
 }
 
-/// For each `env!`-style use of `var` in `source`, whether it sits directly
-/// inside `include!(concat!(env!("VAR"), …))` (or `include_str!`/
-/// `include_bytes!`). Returns (uses, include-only uses).
-pub fn env_var_uses(source: &str, var: &str) -> (usize, usize) {
-    let needle = format!("\"{var}\"");
-    let mut uses = 0;
-    let mut include_uses = 0;
-    let mut from = 0;
-    while let Some(pos) = source[from..].find(&needle) {
-        let at = from + pos;
-        from = at + needle.len();
-        let before: String = source[..at]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let is_env = before.ends_with("env!(") || before.ends_with("option_env!(");
-        if !is_env {
-            // A string equal to the name used elsewhere (std::env::var("OUT_DIR")
-            // reads the runtime environment, not the compile's): not baked.
-            continue;
-        }
-        uses += 1;
-        let head = before.trim_end_matches("env!(").trim_end_matches("option_");
-        if head.ends_with("include!(concat!(")
-            || head.ends_with("include_str!(concat!(")
-            || head.ends_with("include_bytes!(concat!(")
-        {
-            include_uses += 1;
+/// Why rustc's artifact notifications cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadArtifact {
+    /// An `{"artifact":…}` line that is not JSON.
+    Unparsable,
+    /// An artifact that is not one of the expected outputs.
+    Unexpected,
+}
+
+/// Checks that every artifact rustc announced on `stderr` is one of
+/// `expected` (file names): anything else was written where kache does
+/// not look, and storing the rest would serve an incomplete result.
+pub fn check_artifacts(stderr: &str, expected: &[(String, bool)]) -> Result<(), BadArtifact> {
+    for line in stderr.lines().filter(|l| l.starts_with("{\"artifact\":")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| BadArtifact::Unparsable)?;
+        let path = v["artifact"].as_str().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !expected.iter().any(|(e, _)| e == name) {
+            return Err(BadArtifact::Unexpected);
         }
     }
-    (uses, include_uses)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -583,6 +683,63 @@ mod tests {
             Parsed::Compile(c) => *c,
             other => panic!("not a compile: {other:?}"),
         }
+    }
+
+    #[test]
+    fn static_libs_are_searched_in_native_and_all_paths_only() {
+        let mut a = cargo_lib_args();
+        for x in [
+            "-l",
+            "static=z",
+            "-l",
+            "m",
+            "-L",
+            "native=/o",
+            "-L",
+            "crate=/c",
+            "-L",
+            "/all",
+        ] {
+            a.push(x.to_string());
+        }
+        let inv = compile(&a);
+        assert_eq!(
+            inv.static_libs(),
+            vec![(
+                "libz.a".to_string(),
+                vec!["/o".to_string(), "/all".to_string()]
+            )]
+        );
+        let mut v = cargo_lib_args();
+        v.extend(s(&[
+            "-l",
+            "static:+verbatim,-bundle=foo.o",
+            "-L",
+            "native=/o",
+        ]));
+        assert_eq!(
+            compile(&v).static_libs(),
+            vec![("foo.o".to_string(), vec!["/o".to_string()])]
+        );
+    }
+
+    #[test]
+    fn native_cpu_and_dependency_dirs_are_noted_in_every_spelling() {
+        for spelling in [
+            &["-C", "target-cpu=native"][..],
+            &["-Ctarget-cpu=native"],
+            &["--codegen", "target-cpu=native"],
+            &["--codegen=target-cpu=native"],
+        ] {
+            let mut a = cargo_lib_args();
+            a.extend(s(spelling));
+            assert!(compile(&a).native_cpu, "{spelling:?}");
+        }
+        let mut a = cargo_lib_args();
+        a.extend(s(&["-C", "target-cpu=znver3"]));
+        let inv = compile(&a);
+        assert!(!inv.native_cpu);
+        assert_eq!(inv.dependency_dirs, vec!["/w/target/debug/deps"]);
     }
 
     #[test]
@@ -655,20 +812,20 @@ mod tests {
         a.push("--frobnicate".into());
         assert_eq!(
             parse(&a),
-            Parsed::Refuse("unknown-flag:--frobnicate".into())
+            Parsed::Refuse(Refusal::UnknownFlag("--frobnicate".into()))
         );
         let mut b = cargo_lib_args();
         b.push("--emit=asm".into());
-        assert_eq!(parse(&b), Parsed::Refuse("emit:asm".into()));
+        assert_eq!(parse(&b), Parsed::Refuse(Refusal::Emit("asm".into())));
         let mut c = cargo_lib_args();
         c.push("@args.txt".into());
-        assert_eq!(parse(&c), Parsed::Refuse("response-file".into()));
+        assert_eq!(parse(&c), Parsed::Refuse(Refusal::ResponseFile));
         let mut d = cargo_lib_args();
         d.extend(s(&["-C", "split-debuginfo=packed"]));
-        assert_eq!(parse(&d), Parsed::Refuse("split-debuginfo".into()));
+        assert_eq!(parse(&d), Parsed::Refuse(Refusal::SplitDebuginfo));
         let mut e = cargo_lib_args();
         e.push("other.rs".into());
-        assert_eq!(parse(&e), Parsed::Refuse("multiple-inputs".into()));
+        assert_eq!(parse(&e), Parsed::Refuse(Refusal::MultipleInputs));
     }
 
     #[test]
@@ -704,12 +861,18 @@ mod tests {
     }
 
     #[test]
-    fn env_uses_inside_include_are_told_apart_from_runtime_strings() {
-        let src = r#"include!(concat!(env!("OUT_DIR"), "/gen.rs"));
-            const D: &str = env!("CARGO_MANIFEST_DIR");
-            const S: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/data.txt"));
-            fn f() { std::env::var("OUT_DIR"); }"#;
-        assert_eq!(env_var_uses(src, "OUT_DIR"), (1, 1));
-        assert_eq!(env_var_uses(src, "CARGO_MANIFEST_DIR"), (2, 1));
+    fn only_expected_artifacts_pass() {
+        let expected = vec![("libfoo-1.rlib".to_string(), false)];
+        let ok = "warning: x\n{\"artifact\":\"/t/deps/libfoo-1.rlib\",\"emit\":\"link\"}\n";
+        assert_eq!(check_artifacts(ok, &expected), Ok(()));
+        let other = "{\"artifact\":\"/t/deps/libbar.rlib\",\"emit\":\"link\"}";
+        assert_eq!(
+            check_artifacts(other, &expected),
+            Err(BadArtifact::Unexpected)
+        );
+        assert_eq!(
+            check_artifacts("{\"artifact\":", &expected),
+            Err(BadArtifact::Unparsable)
+        );
     }
 }

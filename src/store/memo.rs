@@ -2,9 +2,14 @@
 //! process shares them:
 //! - file digests keyed by (path, size, mtime, ctime, inode): a hit hashes
 //!   only files whose stat changed (ccache's "inode cache");
+//! - verified sets: a manifest record's files, each with its stat and the
+//!   content it must have, all seen to match at once, so the next hit with
+//!   the same stats checks one memo instead of one per file (a linked
+//!   output's record names its whole link closure);
 //! - tool identities (`rustc -vV`, `cc --version`) keyed by the tool binary's
-//!   path, size and mtime: per-compiler facts only, never per-file ones
-//!   (lesson 10).
+//!   path, size and mtime: per-compiler facts only, never per-file ones (a
+//!   memo of anything per-file, shared by concurrent compiles of different
+//!   files, would let one file's facts leak into another's key).
 //!
 //! A memo is only an accelerator: an unreadable or damaged memo is ignored
 //! and the fact recomputed.
@@ -51,12 +56,19 @@ fn file_memo_path(store: &Store, path: &Path, sig: &str) -> PathBuf {
     )
 }
 
-/// Removes file memos not created in the last `max_age` (they are recomputed
-/// on demand). Returns how many were removed.
+/// Removes file and verified-set memos not created in the last `max_age`
+/// (they are recomputed on demand). Returns how many were removed.
 pub fn prune(store: &Store, max_age: std::time::Duration) -> u64 {
+    ["files", "verified"]
+        .iter()
+        .map(|kind| prune_kind(store, kind, max_age))
+        .sum()
+}
+
+fn prune_kind(store: &Store, kind: &str, max_age: std::time::Duration) -> u64 {
     let cutoff = SystemTime::now() - max_age;
     let mut removed = 0;
-    let Ok(shards) = fs::read_dir(store.root().join("memo").join("files")) else {
+    let Ok(shards) = fs::read_dir(store.root().join("memo").join(kind)) else {
         return 0;
     };
     for shard in shards.flatten() {
@@ -119,6 +131,47 @@ pub fn remember_output(store: &Store, path: &Path, hash: &str) {
     }
 }
 
+/// A set of files, each with its current stat and the content it must
+/// have, as one memo key (see [`set_verified`]).
+#[derive(Debug, Default)]
+pub struct FileSet {
+    key: String,
+    /// Some file changed too recently for its stat to vouch for its content.
+    recent: bool,
+}
+
+impl FileSet {
+    /// Adds `path` (with stat `meta`) that must hold `hash`.
+    pub fn add(&mut self, path: &Path, meta: &fs::Metadata, hash: &str) {
+        let sig = kache_platform::file_signature(meta);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.recent |= sig.changed_secs() >= now - 2;
+        self.key.push_str(&format!(
+            "{}\0{}\0{hash}\n",
+            path.to_string_lossy(),
+            sig.to_text()
+        ));
+    }
+}
+
+/// True when every file of `set` was seen, with exactly these stats, to
+/// hold its content (one `stat` of one memo).
+pub fn set_verified(store: &Store, set: &FileSet) -> bool {
+    !set.key.is_empty() && memo_path(store, "verified", &set.key).is_file()
+}
+
+/// Records that every file of `set` holds its content (just checked file
+/// by file). Not when one changed in the last two seconds: a write in the
+/// same clock tick could change content without changing the stat.
+pub fn remember_set_verified(store: &Store, set: &FileSet) {
+    if !set.key.is_empty() && !set.recent {
+        write_memo(store, &memo_path(store, "verified", &set.key), "ok");
+    }
+}
+
 /// The identity text of a tool, memoized by the binary's path, size and
 /// mtime plus `extra` (e.g. the rustup toolchain). `probe` computes it.
 pub fn tool_identity(
@@ -145,14 +198,46 @@ pub fn tool_identity(
     Ok((text, true))
 }
 
-/// Finds `name` on PATH (or returns it if it has a slash).
-pub fn which(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_of(path: &Path, hash: &str) -> FileSet {
+        let mut set = FileSet::default();
+        set.add(path, &fs::metadata(path).unwrap(), hash);
+        set
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+
+    #[test]
+    fn a_verified_set_stops_vouching_once_a_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let f = dir.path().join("input");
+        fs::write(&f, "one").unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // ctime is now: a set verified this instant is not remembered.
+        let fresh = set_of(&f, "h1");
+        remember_set_verified(&store, &fresh);
+        assert!(!set_verified(&store, &fresh));
+
+        // Once the stat is old enough, one memo vouches for the set.
+        let aged = FileSet {
+            key: fresh.key.clone(),
+            recent: false,
+        };
+        remember_set_verified(&store, &aged);
+        assert!(set_verified(&store, &set_of(&f, "h1")));
+        // Another expected content is another set.
+        assert!(!set_verified(&store, &set_of(&f, "h2")));
+        // A write changes the stat, so the set is no longer the same.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&f, "two").unwrap();
+        assert!(!set_verified(&store, &set_of(&f, "h1")));
+    }
 }

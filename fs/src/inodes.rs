@@ -1,0 +1,224 @@
+//! The inode table: which upper inodes the kernel knows, by FUSE node id.
+//!
+//! The FUSE node id of an inode is its upper inode number (the root is 1; an upper inode that
+//! happens to be numbered 1 is moved), so a remount shows the same numbers and hard links need
+//! no bookkeeping. Owns: node ids, kernel lookup counts, one O_PATH descriptor per known inode,
+//! attributes as the kernel sees them (a placed file has its blob's size). Must never: hold the
+//! table lock across I/O on file contents.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use rustix::fs::{FileType as Kind, Stat};
+
+use crate::placement::{Blob, CONTROL_ID};
+use crate::sys;
+
+pub(crate) const ROOT_ID: u64 = 1;
+/// Where an upper inode numbered 1 (possible on tmpfs) is moved, since 1 is the FUSE root.
+const REMAPPED_ONE: u64 = u64::MAX - 2;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One inode the kernel knows.
+pub(crate) struct Node {
+    /// O_PATH descriptor of the upper inode: keeps the inode (and so its number) alive.
+    pub fd: OwnedFd,
+    pub is_dir: bool,
+    /// Kernel lookup count; modified only under the table lock.
+    nlookup: AtomicU64,
+    pub state: Mutex<NodeState>,
+}
+
+/// What may change about a node while it is known.
+#[derive(Default)]
+pub(crate) struct NodeState {
+    /// The blob this file reads as, while it is a placement.
+    pub placed: Option<Blob>,
+}
+
+pub(crate) struct Inodes {
+    nodes: Mutex<HashMap<u64, Arc<Node>>>,
+    /// Upper inode number of the mount root.
+    root_ino: u64,
+}
+
+impl Inodes {
+    /// A table that knows only the root, the upper directory `upper`.
+    pub(crate) fn new(upper: OwnedFd) -> io::Result<Inodes> {
+        let st = sys::fstat(upper.as_fd())?;
+        let root = Node {
+            fd: upper,
+            is_dir: true,
+            nlookup: AtomicU64::new(1),
+            state: Mutex::default(),
+        };
+        Ok(Inodes {
+            nodes: Mutex::new(HashMap::from([(ROOT_ID, Arc::new(root))])),
+            root_ino: st.st_ino,
+        })
+    }
+
+    /// The node id of the upper inode numbered `upper_ino`.
+    pub(crate) fn id_of(&self, upper_ino: u64) -> u64 {
+        match upper_ino {
+            ino if ino == self.root_ino => ROOT_ID,
+            1 => REMAPPED_ONE,
+            ino => ino,
+        }
+    }
+
+    pub(crate) fn get(&self, id: INodeNo) -> Result<Arc<Node>, Errno> {
+        lock(&self.nodes).get(&id.0).cloned().ok_or(Errno::ENOENT)
+    }
+
+    pub(crate) fn dir(&self, id: INodeNo) -> Result<Arc<Node>, Errno> {
+        let node = self.get(id)?;
+        if node.is_dir {
+            Ok(node)
+        } else {
+            Err(Errno::ENOTDIR)
+        }
+    }
+
+    pub(crate) fn root(&self) -> Result<Arc<Node>, Errno> {
+        self.get(INodeNo(ROOT_ID))
+    }
+
+    /// Whether the kernel knows node `id` (if not, it has cached nothing below it).
+    pub(crate) fn knows(&self, id: u64) -> bool {
+        lock(&self.nodes).contains_key(&id)
+    }
+
+    /// Resolves `name` in `parent` on the upper dir, registers the inode, counts one lookup.
+    pub(crate) fn lookup(&self, parent: &Node, name: &CStr) -> io::Result<FileAttr> {
+        let fd = sys::open_path(&parent.fd, name)?;
+        let st = sys::fstat(fd.as_fd())?;
+        let id = self.id_of(st.st_ino);
+        let known = lock(&self.nodes).get(&id).cloned();
+        let node = match known {
+            Some(node) => node,
+            None => {
+                let kind = Kind::from_raw_mode(st.st_mode);
+                let is_dir = kind == Kind::Directory;
+                let placed = if kind == Kind::RegularFile {
+                    Blob::of_marker(fd.as_fd())?
+                } else {
+                    None
+                };
+                let fresh = Arc::new(Node {
+                    fd,
+                    is_dir,
+                    nlookup: AtomicU64::new(0),
+                    state: Mutex::new(NodeState { placed }),
+                });
+                lock(&self.nodes).entry(id).or_insert(fresh).clone()
+            }
+        };
+        {
+            let _table = lock(&self.nodes);
+            node.nlookup.fetch_add(1, Ordering::Relaxed);
+        }
+        let placed = lock(&node.state).placed.as_ref().map(|b| b.size);
+        Ok(self.attr_of(&st, placed))
+    }
+
+    /// The kernel dropped `n` lookups of node `id`; the node goes when none is left.
+    pub(crate) fn forget(&self, id: u64, n: u64) {
+        if id == ROOT_ID || id == CONTROL_ID {
+            return;
+        }
+        let mut nodes = lock(&self.nodes);
+        if let Some(node) = nodes.get(&id) {
+            let left = node.nlookup.load(Ordering::Relaxed).saturating_sub(n);
+            node.nlookup.store(left, Ordering::Relaxed);
+            if left == 0 {
+                nodes.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn attr(&self, node: &Node) -> io::Result<FileAttr> {
+        let st = sys::fstat(node.fd.as_fd())?;
+        let placed = lock(&node.state).placed.as_ref().map(|b| b.size);
+        Ok(self.attr_of(&st, placed))
+    }
+
+    // `Stat`'s field types differ between architectures (`st_atime` is `i64` here, the
+    // nanoseconds `u32` on 32-bit targets): the same casts are no-ops on some of them.
+    #[allow(clippy::unnecessary_cast)]
+    fn attr_of(&self, st: &Stat, placed_size: Option<u64>) -> FileAttr {
+        let size = placed_size.unwrap_or(st.st_size as u64);
+        let blocks = match placed_size {
+            Some(size) => size.div_ceil(512),
+            None => st.st_blocks as u64,
+        };
+        FileAttr {
+            ino: INodeNo(self.id_of(st.st_ino)),
+            size,
+            blocks,
+            atime: system_time(st.st_atime as i64, st.st_atime_nsec as u32),
+            mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as u32),
+            ctime: system_time(st.st_ctime as i64, st.st_ctime_nsec as u32),
+            crtime: UNIX_EPOCH,
+            kind: file_type(st.st_mode as u32),
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+}
+
+/// Attributes of the control file (not an upper inode).
+pub(crate) fn control_attr() -> FileAttr {
+    let now = SystemTime::now();
+    FileAttr {
+        ino: INodeNo(CONTROL_ID),
+        size: 0,
+        blocks: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        kind: FileType::RegularFile,
+        perm: 0o666,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn system_time(sec: i64, nsec: u32) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec.into())
+    }
+}
+
+pub(crate) fn file_type(mode: u32) -> FileType {
+    match Kind::from_raw_mode(mode) {
+        Kind::Directory => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharacterDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}

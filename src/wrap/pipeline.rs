@@ -1,0 +1,768 @@
+//! The one compile pipeline, for every language:
+//!
+//! ```text
+//!  direct key? ──► manifest ──► record whose inputs still match (stat memo)
+//!       │                              │ result key
+//!       ▼ miss                         ▼
+//!  key ahead of compiling? ──────► entry ──► verify blobs ──► restore or place ──► hit
+//!       │ miss                                                (one "outputs to place" list)
+//!       ▼
+//!  remote import ──► look up again ──► hit
+//!       │ miss
+//!       ▼
+//!  lock the key ──► look up again (a peer may have just stored it) ──► hit
+//!       │ miss
+//!       ▼
+//!  compile ──► observed inputs ──► result key ──► blobs, entry, manifest record
+//!          ──► queue upload, turn mounted outputs into placements, gc
+//! ```
+//!
+//! A language plugs in through [`Language`]: how its calls are keyed, where
+//! their outputs go, how stored text is rewritten for a worktree, and what a
+//! compile read. Rust keys directly (a manifest per direct key, inputs from
+//! dep-info); C/C++ keys by its preprocessed source. Two extensions have
+//! their place here without reshaping anything:
+//! - inputs *observed* by a recorder under the compiler (files read by
+//!   content, paths looked up and absent, variables read) come back from
+//!   [`Language::observed_inputs`] as data; the manifest stores them and a
+//!   hit validates them in [`inputs_match`];
+//! - a C/C++ direct mode is a [`Language::direct_key`] for C, validated by
+//!   its manifest before [`Language::key_ahead`] runs the preprocessor.
+//!
+//! Owns: lookup order, locking, blob verification, restore/placement,
+//! storing, and the recording of every outcome. Must never: serve an entry
+//! whose blobs do not hash to their names, or let a failure of its own
+//! change the compiler's exit status or output.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use kache_platform::{FileLock, HardlinkPolicy, LockMode};
+use kache_wrapper::paths::has_tokens;
+
+use super::exec::{self, Captured};
+use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
+use super::path_local;
+use super::Call;
+use crate::log;
+use crate::remote;
+use crate::stats::Counter;
+use crate::store::{memo, Entry, ManifestMiss, OpenedBlobs, OutputFile, Record, RestoreReport};
+
+/// How long a compile waits for a peer compiling the same key.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// What a compile read: the inputs a manifest record holds. Paths and
+/// values are in token form (see [`Language::tokenize`]); relative paths
+/// are relative to the call's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// (path, blake3, size) of every file read.
+    pub files: Vec<(String, String, u64)>,
+    /// (name, value or `None` when unset) of every variable read.
+    pub env: Vec<(String, Option<String>)>,
+    /// Paths looked up and not found (a file there would have been used).
+    pub absent: Vec<String>,
+    /// The roots (name, absolute path) the outputs still hold (set by the
+    /// pipeline from [`Language::path_roots`]).
+    pub local: Vec<(String, String)>,
+}
+
+/// A key and the digests of its groups (what `why-miss` compares).
+pub type KeyAndGroups = (String, BTreeMap<String, String>);
+
+/// Where one stored output goes in this call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// Placed as stored (reflink, hardlink, copy, or by reference in a
+    /// kache mount).
+    Place {
+        path: PathBuf,
+        hardlink: HardlinkPolicy,
+    },
+    /// Text rewritten for this worktree ([`Language::rewrite`]), written as
+    /// a plain file.
+    Rewrite { path: PathBuf },
+}
+
+/// One output of a successful compile, to store.
+pub struct Produced {
+    /// The name the entry knows it by.
+    pub name: String,
+    pub content: Content,
+}
+
+pub enum Content {
+    /// A file the compiler wrote (stored by clone or copy).
+    File { path: PathBuf, executable: bool },
+    /// Text already in stored (token) form.
+    Text(Vec<u8>),
+}
+
+/// A language adapter: everything the pipeline does not know about one
+/// compiler's calls. Made by the adapter's parse step, which has already
+/// refused what cannot be cached.
+pub trait Language {
+    /// The name events and `why-miss` know the call by (crate or source).
+    fn unit(&self) -> String;
+
+    /// A key from what is known before compiling, looked up through its
+    /// manifest (the recorded inputs decide the result key). `None` when the
+    /// language has no direct mode.
+    fn direct_key(&mut self, _call: &mut Call) -> Result<Option<String>, Passthrough> {
+        Ok(None)
+    }
+
+    /// A result key that can be computed without compiling (C/C++: from the
+    /// preprocessed source), asked only after the direct lookup missed.
+    fn key_ahead(&mut self, _call: &mut Call) -> Result<Option<String>, Passthrough> {
+        Ok(None)
+    }
+
+    /// Absolute path text → token form (stored records, text, diagnostics).
+    fn tokenize(&self, text: &str) -> String;
+
+    /// Token form → this worktree's paths.
+    fn expand(&self, text: &str) -> String;
+
+    /// Where each output of `entry` goes (in entry order), or why the entry
+    /// does not fit this call.
+    fn destinations(&self, entry: &Entry) -> Result<Vec<Dest>, MissReason>;
+
+    /// A stored text output as this worktree needs it, or why it cannot be
+    /// served (a dep file naming a path that does not exist here).
+    fn rewrite(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason>;
+
+    /// Stored diagnostics as this worktree prints them (by default
+    /// rewritten like any stored text).
+    fn replay_stderr(&self, stored: &[u8]) -> Result<Vec<u8>, MissReason> {
+        self.rewrite(stored)
+    }
+
+    /// Files the real compile writes (read-only restored ones are unlinked
+    /// first, so the compiler can replace them).
+    fn written_paths(&self) -> Vec<PathBuf>;
+
+    /// The real compile.
+    fn command(&self) -> Command;
+
+    /// What the successful compile `run` read, which a later call must find
+    /// unchanged to hit. From dep-info today; from a recorder's log when the
+    /// compiler runs under one. Files changed since `started` refuse. None
+    /// for a language whose key ahead already covers everything read.
+    fn observed_inputs(
+        &mut self,
+        _call: &mut Call,
+        _run: &Captured,
+        _started: SystemTime,
+    ) -> Result<Observed, NotStored> {
+        Ok(Observed::default())
+    }
+
+    /// The result key of a compile with direct key `direct` that read
+    /// `observed`, with its key groups (for `why-miss`). Asked only when no
+    /// key was known ahead, so a language with a key ahead never is.
+    fn result_key(&self, _direct: &str, _observed: &Observed) -> Option<KeyAndGroups> {
+        None
+    }
+
+    /// What to store of a successful compile.
+    fn produced(&self, run: &Captured) -> Result<Vec<Produced>, NotStored>;
+
+    /// Diagnostics in stored form.
+    fn stored_stderr(&self, run: &Captured) -> Result<Vec<u8>, NotStored>;
+
+    /// Free-form facts kept with the entry (`kache debug`).
+    fn meta(&self, groups: &BTreeMap<String, String>) -> serde_json::Value;
+
+    /// The directory the outputs go to (where a kache mount is looked for).
+    fn out_dir(&self) -> &Path;
+
+    /// When a failed compile is an answer rather than a broken build (a
+    /// build script asking whether a feature compiles): the passthrough it
+    /// is recorded as, instead of a miss.
+    fn expected_failure(&self) -> Option<Passthrough> {
+        None
+    }
+
+    /// The absolute roots (name, path) the key leaves out so that worktrees
+    /// share entries. Outputs found to hold one after a compile make the
+    /// result path-local. Empty for a language whose key keeps every path.
+    fn path_roots(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// The keys a call is looked up by.
+#[derive(Debug, Default)]
+struct Keys {
+    direct: Option<String>,
+    ahead: Option<String>,
+}
+
+impl Keys {
+    /// The key whose lock serializes identical compiles.
+    fn lock_key(&self) -> Option<&str> {
+        self.direct.as_deref().or(self.ahead.as_deref())
+    }
+}
+
+/// Runs one cacheable call: hit, or compile and store. `compiler` and
+/// `args` are what a passthrough runs.
+pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &[OsString]) -> i32 {
+    // A device, FIFO, directory or symlink where an output goes is written
+    // through by the compiler; a restore would replace it, and what the
+    // compiler wrote into it cannot be read back as the output.
+    if lang.written_paths().iter().any(|p| !is_file_or_absent(p)) {
+        return call.passthrough(compiler, args, Passthrough::OutputNotAFile);
+    }
+    let unit = lang.unit();
+    let mount = crate::mount::mount_root_of(lang.out_dir()).map(Path::to_path_buf);
+    let mut keys = Keys {
+        direct: match lang.direct_key(call) {
+            Ok(k) => k,
+            Err(p) => return call.passthrough(compiler, args, p),
+        },
+        ahead: None,
+    };
+    let mut first_miss = None;
+    if keys.direct.is_some() {
+        match look_up(call, &target(lang, &mount), &keys) {
+            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Err(r) => first_miss = Some(r),
+        }
+    }
+    keys.ahead = match lang.key_ahead(call) {
+        Ok(k) => k,
+        Err(p) => return call.passthrough(compiler, args, p),
+    };
+    if keys.ahead.is_some() {
+        match look_up(call, &target(lang, &mount), &keys) {
+            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Err(r) => first_miss = Some(r),
+        }
+    }
+    let Some(lock_key) = keys.lock_key().map(String::from) else {
+        // A language always yields one of the two keys; without either
+        // there is nothing to look up or store under.
+        let reason = first_miss.unwrap_or(MissReason::NoManifest);
+        return compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
+    };
+
+    if import_from_remote(call, &keys) {
+        if let Ok(bytes) = look_up(call, &target(lang, &mount), &keys) {
+            return hit(call, &unit, bytes, true);
+        }
+    }
+
+    // One compile per key at a time; a peer that finished while we waited
+    // has published the entry, so look again under the lock.
+    let lock = FileLock::acquire_timeout(
+        &call.store.lock_path(&lock_key),
+        LockMode::Exclusive,
+        LOCK_WAIT,
+    )
+    .ok()
+    .flatten();
+    let reason = match look_up(call, &target(lang, &mount), &keys) {
+        Ok(bytes) => return hit(call, &unit, bytes, false),
+        Err(r) => r,
+    };
+    let code = compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
+    drop(lock);
+    code
+}
+
+fn target<'a, L>(lang: &'a L, mount: &'a Option<PathBuf>) -> Target<'a, L> {
+    Target {
+        lang,
+        mount: mount.as_deref(),
+    }
+}
+
+fn hit(call: &mut Call, unit: &str, bytes: u64, remote: bool) -> i32 {
+    call.record(&Outcome::Hit { bytes, remote }, Some(unit));
+    0
+}
+
+/// Asks the remote for the direct key's manifest, else the key known ahead's
+/// entry; true when something usable was imported.
+fn import_from_remote(call: &mut Call, keys: &Keys) -> bool {
+    let asks = [
+        (remote::Kind::Manifest, keys.direct.as_deref()),
+        (remote::Kind::Entry, keys.ahead.as_deref()),
+    ];
+    for (kind, key) in asks {
+        let Some(key) = key else { continue };
+        let Some(o) = remote::import(&call.store, &call.ctx.config, kind, key) else {
+            return false;
+        };
+        call.count_all(o.tally());
+        if matches!(o, remote::Outcome::Imported { .. }) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Where a call's outputs go: its language adapter and the kache mount
+/// holding its output directory, if any.
+struct Target<'a, L> {
+    lang: &'a L,
+    mount: Option<&'a Path>,
+}
+
+/// Looks the call up by its keys; on success the outputs are in place, the
+/// diagnostics replayed, and the bytes provided returned.
+fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u64, MissReason> {
+    let mut miss = MissReason::NoManifest;
+    if let Some(direct) = &keys.direct {
+        match call.store.get_manifest(direct) {
+            Ok(manifest) => {
+                miss = MissReason::InputsChanged;
+                for rec in &manifest.records {
+                    if !inputs_match(call, t.lang, rec) {
+                        continue;
+                    }
+                    match serve(call, t, &rec.result) {
+                        Ok(bytes) => return Ok(bytes),
+                        Err(r) => miss = r,
+                    }
+                }
+            }
+            Err(ManifestMiss::Absent) => miss = MissReason::NoManifest,
+            Err(ManifestMiss::Damaged) => miss = MissReason::BadManifest,
+        }
+    }
+    match &keys.ahead {
+        Some(key) => serve(call, t, key),
+        None => Err(miss),
+    }
+}
+
+/// True when `p` is a regular file (not through a symlink) or nothing.
+fn is_file_or_absent(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// True when every input `rec` names is as it was: the roots of a
+/// path-local record, variables by value, paths looked up and not found
+/// still absent, files by content (through the stat memo: only a file whose
+/// stat changed is hashed again).
+fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
+    if rec.is_path_local() {
+        let now = lang.path_roots();
+        if !rec.local.iter().all(|held| now.contains(held)) {
+            return false;
+        }
+    }
+    for (name, want) in &rec.env {
+        let now = std::env::var(name).ok();
+        let now_form = now.as_deref().map(|v| {
+            if want.as_deref().is_some_and(has_tokens) {
+                lang.tokenize(v)
+            } else {
+                v.to_string()
+            }
+        });
+        if &now_form != want {
+            return false;
+        }
+    }
+    for p in &rec.absent {
+        if call.ctx.cwd.join(lang.expand(p)).exists() {
+            return false;
+        }
+    }
+    // One memo vouches for the whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo.
+    let mut files = Vec::with_capacity(rec.files.len());
+    let mut set = memo::FileSet::default();
+    for (p, hash, size) in &rec.files {
+        let abs = call.ctx.cwd.join(lang.expand(p));
+        match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
+            _ => return false,
+        }
+        files.push((abs, hash));
+    }
+    if memo::set_verified(&call.store, &set) {
+        return true;
+    }
+    for (abs, hash) in files {
+        match memo::file_digest(&call.store, &abs) {
+            Ok((h, _)) if &h == hash => {}
+            _ => return false,
+        }
+    }
+    memo::remember_set_verified(&call.store, &set);
+    true
+}
+
+/// Serves entry `key`: verified, rewritten for this worktree, then placed.
+fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, MissReason> {
+    let lang = t.lang;
+    let entry = call.store.get_entry(key).map_err(MissReason::Entry)?;
+    let opened = call.store.open_blobs(&entry).map_err(MissReason::Entry)?;
+    // Sizes are checked by open_blobs; content is checked through the digest
+    // memo, which re-hashes any blob whose stat changed since it was last
+    // hashed (a write into a blob always changes its ctime).
+    for out in &entry.outputs {
+        let path = call.store.blob_path(&out.blob);
+        match memo::file_digest(&call.store, &path) {
+            Ok((h, _)) if h == out.blob => {}
+            _ => {
+                let _ = fs::remove_file(&path);
+                return Err(MissReason::BlobCorrupt);
+            }
+        }
+    }
+    let dests = lang.destinations(&entry)?;
+    // Everything that can refuse the entry is decided before anything is
+    // written: a refused entry leaves the worktree as it was.
+    let mut texts = Vec::new();
+    for (out, dest) in entry.outputs.iter().zip(&dests) {
+        if let Dest::Rewrite { path } = dest {
+            let stored = fs::read(call.store.blob_path(&out.blob))
+                .map_err(|_| MissReason::TextUnreadable)?;
+            texts.push((path, lang.rewrite(&stored)?));
+        }
+    }
+    let stderr = lang.replay_stderr(&entry.stderr)?;
+
+    let to_place = outputs_to_place(&entry, &dests);
+    let placed = restore(call, &entry, &opened, &to_place, t.mount)?;
+    for (path, text) in texts {
+        let _ = fs::remove_file(path);
+        fs::write(path, text).map_err(|_| MissReason::TextUnwritable)?;
+    }
+    for p in &to_place {
+        memo::remember_output(&call.store, &p.path, &p.out.blob);
+    }
+    if placed.hardlink_bytes > 0 {
+        // A hardlink restore re-stamped the blob's inode; its content was
+        // verified above, so refresh its memo instead of re-hashing next time.
+        for p in &to_place {
+            let blob = call.store.blob_path(&p.out.blob);
+            memo::remember_output(&call.store, &blob, &p.out.blob);
+        }
+    }
+    let _ = io::stdout().write_all(&entry.stdout);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().write_all(&stderr);
+    let _ = io::stderr().flush();
+    Ok(placed.total_bytes() + placed.mount_bytes)
+}
+
+/// One stored output and where it goes.
+struct ToPlace<'a> {
+    /// Its position in the entry (and in the opened blobs).
+    index: usize,
+    out: &'a OutputFile,
+    path: PathBuf,
+    hardlink: HardlinkPolicy,
+}
+
+/// The outputs to place: those of `entry` whose destination is a placement
+/// (text outputs are rewritten instead).
+fn outputs_to_place<'a>(entry: &'a Entry, dests: &[Dest]) -> Vec<ToPlace<'a>> {
+    let mut list = Vec::new();
+    for (index, (out, d)) in entry.outputs.iter().zip(dests).enumerate() {
+        if let Dest::Place { path, hardlink } = d {
+            list.push(ToPlace {
+                index,
+                out,
+                path: path.clone(),
+                hardlink: *hardlink,
+            });
+        }
+    }
+    list
+}
+
+/// What a restore placed, per method.
+#[derive(Default)]
+struct Placed {
+    report: RestoreReport,
+    mount_bytes: u64,
+}
+
+impl std::ops::Deref for Placed {
+    type Target = RestoreReport;
+    fn deref(&self) -> &RestoreReport {
+        &self.report
+    }
+}
+
+/// The one restore: the outputs to place, by reference when they go into a
+/// kache mount (one request; no bytes copied), otherwise by reflink,
+/// hardlink or copy. A refused placement falls back to restoring.
+fn restore(
+    call: &mut Call,
+    entry: &Entry,
+    opened: &OpenedBlobs,
+    to_place: &[ToPlace],
+    mount: Option<&Path>,
+) -> Result<Placed, MissReason> {
+    if let Some(root) = mount {
+        match place_in_mount(root, to_place) {
+            Some(Ok(bytes)) => {
+                call.count(Counter::MountBytes, bytes);
+                call.count(Counter::MountFiles, to_place.len() as u64);
+                return Ok(Placed {
+                    mount_bytes: bytes,
+                    ..Placed::default()
+                });
+            }
+            Some(Err(_)) => call.count(Counter::MountErrors, 1),
+            None => {}
+        }
+    }
+    // In entry order: where each output goes, `None` for those not placed.
+    let mut dests: Vec<Option<(PathBuf, HardlinkPolicy)>> = vec![None; entry.outputs.len()];
+    for p in to_place {
+        dests[p.index] = Some((p.path.clone(), p.hardlink));
+    }
+    let mut dests = dests.into_iter();
+    let report = call
+        .store
+        .restore(entry, opened, |_| dests.next().flatten())
+        .map_err(|_| MissReason::RestoreIo)?;
+    call.count(Counter::ReflinkBytes, report.reflink_bytes);
+    call.count(Counter::HardlinkBytes, report.hardlink_bytes);
+    call.count(Counter::CopyBytes, report.copy_bytes);
+    call.count(Counter::RestoreFiles, report.files);
+    Ok(Placed {
+        report,
+        mount_bytes: 0,
+    })
+}
+
+/// Places outputs into the mount at `root` by reference (the only call into
+/// the mount's placement). `None` when an output lies outside the mount.
+fn place_in_mount(root: &Path, to_place: &[ToPlace]) -> Option<io::Result<u64>> {
+    let outs: Vec<kache_fs::Placement> = to_place
+        .iter()
+        .map(|p| {
+            Some(kache_fs::Placement {
+                path: p.path.strip_prefix(root).ok()?.to_path_buf(),
+                hash: p.out.blob.clone(),
+                size: p.out.size,
+                mode: p.out.mode,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some(crate::mount::place_outputs(root, &outs))
+}
+
+/// A miss: runs the compiler, stores what it produced, records the outcome.
+fn compile<L: Language>(
+    call: &mut Call,
+    lang: &mut L,
+    keys: &Keys,
+    unit: &str,
+    reason: MissReason,
+    mount: Option<&Path>,
+    compiler: &OsStr,
+) -> i32 {
+    let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
+    let started = SystemTime::now();
+    let run = match exec::run_captured(lang.command()) {
+        Ok(c) => c,
+        Err(e) => {
+            call.count(Counter::CompilerRuns, 1);
+            log::error(&format!("cannot run {}: {e}", compiler.to_string_lossy()));
+            call.record(&Outcome::Error, Some(unit));
+            return 1;
+        }
+    };
+    let code = exec::exit_code_of(&run.status);
+    if code != 0 {
+        if let Some(p) = lang.expected_failure() {
+            // Counts its one compiler run itself.
+            call.record(&Outcome::Passthrough(p), Some(unit));
+            return code;
+        }
+    }
+    call.count(Counter::CompilerRuns, 1);
+    let stored = match code {
+        0 => store(call, lang, keys, &run, started, mount),
+        _ => Err(NotStored::CompileFailed),
+    };
+    call.record(&Outcome::Miss { reason, stored }, Some(unit));
+    code
+}
+
+/// Stores a successful compile: blobs, then the entry, then the manifest
+/// record (so nothing ever references what is not there yet); then the
+/// hooks. Returns the bytes stored.
+fn store<L: Language>(
+    call: &mut Call,
+    lang: &mut L,
+    keys: &Keys,
+    run: &Captured,
+    started: SystemTime,
+    mount: Option<&Path>,
+) -> Result<u64, NotStored> {
+    let mut observed = lang.observed_inputs(call, run, started)?;
+    let produced = lang.produced(run)?;
+    for p in &produced {
+        if let Content::File { path, .. } = &p.content {
+            if !is_file_or_absent(path) {
+                return Err(NotStored::OutputNotAFile);
+            }
+        }
+    }
+    observed.local = path_local_roots(lang, &produced, &run.stdout)?;
+    let (result, groups) = match (&keys.ahead, &keys.direct) {
+        (Some(k), _) => (k.clone(), BTreeMap::new()),
+        (None, Some(d)) => lang
+            .result_key(d, &observed)
+            .ok_or(NotStored::NoResultKey)?,
+        (None, None) => return Err(NotStored::NoResultKey),
+    };
+    for (g, d) in &groups {
+        if g != "direct" && g != "domain" {
+            call.key_groups.insert(format!("result.{g}"), d.clone());
+        }
+    }
+    let stderr = lang.stored_stderr(run)?;
+    let mut outputs = Vec::new();
+    let mut bytes = 0;
+    for p in produced {
+        let (blob, mode) = match &p.content {
+            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
+            Content::File { path, executable } => {
+                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
+                let blob = call.store.put_blob_from_path_as(path, *executable)?;
+                memo::remember_output(&call.store, path, &blob.hash);
+                bytes += blob.size;
+                let exec_bits = if *executable { 0o111 } else { 0 };
+                (blob, kache_platform::file_mode(&meta) | exec_bits)
+            }
+        };
+        outputs.push(OutputFile {
+            name: p.name,
+            blob: blob.hash,
+            size: blob.size,
+            mode,
+        });
+    }
+    let entry = Entry {
+        outputs,
+        exit_status: 0,
+        stdout: run.stdout.clone(),
+        stderr,
+        meta: lang.meta(&groups),
+    };
+    call.store.put_entry(&result, &entry)?;
+    if let Some(direct) = &keys.direct {
+        let mut manifest = call.store.get_manifest(direct).unwrap_or_default();
+        manifest.add(Record {
+            files: observed.files,
+            env: observed.env,
+            absent: observed.absent,
+            local: observed.local.clone(),
+            result: result.clone(),
+        });
+        call.store.put_manifest(direct, &manifest)?;
+    }
+    // A path-local result is right only where its roots are: never shared.
+    let shared = observed.local.is_empty().then(|| {
+        remote::queue_upload(
+            &call.store,
+            &call.ctx.config,
+            keys.direct.as_deref(),
+            &result,
+        )
+    });
+    if let Some(Some(u)) = shared {
+        call.count_all(u.tally());
+    }
+    if let Some(root) = mount {
+        dedup_into_mount(call, lang, &entry, root);
+    }
+    call.count(Counter::GcPendingBytes, bytes);
+    crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
+    Ok(bytes)
+}
+
+/// The roots of [`Language::path_roots`] the compile's outputs (or its
+/// stdout, replayed on every hit) still hold. Text outputs are already in
+/// token form and not searched.
+fn path_local_roots<L: Language>(
+    lang: &L,
+    produced: &[Produced],
+    stdout: &[u8],
+) -> Result<Vec<(String, String)>, NotStored> {
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    if needles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t0 = std::time::Instant::now();
+    let mut found = vec![false; roots.len()];
+    path_local::search(stdout, &needles, &mut found);
+    let mut searched = 0;
+    for p in produced {
+        if let Content::File { path, .. } = &p.content {
+            path_local::search_file(path, &needles, &mut found)
+                .map_err(|_| NotStored::OutputMissing)?;
+            searched += fs::metadata(path).map_or(0, |m| m.len());
+        }
+    }
+    let held: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(found)
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    log::debug(&format!(
+        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
+        t0.elapsed().as_micros()
+    ));
+    Ok(held)
+}
+
+/// In a kache-mounted target, what the compiler just wrote sits in the
+/// mount's upper directory while the same bytes are now blobs: replace those
+/// files by placements so a miss costs the disk once, not twice. Measured on
+/// the fixture workspace before this existed: a cold mounted build left
+/// 25.3 MB in the upper directory, 100% of it identical to store blobs.
+/// Readers that already opened an output (cargo pipelining) keep the old
+/// inode; new opens see the same bytes through the placement. Best effort:
+/// on failure the files simply stay in the upper directory.
+fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root: &Path) {
+    let Ok(dests) = lang.destinations(entry) else {
+        return;
+    };
+    let to_place = outputs_to_place(entry, &dests);
+    // Placement stamps "now"; put back the times the compiler gave the
+    // files, or a dependent that already compiled against an rmeta
+    // (pipelining) would look older than its dependency to cargo.
+    let times: Vec<Option<SystemTime>> = to_place
+        .iter()
+        .map(|p| fs::metadata(&p.path).and_then(|m| m.modified()).ok())
+        .collect();
+    match place_in_mount(root, &to_place) {
+        Some(Ok(bytes)) => {
+            call.count(Counter::MountDeduplicatedBytes, bytes);
+            for (p, t) in to_place.iter().zip(times) {
+                let reset =
+                    t.and_then(|t| fs::File::open(&p.path).and_then(|f| f.set_modified(t)).ok());
+                if reset.is_none() {
+                    call.count(Counter::MountDedupErrors, 1);
+                }
+            }
+        }
+        Some(Err(_)) => call.count(Counter::MountDedupErrors, 1),
+        None => {}
+    }
+}
