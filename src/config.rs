@@ -94,6 +94,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "allow hardlink restores (one consumer per blob)",
     },
     KeyDef {
+        name: "cache.seed",
+        env: "KACHE_SEED",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "seed a new target dir with the finished registry/git units of earlier builds",
+    },
+    KeyDef {
         name: "cache.observe",
         env: "KACHE_OBSERVE",
         kind: Kind::Str,

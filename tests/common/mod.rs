@@ -75,8 +75,11 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     ] {
         c.env_remove(v);
     }
+    // Seeding would make a new worktree's registry units Fresh, so they would never
+    // reach the wrapper these tests measure; the seeding tests turn it back on.
     c.env("RUSTC_WRAPPER", kache_bin())
         .env("KACHE_DIR", store)
+        .env("KACHE_SEED", "0")
         .env("CARGO_TERM_COLOR", "never");
     c
 }
