@@ -222,3 +222,75 @@ pub(crate) fn file_type(mode: u32) -> FileType {
         _ => FileType::RegularFile,
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use std::ffi::CString;
+    use std::time::Instant;
+
+    const FILES: usize = 1000;
+    const OPS: usize = 200_000;
+
+    /// The table's throughput from several serving threads at once, in the three shapes of
+    /// request that touch it: a bare node lookup by id (the map alone), a getattr (lookup by
+    /// id plus fstat), and a kernel lookup followed by its forget (openat, fstat and two map
+    /// writes). Not a test: it prints operations per second for comparing implementations of
+    /// the table. Run it with
+    /// `cargo test -p kache-fs --release inode_table_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark"]
+    fn inode_table_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<CString> = (0..FILES)
+            .map(|i| {
+                std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+                CString::new(format!("f{i}")).unwrap()
+            })
+            .collect();
+        let upper: OwnedFd = std::fs::File::open(dir.path()).unwrap().into();
+        let table = Inodes::new(upper).unwrap();
+        let root = table.root().unwrap();
+        let ids: Vec<u64> = names
+            .iter()
+            .map(|n| table.lookup(&root, n).unwrap().ino.0)
+            .collect();
+        type Op<'a> = &'a (dyn Fn(usize) + Sync);
+        let get = |k: usize| {
+            table.get(INodeNo(ids[k % FILES])).unwrap();
+        };
+        let getattr = |k: usize| {
+            let node = table.get(INodeNo(ids[k % FILES])).unwrap();
+            table.attr(&node).unwrap();
+        };
+        let lookup_forget = |k: usize| {
+            let attr = table.lookup(&root, &names[k % FILES]).unwrap();
+            table.forget(attr.ino.0, 1);
+        };
+        let shapes: [(&str, Op); 3] = [
+            ("get", &get),
+            ("getattr", &getattr),
+            ("lookup+forget", &lookup_forget),
+        ];
+        for (shape, op) in shapes {
+            for threads in [1, 2, 4] {
+                let per_thread = OPS / threads;
+                let t0 = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        s.spawn(move || {
+                            for k in 0..per_thread {
+                                op(k * 7 + t * 131);
+                            }
+                        });
+                    }
+                });
+                let secs = t0.elapsed().as_secs_f64();
+                println!(
+                    "inode table {shape:<14} {threads} threads: {:>10.0} ops/s",
+                    (per_thread * threads) as f64 / secs
+                );
+            }
+        }
+    }
+}

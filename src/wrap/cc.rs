@@ -136,6 +136,19 @@ impl Language for Cc {
         let reported = key::preprocessor_reported_time_macros(&pre.stderr);
         let time =
             key::time_macro_policy(reported, &sde, version).map_err(Passthrough::CcRefused)?;
+        // C/C++ keys have no named groups (no `why-miss` yet); the log shows
+        // what went in, by digest, for whoever compares two builds.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let digest = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+            tracing::debug!(
+                unit = %self.unit(),
+                compiler = %digest(ident.as_bytes()),
+                preprocessed = %digest(&pre.stdout),
+                modeled_flags = ?self.inv.modeled,
+                source_date_epoch = ?time,
+                "key inputs"
+            );
+        }
         Ok(Some(key::cache_key(&key::KeyInput {
             compiler_identity: ident.as_bytes(),
             invocation: &self.inv,

@@ -230,6 +230,9 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         },
         ahead: None,
     };
+    if let Some(k) = &keys.direct {
+        tracing::debug!(unit = %unit, key = %k, "direct key");
+    }
     let mut first_miss = None;
     if keys.direct.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
@@ -241,6 +244,9 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         Ok(k) => k,
         Err(p) => return call.passthrough(compiler, args, p),
     };
+    if let Some(k) = &keys.ahead {
+        tracing::debug!(unit = %unit, key = %k, "key ahead of compiling");
+    }
     if keys.ahead.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
             Ok(bytes) => return hit(call, &unit, bytes, false),
@@ -269,8 +275,14 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     )
     .ok()
     .flatten();
+    if lock.is_none() {
+        tracing::debug!(unit = %unit, "key lock not taken (timed out or unavailable): compiling without it");
+    }
     let reason = match look_up(call, &target(lang, &mount), &keys) {
-        Ok(bytes) => return hit(call, &unit, bytes, false),
+        Ok(bytes) => {
+            tracing::debug!(unit = %unit, "a peer stored the key while this call waited for its lock");
+            return hit(call, &unit, bytes, false);
+        }
         Err(r) => r,
     };
     let code = compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
@@ -304,6 +316,7 @@ fn import_from_remote(call: &mut Call, keys: &Keys) -> bool {
         };
         call.count_all(o.tally());
         if matches!(o, remote::Outcome::Imported { .. }) {
+            tracing::debug!(?kind, key, "imported from the remote; looking up again");
             return true;
         }
     }
@@ -325,13 +338,17 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
         match call.store.get_manifest(direct) {
             Ok(manifest) => {
                 miss = MissReason::InputsChanged;
+                tracing::debug!(records = manifest.records.len(), "manifest found");
                 for rec in &manifest.records {
                     if !inputs_match(call, t.lang, rec) {
                         continue;
                     }
                     match serve(call, t, &rec.result) {
                         Ok(bytes) => return Ok(bytes),
-                        Err(r) => miss = r,
+                        Err(r) => {
+                            tracing::debug!(entry = %rec.result, "entry not served: {}", r.label());
+                            miss = r;
+                        }
                     }
                 }
             }
@@ -340,7 +357,9 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
         }
     }
     match &keys.ahead {
-        Some(key) => serve(call, t, key),
+        Some(key) => serve(call, t, key).inspect_err(|r| {
+            tracing::debug!(entry = %key, "entry not served: {}", r.label());
+        }),
         None => Err(miss),
     }
 }
@@ -360,7 +379,8 @@ fn is_file_or_absent(p: &Path) -> bool {
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     if rec.is_path_local() {
         let now = lang.path_roots();
-        if !rec.local.iter().all(|held| now.contains(held)) {
+        if let Some((root, _)) = rec.local.iter().find(|held| !now.contains(held)) {
+            tracing::debug!(root = %root, "record not matched: a path-local root moved");
             return false;
         }
     }
@@ -374,11 +394,13 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
             }
         });
         if &now_form != want {
+            tracing::debug!(var = %name, "record not matched: variable changed");
             return false;
         }
     }
     for p in &rec.absent {
         if call.ctx.cwd.join(lang.expand(p)).exists() {
+            tracing::debug!(path = %p, "record not matched: a path once absent exists");
             return false;
         }
     }
@@ -390,7 +412,14 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
         let abs = call.ctx.cwd.join(lang.expand(p));
         match fs::metadata(&abs) {
             Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
-            _ => return false,
+            Ok(_) => {
+                tracing::debug!(path = %p, "record not matched: file size changed");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!(path = %p, "record not matched: file missing");
+                return false;
+            }
         }
         files.push((abs, hash));
     }
@@ -400,7 +429,10 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     for (abs, hash) in files {
         match memo::file_digest(&call.store, &abs) {
             Ok((h, _)) if &h == hash => {}
-            _ => return false,
+            _ => {
+                tracing::debug!(path = %abs.display(), "record not matched: file content changed");
+                return false;
+            }
         }
     }
     memo::remember_set_verified(&call.store, &set);
@@ -420,6 +452,7 @@ fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, 
         match memo::file_digest(&call.store, &path) {
             Ok((h, _)) if h == out.blob => {}
             _ => {
+                tracing::debug!(blob = %out.blob, "blob does not hash to its name: removed");
                 let _ = fs::remove_file(&path);
                 return Err(MissReason::BlobCorrupt);
             }
@@ -515,6 +548,12 @@ fn restore(
     if let Some(root) = mount {
         match place_in_mount(root, to_place) {
             Some(Ok(bytes)) => {
+                tracing::debug!(
+                    mount = %root.display(),
+                    files = to_place.len(),
+                    bytes,
+                    "placed by reference in the mount"
+                );
                 call.count(Counter::MountBytes, bytes);
                 call.count(Counter::MountFiles, to_place.len() as u64);
                 return Ok(Placed {
@@ -522,8 +561,13 @@ fn restore(
                     ..Placed::default()
                 });
             }
-            Some(Err(_)) => call.count(Counter::MountErrors, 1),
-            None => {}
+            Some(Err(e)) => {
+                tracing::debug!(mount = %root.display(), "mount refused the placement ({e}): restoring instead");
+                call.count(Counter::MountErrors, 1);
+            }
+            None => {
+                tracing::debug!(mount = %root.display(), "an output lies outside the mount: restoring instead");
+            }
         }
     }
     // In entry order: where each output goes, `None` for those not placed.
@@ -535,7 +579,17 @@ fn restore(
     let report = call
         .store
         .restore(entry, opened, |_| dests.next().flatten())
-        .map_err(|_| MissReason::RestoreIo)?;
+        .map_err(|e| {
+            tracing::debug!("restore failed: {e}");
+            MissReason::RestoreIo
+        })?;
+    tracing::debug!(
+        files = report.files,
+        reflink_bytes = report.reflink_bytes,
+        hardlink_bytes = report.hardlink_bytes,
+        copy_bytes = report.copy_bytes,
+        "restored"
+    );
     call.count(Counter::ReflinkBytes, report.reflink_bytes);
     call.count(Counter::HardlinkBytes, report.hardlink_bytes);
     call.count(Counter::CopyBytes, report.copy_bytes);
@@ -724,10 +778,11 @@ fn path_local_roots<L: Language>(
         .zip(found)
         .filter_map(|(r, f)| f.then_some(r))
         .collect();
-    log::debug(&format!(
-        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
-        t0.elapsed().as_micros()
-    ));
+    tracing::debug!(
+        searched_bytes = searched,
+        us = t0.elapsed().as_micros() as u64,
+        "path-local search: roots held: {held:?}"
+    );
     Ok(held)
 }
 
@@ -753,6 +808,11 @@ fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root:
         .collect();
     match place_in_mount(root, &to_place) {
         Some(Ok(bytes)) => {
+            tracing::debug!(
+                mount = %root.display(),
+                bytes,
+                "compiled outputs turned into placements"
+            );
             call.count(Counter::MountDeduplicatedBytes, bytes);
             for (p, t) in to_place.iter().zip(times) {
                 let reset =
@@ -762,7 +822,10 @@ fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root:
                 }
             }
         }
-        Some(Err(_)) => call.count(Counter::MountDedupErrors, 1),
+        Some(Err(e)) => {
+            tracing::debug!(mount = %root.display(), "outputs stay in the upper directory: {e}");
+            call.count(Counter::MountDedupErrors, 1);
+        }
         None => {}
     }
 }

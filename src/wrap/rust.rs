@@ -30,7 +30,10 @@ use crate::worktree;
 pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
     match Rust::new(call, compiler, args) {
         Ok(Some(mut rust)) => pipeline::run(call, &mut rust, compiler, args),
-        Ok(None) => super::run_plainly(compiler, args),
+        Ok(None) => {
+            tracing::debug!("not a compile (a query such as -vV or --print): rustc runs as given");
+            super::run_plainly(compiler, args)
+        }
         Err(why) => call.passthrough(compiler, args, why),
     }
 }
