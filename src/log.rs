@@ -119,7 +119,9 @@ fn filter_of(value: &str) -> EnvFilter {
     if !plainly_a_filter {
         return debug();
     }
-    EnvFilter::builder().parse(value).unwrap_or_else(|_| debug())
+    EnvFilter::builder()
+        .parse(value)
+        .unwrap_or_else(|_| debug())
 }
 
 /// One line per event: `TIME kache[PID] LEVEL target: message fields`. The
@@ -174,7 +176,16 @@ mod tests {
 
     #[test]
     fn values_that_are_not_plainly_a_filter_mean_debug() {
-        for old in ["1", "0", "yes", "true", "", "  ", "on", "kache::wrap=nonsense"] {
+        for old in [
+            "1",
+            "0",
+            "yes",
+            "true",
+            "",
+            "  ",
+            "on",
+            "kache::wrap=nonsense",
+        ] {
             assert_eq!(filter_of(old).to_string(), "debug", "KACHE_LOG={old:?}");
         }
     }
@@ -192,6 +203,6 @@ mod tests {
             two.contains("kache::remote=debug") && two.contains("warn"),
             "{two}"
         );
-        assert_eq!(filter_of("kache::store").to_string(), "kache::store");
+        assert_eq!(filter_of("kache::store").to_string(), "kache::store=trace");
     }
 }

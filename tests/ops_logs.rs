@@ -90,7 +90,10 @@ fn debug_log_shows_key_groups_and_the_reason_of_each_miss_hit_and_passthrough() 
     let passthrough = lines
         .iter()
         .find(|l| l.contains("kache::wrap: passthrough: excluded") && l.contains("unit=app"));
-    assert!(passthrough.is_some(), "no passthrough line for app in:\n{first}");
+    assert!(
+        passthrough.is_some(),
+        "no passthrough line for app in:\n{first}"
+    );
     let groups: Vec<_> = lines
         .iter()
         .filter(|l| l.contains("key group") && l.contains("unit=lib1"))
@@ -141,7 +144,10 @@ fn log_file_receives_the_diagnostics_and_stderr_none_of_them() {
         "diagnostics on stderr with KACHE_LOG_FILE set:\n{err}"
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.starts_with("kept\n"), "the log file was not appended to");
+    assert!(
+        text.starts_with("kept\n"),
+        "the log file was not appended to"
+    );
     assert!(
         text.lines()
             .any(|l| l.contains("kache::wrap: miss: no-manifest") && l.contains("unit=lib1")),
@@ -163,7 +169,10 @@ fn a_log_file_that_cannot_be_opened_warns_and_the_build_succeeds() {
         "no warning about the log file in:\n{err}"
     );
     assert!(log_lines(&err).is_empty(), "diagnostics on stderr:\n{err}");
-    assert!(ws.join("target/debug/app").is_file(), "the build made no binary");
+    assert!(
+        ws.join("target/debug/app").is_file(),
+        "the build made no binary"
+    );
 }
 
 #[test]

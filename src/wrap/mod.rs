@@ -193,7 +193,10 @@ fn unit_in_args(args: &[OsString]) -> String {
     let source = || {
         args.iter().rev().find(|a| {
             let ext = Path::new(a).extension().and_then(OsStr::to_str);
-            matches!(ext, Some("c" | "cc" | "cpp" | "cxx" | "m" | "mm" | "s" | "S"))
+            matches!(
+                ext,
+                Some("c" | "cc" | "cpp" | "cxx" | "m" | "mm" | "s" | "S")
+            )
         })
     };
     crate_name
@@ -250,17 +253,23 @@ impl Call {
     fn log(&self, outcome: &Outcome, unit: &str) {
         let lang = self.lang.as_str();
         for (group, digest) in &self.key_groups {
-            tracing::debug!(lang, unit = %unit, group = %group, digest = %digest, "key group");
+            tracing::debug!(
+                lang = %lang,
+                unit = %unit,
+                group = %group,
+                digest = %digest,
+                "key group"
+            );
         }
         match outcome {
             Outcome::Hit { bytes, remote } => {
-                tracing::debug!(lang, unit = %unit, bytes, remote, "hit")
+                tracing::debug!(lang = %lang, unit = %unit, bytes, remote, "hit")
             }
             Outcome::Miss {
                 reason,
                 stored: Ok(bytes),
             } => tracing::debug!(
-                lang,
+                lang = %lang,
                 unit = %unit,
                 bytes,
                 "miss: {}; compiled and stored",
@@ -270,16 +279,18 @@ impl Call {
                 reason,
                 stored: Err(why),
             } => tracing::debug!(
-                lang,
+                lang = %lang,
                 unit = %unit,
                 "miss: {}; compiled, not stored: {}",
                 reason.label(),
                 why.label()
             ),
             Outcome::Passthrough(why) => {
-                tracing::debug!(lang, unit = %unit, "passthrough: {}", why.label())
+                tracing::debug!(lang = %lang, unit = %unit, "passthrough: {}", why.label())
             }
-            Outcome::Error => tracing::debug!(lang, unit = %unit, "error: the compiler could not be run"),
+            Outcome::Error => {
+                tracing::debug!(lang = %lang, unit = %unit, "error: the compiler could not be run")
+            }
         }
     }
 

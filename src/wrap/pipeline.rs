@@ -276,11 +276,11 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     .ok()
     .flatten();
     if lock.is_none() {
-        tracing::debug!(unit = %unit, "key lock not taken (timed out or unavailable): compiling without it");
+        tracing::debug!(unit = %unit, "key lock not taken: compiling without it");
     }
     let reason = match look_up(call, &target(lang, &mount), &keys) {
         Ok(bytes) => {
-            tracing::debug!(unit = %unit, "a peer stored the key while this call waited for its lock");
+            tracing::debug!(unit = %unit, "a peer stored the key while this call waited");
             return hit(call, &unit, bytes, false);
         }
         Err(r) => r,
@@ -562,11 +562,11 @@ fn restore(
                 });
             }
             Some(Err(e)) => {
-                tracing::debug!(mount = %root.display(), "mount refused the placement ({e}): restoring instead");
+                tracing::debug!(mount = %root.display(), "placement refused ({e}): restoring");
                 call.count(Counter::MountErrors, 1);
             }
             None => {
-                tracing::debug!(mount = %root.display(), "an output lies outside the mount: restoring instead");
+                tracing::debug!(mount = %root.display(), "an output is outside it: restoring");
             }
         }
     }
