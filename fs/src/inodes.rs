@@ -46,6 +46,9 @@ pub(crate) struct NodeState {
 }
 
 pub(crate) struct Inodes {
+    /// One lock, not a sharded map: held for a hash lookup (~100 ns) in requests that cost
+    /// microseconds of system calls, it measured no slower than `dashmap` from 1 to 4 serving
+    /// threads (`inode_table_throughput` below).
     nodes: Mutex<HashMap<u64, Arc<Node>>>,
     /// Upper inode number of the mount root.
     root_ino: u64,
