@@ -238,7 +238,14 @@ pub const KEYS: &[KeyDef] = &[
         env: "KACHE_LOG",
         kind: Kind::Str,
         default: "",
-        doc: "diagnostic logging to stderr (error, warn, info, debug)",
+        doc: "diagnostics: a level or filter (debug, kache::wrap=trace); any other value means debug",
+    },
+    KeyDef {
+        name: "log.file",
+        env: "KACHE_LOG_FILE",
+        kind: Kind::Str,
+        default: "",
+        doc: "append diagnostics to this file instead of stderr (debug unless log.level says)",
     },
 ];
 

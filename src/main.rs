@@ -208,6 +208,7 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn try_main(cli: Cli) -> CliResult {
     let ctx = Context::load()?;
+    kache::log::init_from_config(&ctx.config);
     for w in &ctx.config.warnings {
         eprintln!("kache: warning: {w}");
     }

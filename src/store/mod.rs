@@ -359,6 +359,12 @@ impl Store {
                 continue;
             };
             let method = placer.place(file, path, &dest, out.mode, policy)?;
+            tracing::debug!(
+                output = %out.name,
+                bytes = out.size,
+                ?policy,
+                "placed by {method:?}"
+            );
             report.add(method, out.size);
         }
         Ok(report)
