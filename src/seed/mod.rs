@@ -24,6 +24,7 @@ pub mod harvest;
 pub mod outcome;
 pub mod place;
 pub mod record;
+pub mod report;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -34,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use kache_platform::process::{self, Detach};
 
-use self::outcome::{ms_since, Report, Skip};
+use self::outcome::{ms_since, Skip};
+use self::report::Report;
 use crate::config::Config;
 use crate::env::Context;
 use crate::stats::{Counter, Lang, Tally};

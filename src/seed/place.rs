@@ -30,8 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 
 use super::cargo::{Lane, LockedPackage};
-use super::outcome::{Method, Report, Skip};
+use super::outcome::{Method, Skip};
 use super::record::{self, Donor, Kind, SeedSet, UnitRef, UnitSeed, TARGET_TOKEN};
+use super::report::Report;
 use super::state::{self, PendingUnit};
 use crate::store::Store;
 

@@ -13,6 +13,7 @@
 
 pub mod cc;
 pub mod exec;
+pub mod inputs;
 pub mod observe;
 pub mod outcome;
 mod path_local;

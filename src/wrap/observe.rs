@@ -31,8 +31,8 @@ use kache_recorder::{Filter, Incomplete, ObservedInputs, Recorder, Unavailable};
 use kache_wrapper::key::KeyBuilder;
 use kache_wrapper::paths::tokenize_bounded;
 
+use super::inputs::Observed;
 use super::outcome::NotStored;
-use super::pipeline::Observed;
 use crate::config::{Config, Observe};
 use crate::store::manifest::FoundBy;
 use crate::store::{memo, Store};
