@@ -593,10 +593,17 @@ fn compile<L: Language>(
         }
     }
     call.count(Counter::CompilerRuns, 1);
+    let compiled = SystemTime::now();
     let stored = match code {
         0 => store(call, lang, keys, &run, started, mount),
         _ => Err(NotStored::CompileFailed),
     };
+    let ms = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    log::debug(&format!(
+        "{unit}: compiler {:?}, storing {:?}",
+        ms(started, compiled),
+        ms(compiled, SystemTime::now())
+    ));
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
 }
