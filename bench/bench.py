@@ -956,13 +956,17 @@ def measure_edit_loop(wl, root: Path, reps: int):
             build(m, "noop_before")
         reference = res["builds"][0]["output"]
         n = 0
+        same = True
         for i in range(reps):
             for kind, edit in edits.items():
                 n += 1
                 # Take turns: a different mode goes first each round.
+                outputs = set()
                 for m in modes[i % len(modes):] + modes[:i % len(modes)]:
                     apply_edit(m["wt"], edit, n)
-                    build(m, f"edit_{kind}")
+                    outputs.add(build(m, f"edit_{kind}")["output"])
+                same = same and len(outputs) == 1
+        res["edit_outputs_identical"] = same
         for m in modes:
             build(m, "noop_after")
         # Fresh worktrees served by the store: at the original sources, and at the
