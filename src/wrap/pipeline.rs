@@ -574,6 +574,7 @@ fn compile<L: Language>(
     compiler: &OsStr,
 ) -> i32 {
     let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
+    let looked_up = call.started.elapsed();
     let started = SystemTime::now();
     let run = match exec::run_captured(lang.command()) {
         Ok(c) => c,
@@ -598,11 +599,11 @@ fn compile<L: Language>(
         0 => store(call, lang, keys, &run, started, mount),
         _ => Err(NotStored::CompileFailed),
     };
-    let ms = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    let took = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
     log::debug(&format!(
-        "{unit}: compiler {:?}, storing {:?}",
-        ms(started, compiled),
-        ms(compiled, SystemTime::now())
+        "{unit}: before the compiler {looked_up:?}, compiler {:?}, storing {:?}",
+        took(started, compiled),
+        took(compiled, SystemTime::now())
     ));
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
@@ -628,28 +629,29 @@ fn store<L: Language>(
             }
         }
     }
-    observed.local = path_local_roots(lang, &produced, &run.stdout)?;
-    let (result, groups) = match (&keys.ahead, &keys.direct) {
-        (Some(k), _) => (k.clone(), BTreeMap::new()),
-        (None, Some(d)) => lang
-            .result_key(d, &observed)
-            .ok_or(NotStored::NoResultKey)?,
-        (None, None) => return Err(NotStored::NoResultKey),
-    };
-    for (g, d) in &groups {
-        if g != "direct" && g != "domain" {
-            call.key_groups.insert(format!("result.{g}"), d.clone());
-        }
-    }
     let stderr = lang.stored_stderr(run)?;
+    // Blobs first (named by content, whatever the key turns out to be): the
+    // one read of each output that hashes and copies it also looks for the
+    // worktree's roots in it, which decides the result key.
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    let mut search = path_local::Searcher::new(&needles, roots.len());
+    search.feed(&run.stdout);
+    search.end();
     let mut outputs = Vec::new();
     let mut bytes = 0;
     for p in produced {
         let (blob, mode) = match &p.content {
+            // Already in token form: nothing to search.
             Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
             Content::File { path, executable } => {
                 let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
-                let blob = call.store.put_blob_from_path_as(path, *executable)?;
+                let blob =
+                    call.store
+                        .put_blob_from_path_inspecting(path, *executable, &mut |b| {
+                            search.feed(b)
+                        })?;
+                search.end();
                 memo::remember_output(&call.store, path, &blob.hash);
                 bytes += blob.size;
                 let exec_bits = if *executable { 0o111 } else { 0 };
@@ -662,6 +664,27 @@ fn store<L: Language>(
             size: blob.size,
             mode,
         });
+    }
+    observed.local = roots
+        .into_iter()
+        .zip(search.found())
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    log::debug(&format!(
+        "stored {bytes} bytes of outputs, roots they hold: {:?}",
+        observed.local
+    ));
+    let (result, groups) = match (&keys.ahead, &keys.direct) {
+        (Some(k), _) => (k.clone(), BTreeMap::new()),
+        (None, Some(d)) => lang
+            .result_key(d, &observed)
+            .ok_or(NotStored::NoResultKey)?,
+        (None, None) => return Err(NotStored::NoResultKey),
+    };
+    for (g, d) in &groups {
+        if g != "direct" && g != "domain" {
+            call.key_groups.insert(format!("result.{g}"), d.clone());
+        }
     }
     let entry = Entry {
         outputs,
@@ -700,42 +723,6 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
-}
-
-/// The roots of [`Language::path_roots`] the compile's outputs (or its
-/// stdout, replayed on every hit) still hold. Text outputs are already in
-/// token form and not searched.
-fn path_local_roots<L: Language>(
-    lang: &L,
-    produced: &[Produced],
-    stdout: &[u8],
-) -> Result<Vec<(String, String)>, NotStored> {
-    let roots = lang.path_roots();
-    let needles = path_local::needles(&roots);
-    if needles.is_empty() {
-        return Ok(Vec::new());
-    }
-    let t0 = std::time::Instant::now();
-    let mut found = vec![false; roots.len()];
-    path_local::search(stdout, &needles, &mut found);
-    let mut searched = 0;
-    for p in produced {
-        if let Content::File { path, .. } = &p.content {
-            path_local::search_file(path, &needles, &mut found)
-                .map_err(|_| NotStored::OutputMissing)?;
-            searched += fs::metadata(path).map_or(0, |m| m.len());
-        }
-    }
-    let held: Vec<(String, String)> = roots
-        .into_iter()
-        .zip(found)
-        .filter_map(|(r, f)| f.then_some(r))
-        .collect();
-    log::debug(&format!(
-        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
-        t0.elapsed().as_micros()
-    ));
-    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the
