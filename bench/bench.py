@@ -936,16 +936,20 @@ def measure_edit_loop(wl, root: Path, reps: int):
         wt = wt or m["wt"]
         if m["policy"]:
             kache.before_build(m["env"])
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w0 = time.perf_counter()
         built = sh(wl.build(wt), cwd=wt, env=m["env"], logfile=logfile)
         wall = time.perf_counter() - w0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         st = kache.stats(m["env"]) if m["policy"] else None
-        row = {"mode": m["mode"], "phase": phase, "wall_s": round(wall, 3), "stats": st,
+        row = {"mode": m["mode"], "phase": phase, "wall_s": round(wall, 3),
+               "cpu_s": round(cpu, 3), "stats": st,
                "units_compiled_by_cargo": sum(1 for ln in built.splitlines()
                                               if ln.strip().startswith("Compiling ")),
                "output": wl.run_binary(wt, m["env"])}
         res["builds"].append(row)
-        log(f"  edit loop {m['mode']} {phase}: {wall:.2f}s, cargo compiled "
+        log(f"  edit loop {m['mode']} {phase}: {wall:.2f}s (CPU {cpu:.2f}s), cargo compiled "
             f"{row['units_compiled_by_cargo']}, stats "
             f"{ {k: v for k, v in (st or {}).items() if k in ('hits', 'misses', 'passthroughs')} }")
         return row
@@ -992,20 +996,26 @@ def measure_edit_loop(wl, root: Path, reps: int):
     for b in res["builds"]:
         b.pop("output", None)
     for m in modes:
-        rows = lambda kind: [b["wall_s"] for b in res["builds"]
-                             if b["mode"] == m["mode"] and b["phase"] == f"edit_{kind}"]
+        rows = lambda kind, what: [b[what] for b in res["builds"]
+                                   if b["mode"] == m["mode"] and b["phase"] == f"edit_{kind}"]
         res["modes"].append({"mode": m["mode"], "label": m["label"], "policy": m["policy"],
-                             **{f"{kind}_median_s": median(rows(kind)) for kind in edits},
-                             **{f"{kind}_walls_s": rows(kind) for kind in edits}})
+                             **{f"{kind}_median_s": median(rows(kind, "wall_s")) for kind in edits},
+                             **{f"{kind}_walls_s": rows(kind, "wall_s") for kind in edits},
+                             **{f"{kind}_cpu_median_s": median(rows(kind, "cpu_s"))
+                                for kind in edits},
+                             **{f"{kind}_cpus_s": rows(kind, "cpu_s") for kind in edits}})
     base = res["modes"][0]
     for m in res["modes"][1:]:
         for kind in edits:
-            a, b = m.get(f"{kind}_median_s"), base.get(f"{kind}_median_s")
-            m[f"{kind}_vs_nocache"] = round(a / b, 3) if a and b else None
+            for what, ratio in (("median_s", "vs_nocache"), ("cpu_median_s", "cpu_vs_nocache")):
+                a, b = m.get(f"{kind}_{what}"), base.get(f"{kind}_{what}")
+                m[f"{kind}_{ratio}"] = round(a / b, 3) if a and b else None
     for m in res["modes"]:
         log(f"  edit loop {m['mode']}: " + ", ".join(
             f"{kind} {m.get(f'{kind}_median_s')}s" + (
                 f" ({m[f'{kind}_vs_nocache']}x)" if m.get(f"{kind}_vs_nocache") else "")
+            + f" CPU {m.get(f'{kind}_cpu_median_s')}s" + (
+                f" ({m[f'{kind}_cpu_vs_nocache']}x)" if m.get(f"{kind}_cpu_vs_nocache") else "")
             for kind in edits))
     return res
 

@@ -122,7 +122,7 @@ def render_md(rep):
     busy = [s for s in rep.get("load_samples", []) if float(s["load"][0]) > (m["cores"] or 1) * 0.75]
     if busy or float(rep["load_before"][0]) > (m["cores"] or 1) * 0.75:
         L.append(f"- **The machine was shared**: other engineers' builds ran during this run "
-                 f"(1-min load up to {max(float(s['load'][0]) for s in rep.get('load_samples', [{'load': rep['load_before']}])):.1f} "
+                 f"(1-min load up to {max(float(s['load'][0]) for s in (rep.get('load_samples') or [{'load': rep['load_before']}])):.1f} "
                  f"on {m['cores']} cores). Wall times are inflated and noisy; CPU times "
                  "(user+sys) are less affected. Ratios are taken within the same run.")
     if rep.get("build_note"):
@@ -300,15 +300,18 @@ def edit_loop_md(el):
         + f", built with `cargo build` in the same worktree, {el['reps']} times each; the modes "
         "take turns (a different one first each round) so load hits them alike. Plain cargo "
         "builds incrementally (the dev profile's default); so does kache by default "
-        "(`rust.incremental = \"keep\"`). Wall time of each rebuild; ratio of medians.\n")
-    head = "| mode | " + " | ".join(f"{k} edit (median) | ÷ no cache" for k in kinds) + \
-        " | " + " | ".join(f"every {k} rebuild" for k in kinds) + " |"
+        "(`rust.incremental = \"keep\"`). Wall time and CPU (user+sys of everything the "
+        "build waited for) of each rebuild; ratios of medians.\n")
+    head = "| mode | " + " | ".join(
+        f"{k} edit wall (median) | ÷ no cache | {k} CPU (median) | ÷ no cache" for k in kinds) + \
+        " | " + " | ".join(f"every {k} rebuild (wall)" for k in kinds) + " |"
     L.append(head)
-    L.append("|" + "---|" * (1 + 3 * len(kinds)))
+    L.append("|" + "---|" * (1 + 5 * len(kinds)))
     for m in el.get("modes", []):
         cells = []
         for k in kinds:
-            cells += [fmt_s(m.get(f"{k}_median_s")), fmt_r(m.get(f"{k}_vs_nocache"))]
+            cells += [fmt_s(m.get(f"{k}_median_s")), fmt_r(m.get(f"{k}_vs_nocache")),
+                      fmt_s(m.get(f"{k}_cpu_median_s")), fmt_r(m.get(f"{k}_cpu_vs_nocache"))]
         walls = [", ".join(f"{w:.2f}" for w in m.get(f"{k}_walls_s", [])) for k in kinds]
         L.append(f"| {m['label']} | " + " | ".join(cells + walls) + " |")
     L.append("")

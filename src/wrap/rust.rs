@@ -180,13 +180,12 @@ impl Rust {
 
     /// Directories whose files are a cache of rustc's, not inputs of the
     /// compile: the `-C incremental` directory it keeps. rustc reads the
-    /// previous session's state there (and links objects from the new
-    /// session's directory) but promises the same result with any state or
-    /// none, which is why the key holds only "incremental". A file under it
-    /// taken for an input would tie the record to this worktree's state, and
-    /// no other worktree, nor the next session here, would ever hit it.
-    /// Whatever finds inputs (strict inference, an input recorder) leaves
-    /// these out.
+    /// previous session's state there and writes the new one, but promises
+    /// the same result from any state or none, which is why the key holds
+    /// only "incremental". A file under it taken for an input would tie the
+    /// record to this worktree's state, and no other worktree, nor the next
+    /// session here, would ever hit it. Whatever finds inputs (strict
+    /// inference, an input recorder) leaves these out.
     fn not_inputs(&self) -> Vec<PathBuf> {
         self.incremental_dir.iter().cloned().collect()
     }

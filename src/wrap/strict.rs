@@ -138,9 +138,10 @@ pub fn link_closure(store: &Store, s: &Scope, printed: &str) -> Result<Found, No
         if Some(&p) == output.as_ref() || s.outputs.contains(&p) {
             continue;
         }
-        // An incremental compile links its objects from the session
-        // directory it is writing (renamed once it finishes): what this
-        // compile made, or reused as rustc would have made it.
+        // Objects of the incremental session are this compile's own work
+        // (made now, or reused as rustc would make them). rustc 1.95 links
+        // copies next to the outputs (temporaries, below), but a link line
+        // naming the session directory must not make them inputs.
         if s.not_inputs.iter().any(|d| p.starts_with(d)) {
             continue;
         }
