@@ -315,6 +315,12 @@ def edit_loop_md(el):
         walls = [", ".join(f"{w:.2f}" for w in m.get(f"{k}_walls_s", [])) for k in kinds]
         L.append(f"| {m['label']} | " + " | ".join(cells + walls) + " |")
     L.append("")
+    for m in el.get("modes", [])[1:]:
+        if any(m.get(f"{k}_paired_vs_nocache") for k in kinds):
+            L.append(f"{m['label']}, less sensitive to drifting load: " + "; ".join(
+                f"{k} edit: median of the per-round ratios "
+                f"{fmt_r(m.get(f'{k}_paired_vs_nocache'))}, fastest rebuild ÷ fastest plain "
+                f"{fmt_r(m.get(f'{k}_fastest_vs_nocache'))}" for k in kinds) + ".\n")
     km = next((m for m in el.get("modes", []) if m["mode"] == "kache"), None)
     if km:
         for k in kinds:

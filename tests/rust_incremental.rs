@@ -70,14 +70,15 @@ fn sessions(ws: &Path, krate: &str) -> Vec<PathBuf> {
     found
 }
 
-/// (device, inode) of every file in `dir`.
-fn inodes(dir: &Path) -> HashSet<(u64, u64)> {
+/// The identity of every file in `dir`: (device, inode, modification time),
+/// so a file that only got the number of a deleted one counts as new.
+fn inodes(dir: &Path) -> HashSet<(u64, u64, i64, i64)> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .filter_map(|e| e.metadata().ok())
         .filter(|m| m.is_file())
-        .map(|m| (m.dev(), m.ino()))
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
         .collect()
 }
 
