@@ -698,6 +698,7 @@ fn compile<L: Language>(
         .observe
         .then(|| start_recording(call, &mut cmd))
         .flatten();
+    let looked_up = call.started.elapsed();
     let started = SystemTime::now();
     let run = match exec::run_captured(cmd) {
         Ok(c) => c,
@@ -717,6 +718,7 @@ fn compile<L: Language>(
         }
     }
     call.count(Counter::CompilerRuns, 1);
+    let compiled = SystemTime::now();
     let stored = match code {
         0 => {
             let recording = recording.map(|session| {
@@ -728,6 +730,12 @@ fn compile<L: Language>(
         }
         _ => Err(NotStored::CompileFailed),
     };
+    let took = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    tracing::debug!(
+        "{unit}: before the compiler {looked_up:?}, compiler {:?}, storing {:?}",
+        took(started, compiled),
+        took(compiled, SystemTime::now())
+    );
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
 }
@@ -776,7 +784,48 @@ fn store<L: Language>(
             }
         }
     }
-    let local = path_local_roots(lang, &produced, &run.stdout)?;
+    let stderr = lang.stored_stderr(run)?;
+    // Blobs first (named by content, whatever the key turns out to be): the
+    // one read of each output that hashes and copies it also looks for the
+    // worktree's roots in it, which decides the result key.
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    let mut search = path_local::Searcher::new(&needles, roots.len());
+    search.feed(&run.stdout);
+    search.end();
+    let mut outputs = Vec::new();
+    let mut bytes = 0;
+    for p in produced {
+        let (blob, mode) = match &p.content {
+            // Already in token form: nothing to search.
+            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
+            Content::File { path, executable } => {
+                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
+                let blob =
+                    call.store
+                        .put_blob_from_path_inspecting(path, *executable, &mut |b| {
+                            search.feed(b)
+                        })?;
+                search.end();
+                memo::remember_output(&call.store, path, &blob.hash);
+                bytes += blob.size;
+                let exec_bits = if *executable { 0o111 } else { 0 };
+                (blob, kache_platform::file_mode(&meta) | exec_bits)
+            }
+        };
+        outputs.push(OutputFile {
+            name: p.name,
+            blob: blob.hash,
+            size: blob.size,
+            mode,
+        });
+    }
+    let local: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(search.found())
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    tracing::debug!(bytes, "stored the outputs; roots they hold: {local:?}");
     if let Some(o) = &mut observed {
         o.local = local.clone();
     }
@@ -791,28 +840,6 @@ fn store<L: Language>(
         if g != "direct" && g != "domain" {
             call.key_groups.insert(format!("result.{g}"), d.clone());
         }
-    }
-    let stderr = lang.stored_stderr(run)?;
-    let mut outputs = Vec::new();
-    let mut bytes = 0;
-    for p in produced {
-        let (blob, mode) = match &p.content {
-            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
-            Content::File { path, executable } => {
-                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
-                let blob = call.store.put_blob_from_path_as(path, *executable)?;
-                memo::remember_output(&call.store, path, &blob.hash);
-                bytes += blob.size;
-                let exec_bits = if *executable { 0o111 } else { 0 };
-                (blob, kache_platform::file_mode(&meta) | exec_bits)
-            }
-        };
-        outputs.push(OutputFile {
-            name: p.name,
-            blob: blob.hash,
-            size: blob.size,
-            mode,
-        });
     }
     let entry = Entry {
         outputs,
@@ -845,43 +872,6 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
-}
-
-/// The roots of [`Language::path_roots`] the compile's outputs (or its
-/// stdout, replayed on every hit) still hold. Text outputs are already in
-/// token form and not searched.
-fn path_local_roots<L: Language>(
-    lang: &L,
-    produced: &[Produced],
-    stdout: &[u8],
-) -> Result<Vec<(String, String)>, NotStored> {
-    let roots = lang.path_roots();
-    let needles = path_local::needles(&roots);
-    if needles.is_empty() {
-        return Ok(Vec::new());
-    }
-    let t0 = std::time::Instant::now();
-    let mut found = vec![false; roots.len()];
-    path_local::search(stdout, &needles, &mut found);
-    let mut searched = 0;
-    for p in produced {
-        if let Content::File { path, .. } = &p.content {
-            path_local::search_file(path, &needles, &mut found)
-                .map_err(|_| NotStored::OutputMissing)?;
-            searched += fs::metadata(path).map_or(0, |m| m.len());
-        }
-    }
-    let held: Vec<(String, String)> = roots
-        .into_iter()
-        .zip(found)
-        .filter_map(|(r, f)| f.then_some(r))
-        .collect();
-    tracing::debug!(
-        searched_bytes = searched,
-        us = t0.elapsed().as_micros() as u64,
-        "path-local search: roots held: {held:?}"
-    );
-    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the
