@@ -443,7 +443,16 @@ impl Language for Rust {
     }
 
     fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
-        self.sysroot(call)
+        let mut roots = self.sysroot(call);
+        // rustc's own cache, which the compile reads and rewrites: not an
+        // input (see `not_inputs`), under either spelling of a linked target.
+        for d in self.not_inputs() {
+            if let Ok(real) = std::fs::canonicalize(&d) {
+                roots.push(real);
+            }
+            roots.push(d);
+        }
+        roots
     }
 
     fn spelled_roots(&self) -> Vec<PathBuf> {
