@@ -19,6 +19,7 @@ use std::process::{Command, Output};
 fn cargo_inc(dir: &Path, store: &Path, args: &[&str]) -> Command {
     let mut c = cargo(dir, store, args);
     c.env_remove("KACHE_RUST_INCREMENTAL")
+        .env_remove("CARGO_INCREMENTAL")
         .env("XDG_CONFIG_HOME", store.with_extension("config"));
     c
 }
