@@ -308,6 +308,7 @@ pub enum Breakdown {
     PassthroughFlags,
     MissReasons,
     NotStored,
+    DirectFallbacks,
     RemoteMissReasons,
     RemoteErrorReasons,
 }
@@ -321,6 +322,7 @@ impl Breakdown {
             Breakdown::PassthroughFlags => "passthrough_flags",
             Breakdown::MissReasons => "miss_reasons",
             Breakdown::NotStored => "not_stored",
+            Breakdown::DirectFallbacks => "direct_fallbacks",
             Breakdown::RemoteMissReasons => "remote.miss_reasons",
             Breakdown::RemoteErrorReasons => "remote.error_reasons",
         };
