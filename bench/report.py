@@ -122,7 +122,7 @@ def render_md(rep):
     busy = [s for s in rep.get("load_samples", []) if float(s["load"][0]) > (m["cores"] or 1) * 0.75]
     if busy or float(rep["load_before"][0]) > (m["cores"] or 1) * 0.75:
         L.append(f"- **The machine was shared**: other engineers' builds ran during this run "
-                 f"(1-min load up to {max(float(s['load'][0]) for s in rep.get('load_samples', [{'load': rep['load_before']}])):.1f} "
+                 f"(1-min load up to {max(float(s['load'][0]) for s in rep.get('load_samples') or [{'load': rep['load_before']}]):.1f} "
                  f"on {m['cores']} cores). Wall times are inflated and noisy; CPU times "
                  "(user+sys) are less affected. Ratios are taken within the same run.")
     if rep.get("build_note"):

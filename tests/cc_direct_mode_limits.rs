@@ -134,6 +134,41 @@ fn header_in_an_earlier_include_dir(compiler: &str) {
 }
 with_gcc_and_clang!(header_in_an_earlier_include_dir);
 
+/// A record holds a lookup below a directory that did not exist as that
+/// directory absent: creating it with the header (an include directory
+/// made later, a subdirectory of one) is seen.
+fn header_in_a_directory_that_did_not_exist(compiler: &str) {
+    for header in ["gen/h.h", "inc1/sub/h.h"] {
+        Case {
+            compiler,
+            dir: "",
+            args: &["-c", "x.c", "-Igen", "-Iinc1", "-Iinc2"],
+            env_before: &[],
+            env_after: &[],
+            label: "changed:now-present",
+        }
+        .run(
+            |p| {
+                p.write(
+                    "x.c",
+                    "#include \"h.h\"\n#include <sub/h.h>\nint v = V + W;\n",
+                );
+                p.write("inc2/h.h", "#define V 2\n");
+                p.write("inc2/sub/h.h", "#define W 20\n");
+                std::fs::create_dir_all(p.root.join("inc1")).unwrap();
+            },
+            |p| {
+                let define = match header {
+                    "gen/h.h" => "#define V 1\n",
+                    _ => "#define W 10\n",
+                };
+                p.write(header, define);
+            },
+        );
+    }
+}
+with_gcc_and_clang!(header_in_a_directory_that_did_not_exist);
+
 fn header_in_an_iquote_dir(compiler: &str) {
     Case {
         compiler,

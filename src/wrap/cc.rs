@@ -196,6 +196,8 @@ impl Cc {
             loads_plugins: false,
             started,
             filter: &observe::filter(&call.store, &[], &[]),
+            // Absent paths enter the result key only without a key ahead.
+            collapse_absent: !self.ahead_incomplete,
         };
         observe::to_observed(&call.store, seen, &scope)
     }
@@ -467,5 +469,9 @@ impl Language for Cc {
 
     fn out_dir(&self) -> &Path {
         &self.out_dir
+    }
+
+    fn outputs_read_by_later_compiles(&self) -> bool {
+        false
     }
 }

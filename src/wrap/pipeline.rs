@@ -240,6 +240,15 @@ pub trait Language {
     /// Free-form facts kept with the entry (`kache debug`).
     fn meta(&self, groups: &BTreeMap<String, String>) -> serde_json::Value;
 
+    /// Whether later cached compiles read this language's outputs as
+    /// inputs (an rlib is another crate's extern): then a hit memoizes the
+    /// digest of each output it placed, so keying them costs no hashing. A
+    /// C object is read by a link or an archiver, never by a cached compile,
+    /// and the memo would cost every hit a file creation.
+    fn outputs_read_by_later_compiles(&self) -> bool {
+        true
+    }
+
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
 
@@ -571,22 +580,30 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> Result<(), 
     if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
         return changed("link", p);
     }
-    // One memo vouches for the whole set when no stat changed since it was
-    // last verified; otherwise each file through its own digest memo.
-    let mut files = Vec::with_capacity(rec.files.len());
-    let mut set = memo::FileSet::default();
+    // One memo vouches for a whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo. Files
+    // below the worktree (token form) and the rest (the toolchain's headers
+    // and libraries, the same for every worktree) are two sets, so a new
+    // worktree hashes its own files and still finds the rest verified.
+    type Checked<'r> = (&'r String, PathBuf, fs::Metadata, &'r String);
+    let mut sets: [(memo::FileSet, Vec<Checked>); 2] = Default::default();
     for (p, hash, size) in &rec.files {
         let abs = path(p);
-        match fs::metadata(&abs) {
-            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
+        let meta = match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => m,
             _ => return changed("file", p),
-        }
-        files.push((p, abs, hash));
+        };
+        let (set, files) = &mut sets[usize::from(has_tokens(p))];
+        set.add(&abs, &meta, hash);
+        files.push((p, abs, meta, hash));
     }
-    if !memo::set_verified(&call.store, &set) {
-        for (p, abs, hash) in files {
-            match memo::file_digest(&call.store, &abs) {
-                Ok((h, _)) if &h == hash => {}
+    for (set, files) in sets {
+        if files.is_empty() || memo::set_verified(&call.store, &set) {
+            continue;
+        }
+        for (p, abs, meta, hash) in files {
+            match memo::file_digest_of(&call.store, &abs, &meta) {
+                Ok((h, _)) if h == *hash => {}
                 _ => return changed("file", p),
             }
         }
@@ -638,8 +655,10 @@ fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, 
         let _ = fs::remove_file(path);
         fs::write(path, text).map_err(|_| MissReason::TextUnwritable)?;
     }
-    for p in &to_place {
-        memo::remember_output(&call.store, &p.path, &p.out.blob);
+    if lang.outputs_read_by_later_compiles() {
+        for p in &to_place {
+            memo::remember_output(&call.store, &p.path, &p.out.blob);
+        }
     }
     if placed.hardlink_bytes > 0 {
         // A hardlink restore re-stamped the blob's inode; its content was
