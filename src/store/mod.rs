@@ -723,9 +723,20 @@ pub fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
     copy_hashing(r, &mut io::sink(), &mut |_| {})
 }
 
-/// blake3 of a file's contents.
+/// blake3 of a file's contents. A small file (a source, a header) is read
+/// whole: the copy loop's 256 KiB buffer would cost more to allocate and
+/// zero than the file costs to hash, on every input a hit hashes.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    hash_reader(&mut File::open(path)?)
+    const WHOLE: u64 = 64 * 1024;
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > WHOLE {
+        return hash_reader(&mut f);
+    }
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    f.read_to_end(&mut bytes)?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    Ok((hash, bytes.len() as u64))
 }
 
 /// Copies `r` into `w`, hashing what passes and showing it to `inspect`

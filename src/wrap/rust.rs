@@ -303,6 +303,7 @@ impl Rust {
             loads_plugins,
             started,
             filter: &observe::filter(&call.store, &roots, &[]),
+            collapse_absent: false,
         };
         match complete {
             true => observe::to_observed(&call.store, seen, &scope),
