@@ -206,13 +206,10 @@ fn cargo_clean_then_build_at_once_in_a_mounted_worktree_goes_into_the_emptied_mo
         .arg("cargo clean --offline && cargo build --offline")
         .env("RUSTC_WRAPPER", kache_bin())
         .env("KACHE_DIR", &o.store)
-        .env("CARGO_TERM_COLOR", "never");
-    for v in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_INCREMENTAL",
-    ] {
+        .env("CARGO_TERM_COLOR", "never")
+        // As `build` above: the same incremental setting, so the same keys.
+        .env("CARGO_INCREMENTAL", "0");
+    for v in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "RUSTFLAGS"] {
         script.env_remove(v);
     }
     let out = script.output().unwrap();
