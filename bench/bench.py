@@ -551,6 +551,15 @@ def measure_noop(wl, wt: Path, env):
     return round(median(walls), 4)
 
 
+# What measure_mode and the agent day run (`--sections`); the cold build always runs.
+ALL_SECTIONS = ("noop", "warm_b", "clean", "five", "agent_day")
+SECTIONS = set(ALL_SECTIONS)
+
+
+class SectionsDone(Exception):
+    """The sections asked for are measured: skip the rest of a mode."""
+
+
 def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool):
     """Cold, warm-in-B, clean+rebuild and five-worktree disk for one mode."""
     mdir = root / wl.slug / mode_cls.name
@@ -638,13 +647,16 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
             reference = out
             row["output_ok"] = True
         runs.append(row)
-        if wl.kind == "rust":
+        if wl.kind == "rust" and "noop" in SECTIONS:
             res["noop_wall_s"] = measure_noop(wl, wts[0], env)
         # Warm: a worktree at a new absolute path each repetition (the first one is B,
         # kept for the disk figure), so no repetition profits from an earlier build at
         # the same path; the cache already holds A's build.
         n_warm = reps if full_reps else 1
-        runs.append(build(wts[1], "warm_b", prepare=True)[0])
+        if "warm_b" not in SECTIONS:
+            n_warm = 0
+        else:
+            runs.append(build(wts[1], "warm_b", prepare=True)[0])
         for i in range(1, n_warm):
             wt = mdir / f"elsewhere/rep{i}/wt-b"
             wl.make_worktree(wt)
@@ -653,8 +665,12 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
             finally:
                 mode.release_worktree(wt, env, forget=True)
                 rmtree(wt)
-        for i in range(n_warm):
+        for i in range(n_warm if "clean" in SECTIONS else 0):
             runs.append(build(wts[0], "clean_rebuild_a", clean_first=True)[0])
+        if "five" not in SECTIONS:
+            if not isinstance(mode, KacheMount):
+                res["disk"] = {"one_target_bytes": du_together([wl.target(wts[0])])}
+            raise SectionsDone()
         # Five worktrees: C, D, E built warm too (for no cache, a plain build each).
         if full_reps or mode.name != "nocache":
             for wt in wts[2:]:
@@ -684,6 +700,8 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
                        "store_bytes": du_together(mode.extra_disk()),
                        "how": "du -scB1 over the five target dirs and the store together "
                               f"(ext4; {five_note})"}
+    except SectionsDone:
+        pass
     except Exception as e:  # a mode that breaks is reported, the suite goes on
         res["error"] = str(e)[:3000]
         log(f"  {wl.name}/{mode.name}: ERROR {str(e)[:500]}")
@@ -1207,8 +1225,18 @@ def main():
     ap.add_argument("--modes", default="", help="comma list to restrict modes")
     ap.add_argument("--no-agent-day", action="store_true",
                     help="skip the agent day (10 worktrees one after another per mode)")
+    ap.add_argument("--sections", default=",".join(ALL_SECTIONS),
+                    help="comma list of what to measure besides the cold build: "
+                         + ", ".join(ALL_SECTIONS) + " (default: all)")
     ap.add_argument("workloads", nargs="*")
     a = ap.parse_args()
+    SECTIONS.clear()
+    SECTIONS.update(x for x in a.sections.split(",") if x)
+    unknown = SECTIONS - set(ALL_SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if a.no_agent_day:
+        SECTIONS.discard("agent_day")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     root = WORK / ("quick" if a.quick else "full")
@@ -1217,6 +1245,7 @@ def main():
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "quick": a.quick, "reps": a.reps, "machine": machine(),
               "load_before": loadavg(), "workloads": [], "vendor_note": a.vendor_note,
+              "sections": sorted(SECTIONS),
               "build_note": a.build_note,
               "load_samples": []}
     log(f"machine: {report['machine']['cores']} cores, load {report['load_before']}")
@@ -1226,12 +1255,12 @@ def main():
 
     if "rust" in wanted:
         wl = rust_workload(a)
-        report["workloads"].append(run_workload(wl, RUST_MODES, root, a, only, report, save))
+        run_workload(wl, RUST_MODES, root, a, only, report, save)
         save()
     if "c" in wanted:
         wl = CWorkload("c-make (bench/gen_cproj.py, %d units)" % (30 if a.quick else 100),
                        30 if a.quick else 100)
-        report["workloads"].append(run_workload(wl, C_MODES, root, a, only, report, save))
+        run_workload(wl, C_MODES, root, a, only, report, save)
     if "micro" in wanted:
         log("micro: single hits")
         report["micro"] = micro(root, 10 if a.quick else 30)
@@ -1259,11 +1288,15 @@ def rust_workload(a):
 def run_workload(wl, modes, root, a, only, report, save):
     log(f"workload {wl.name}")
     entry = {"name": wl.name, "kind": wl.kind, "modes": []}
+    # In the report from the start: a run stopped midway keeps what it measured.
+    report["workloads"].append(entry)
     wl.slug = re.sub(r"[^a-z0-9]+", "-", wl.name.split(" ")[0].lower())
     reference = None
     for cls in modes:
         if only and cls.name not in only and cls.name != "nocache":
             continue
+        if SECTIONS <= {"agent_day"} and cls.name != "nocache":
+            continue  # the agent day needs only the uncached build (reference, one target)
         report["load_samples"].append({"at": time.strftime("%H:%M:%S", time.gmtime()),
                                        "mode": f"{wl.kind}/{cls.name}", "load": loadavg()})
         # Uncached builds are all full compiles: measured once (see measure_mode).
@@ -1271,7 +1304,7 @@ def run_workload(wl, modes, root, a, only, report, save):
                                       full_reps=cls.name != "nocache")
         entry["modes"].append(res)
         save()
-    if wl.kind == "rust" and not getattr(a, "no_agent_day", False):
+    if wl.kind == "rust" and "agent_day" in SECTIONS:
         n = 3 if a.quick else 10
         nc = next((m for m in entry["modes"] if m["mode"] == "nocache"), {})
         entry["agent_day"] = {"worktrees": n, "modes": [],

@@ -247,6 +247,40 @@ fn a_build_script_reading_an_undeclared_variable_sees_this_worktrees_value() {
 }
 
 #[test]
+fn a_build_script_reading_a_file_an_undeclared_variable_names_reads_this_worktrees_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // Each worktree points the variable at its own file: the same path relative to the
+    // worktree, other content. cargo never reruns the script for it (nothing declared).
+    let build = |wt: &Path, note: &str| {
+        std::fs::write(wt.join("note.txt"), note).unwrap();
+        let mut c = cargo_seeded(wt, &store, &["build"]);
+        c.env("FIXTURE_SEED_NOTE_FILE", wt.join("note.txt"));
+        run_ok(c)
+    };
+    let a = seed_fixture_at(&tmp.path().join("wt-a"));
+    build(&a, "written in a");
+    assert!(run_bin(&a, "debug").contains("note: written in a"));
+    wait_for_harvest(&store, REGISTRY_UNITS);
+
+    let b = seed_fixture_at(&tmp.path().join("wt-b"));
+    let out = build(&b, "written in b");
+    assert!(
+        compiled_units(&out).contains(&"flavor".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    let text = run_bin(&b, "debug");
+    assert!(text.contains("note: written in b"), "{text}");
+    // Only what depends on that run was left to cargo.
+    assert!(
+        fresh_units(&out).contains(&"shlex".to_string()),
+        "{}",
+        err_text(&out)
+    );
+}
+
+#[test]
 fn a_crate_baking_its_out_dir_reads_its_own_file_once_the_donor_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -342,9 +376,227 @@ fn other_features_profiles_rustflags_and_lock_versions_rebuild_what_cargo_would(
     assert!(run_bin(&b, "debug").contains("tinyver: 0.1.1"));
 }
 
+/// Every file of the registry units of a profile dir: their fingerprint dirs, build dirs
+/// and `deps/*-<hash>*` files.
+fn registry_unit_files(profile_dir: &Path) -> Vec<PathBuf> {
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(profile_dir.join(".fingerprint")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if ["shlex-", "flavor-", "tinyver-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            units.push(name);
+        }
+    }
+    assert!(units.len() >= REGISTRY_UNITS as usize, "{units:?}");
+    let mut files = Vec::new();
+    let walk = |dir: &Path, files: &mut Vec<PathBuf>| {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push(e.path());
+                }
+            }
+        }
+    };
+    for u in &units {
+        walk(&profile_dir.join(".fingerprint").join(u), &mut files);
+        walk(&profile_dir.join("build").join(u), &mut files);
+        let hash = u.rsplit_once('-').unwrap().1;
+        for e in std::fs::read_dir(profile_dir.join("deps"))
+            .unwrap()
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.split('.').next().unwrap().ends_with(&format!("-{hash}")) {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn seeded_files_share_no_inode_with_the_store_or_the_donor() {
+    use std::collections::{HashMap, HashSet};
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = seed_fixture_at(&tmp.path().join("wt-a"));
+    build_seeded(&a, &store, &[]);
+    wait_for_harvest(&store, REGISTRY_UNITS);
+    let b = seed_fixture_at(&tmp.path().join("wt-b"));
+    let out = build_seeded(&b, &store, &[]);
+    assert_eq!(
+        compiled_units(&out),
+        vec!["util", "seedapp"],
+        "{}",
+        err_text(&out)
+    );
+
+    let inodes = |files: &[PathBuf]| -> HashSet<(u64, u64)> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap())
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    };
+    let mut elsewhere = inodes(&registry_unit_files(&a.join("target/debug")));
+    let mut blobs = Vec::new();
+    let mut stack = vec![store.join("blobs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            match e.file_type().unwrap().is_dir() {
+                true => stack.push(e.path()),
+                false => blobs.push(e.path()),
+            }
+        }
+    }
+    elsewhere.extend(inodes(&blobs));
+    let seeded = registry_unit_files(&b.join("target/debug"));
+    assert!(seeded.len() > 10, "{seeded:?}");
+    // A file with more than one name has all its names in this target (cargo's own
+    // hardlink of a build script under two names), never in the store or the donor.
+    let mut names: HashMap<(u64, u64), u64> = HashMap::new();
+    for f in &seeded {
+        let m = std::fs::metadata(f).unwrap();
+        assert!(
+            !elsewhere.contains(&(m.dev(), m.ino())),
+            "{} shares its inode with the store or the donor",
+            f.display()
+        );
+        *names.entry((m.dev(), m.ino())).or_default() += 1;
+    }
+    for f in &seeded {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!(
+            m.nlink(),
+            names[&(m.dev(), m.ino())],
+            "{} has a name outside this target's seeded units",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn a_seed_whose_blob_was_damaged_is_skipped_and_the_build_is_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = seed_fixture_at(&tmp.path().join("wt-a"));
+    build_seeded(&a, &store, &[]);
+    let expected = run_bin(&a, "debug");
+    wait_for_harvest(&store, REGISTRY_UNITS);
+
+    // shlex's rlib in the store: same size, other bytes (bit rot, a stray write).
+    let deps = a.join("target/debug/deps");
+    let rlib = std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("libshlex-") && n.ends_with(".rlib")
+        })
+        .expect("shlex rlib");
+    let bytes = std::fs::read(&rlib).unwrap();
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let blob = store.join("blobs").join(&hash[..2]).join(&hash);
+    assert!(blob.is_file(), "{} not in the store", blob.display());
+    let mut damaged = bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&blob, &damaged).unwrap();
+
+    let b = seed_fixture_at(&tmp.path().join("wt-b"));
+    let out = build_seeded(&b, &store, &[]);
+    let s = stats(&store);
+    assert!(counter_at(&s, "seed.skipped.blob-corrupt") >= 1, "{s}");
+    // shlex (and flavor, which depends on it) are built again; what is right is seeded.
+    assert!(
+        compiled_units(&out).contains(&"shlex".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert!(
+        fresh_units(&out).contains(&"tinyver".to_string()),
+        "{}",
+        err_text(&out)
+    );
+    assert_eq!(run_bin(&b, "debug"), expected);
+}
+
+#[test]
+fn a_donor_harvest_that_never_ends_delays_the_seeding_by_its_bounded_wait_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = seed_fixture_at(&tmp.path().join("wt-a"));
+    build_seeded(&a, &store, &[]);
+    let expected = run_bin(&a, "debug");
+    wait_for_harvest(&store, REGISTRY_UNITS);
+    // Another process harvesting A holds its lock, and never lets go.
+    let s = kache::store::Store::open(&store).unwrap();
+    let held: Vec<_> = kache::seed::state::known_targets(&s)
+        .iter()
+        .map(|t| kache::seed::state::lock(&s, t, Duration::from_secs(10)).expect("lock"))
+        .collect();
+    assert_eq!(held.len(), 1);
+
+    let b = seed_fixture_at(&tmp.path().join("wt-b"));
+    let events = event_lines(&store);
+    let out = build_seeded(&b, &store, &[]);
+    // A's units were in the store already: seeded all the same.
+    assert_eq!(
+        compiled_units(&out),
+        vec!["util", "seedapp"],
+        "{}",
+        err_text(&out)
+    );
+    assert_eq!(run_bin(&b, "debug"), expected);
+    let text = std::fs::read_to_string(store.join("events.jsonl")).unwrap();
+    let seeding: serde_json::Value = text
+        .lines()
+        .skip(events)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["outcome"] == "seed")
+        .expect("a seeding event");
+    // The wait for A's harvest is 3 s; the rest is placing five units.
+    let ms = seeding["ms"].as_u64().unwrap();
+    assert!(ms < 10_000, "the seeding took {ms} ms: {seeding}");
+    drop(held);
+}
+
+/// Unit dirs of a profile dir that cargo would trust: those holding a fingerprint hash
+/// file (`<kind>-<name>` next to its `.json`).
+fn trusted_units(profile_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(profile_dir.join(".fingerprint"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let names: Vec<String> = std::fs::read_dir(e.path())
+            .unwrap()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        let trusted = names.iter().any(|n| {
+            !n.contains('.') && !n.starts_with("dep-") && names.contains(&format!("{n}.json"))
+        });
+        if trusted {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
 /// Starts a seeded build of `b` that stalls at `stall`, waits for the stall, SIGKILLs
 /// the whole build, then builds again normally: it must succeed with A's output.
-fn killed_midway(stall: &str) {
+fn killed_midway(stall: &str, trusted_at_most: usize) {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -380,6 +632,9 @@ fn killed_midway(stall: &str) {
         b.join("target/debug/.fingerprint").is_dir(),
         "the seeding was killed before it placed anything"
     );
+    // Only units whose every file was placed carry their fingerprint.
+    let trusted = trusted_units(&b.join("target/debug"));
+    assert!(trusted.len() <= trusted_at_most, "{trusted:?}");
 
     let out = build_seeded(&b, &store, &[]);
     assert_eq!(run_bin(&b, "debug"), expected, "{}", err_text(&out));
@@ -389,12 +644,12 @@ fn killed_midway(stall: &str) {
 
 #[test]
 fn a_seeding_killed_while_placing_data_leaves_a_target_cargo_builds_right() {
-    killed_midway("data:4");
+    killed_midway("data:4", 0);
 }
 
 #[test]
 fn a_seeding_killed_while_placing_fingerprints_leaves_a_target_cargo_builds_right() {
-    killed_midway("fingerprints:2");
+    killed_midway("fingerprints:2", 2);
 }
 
 #[test]
@@ -603,4 +858,106 @@ fn a_metadata_call_before_the_first_build_leaves_the_environment_check_to_that_b
     let again = build_seeded(&b, &store, &[]);
     assert!(compiled_units(&again).is_empty(), "{}", err_text(&again));
     assert!(b.join("target/.rustc_info.json").is_file());
+}
+
+#[test]
+fn a_mount_seeding_killed_before_its_fingerprints_leaves_a_target_cargo_builds_right() {
+    need_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = repo_at(&tmp.path().join("repo"));
+    build_seeded(&a, &store, &[]);
+    let expected = run_bin(&a, "debug");
+    wait_for_harvest(&store, REGISTRY_UNITS);
+
+    let b = tmp.path().join("agent-killed");
+    let _guard = Unmount(store.clone(), b.clone());
+    let mut add = Command::new(kache_bin());
+    add.args(["worktree", "add", b.to_str().unwrap(), "task-killed"])
+        .current_dir(&a)
+        .env("KACHE_DIR", &store)
+        .env("KACHE_SEED", "1")
+        .env("KACHE_SEED_TEST_STALL", "fingerprints:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = add.spawn().unwrap();
+    let marker = store.join("seed-stalled");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the mount seeding never stalled");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "`kache worktree add` ended before its seeding stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Every data file is placed, no fingerprint: cargo trusts no unit.
+    let debug = b.join("target/debug");
+    assert!(debug.join("deps").is_dir(), "nothing was placed");
+    assert_eq!(trusted_units(&debug), Vec::<String>::new());
+
+    let out = build_seeded(&b, &store, &[]);
+    assert_eq!(run_bin(&b, "debug"), expected, "{}", err_text(&out));
+    let again = build_seeded(&b, &store, &[]);
+    assert!(compiled_units(&again).is_empty(), "{}", err_text(&again));
+}
+
+#[test]
+fn a_mounted_worktree_deleted_by_hand_leaves_its_last_builds_units_as_seeds() {
+    need_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let repo = repo_at(&tmp.path().join("repo"));
+    let a = tmp.path().join("agent-a");
+    kache_cmd(
+        &store,
+        &repo,
+        &["worktree", "add", a.to_str().unwrap(), "task-a"],
+    );
+    let _guard_a = Unmount(store.clone(), a.clone());
+    // The first command probes the compiler (and is harvested after it); the build that
+    // follows does not (cargo cached its rustc facts), so its libraries are harvested
+    // only when something looks again.
+    run_ok(cargo_seeded(&a, &store, &["check"]));
+    wait_for_harvest(&store, REGISTRY_UNITS);
+    let harvested = counter_at(&stats(&store), "seed.harvest.units");
+    build_seeded(&a, &store, &[]);
+    let expected = run_bin(&a, "debug");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        counter_at(&stats(&store), "seed.harvest.units"),
+        harvested,
+        "something harvested A's build before it was deleted"
+    );
+
+    // Deleted by hand: its mount's server releases the mount, harvesting it first.
+    std::fs::remove_dir_all(&a).unwrap();
+    git(&repo, &["worktree", "prune"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter_at(&stats(&store), "seed.harvest.units") <= harvested {
+        assert!(
+            Instant::now() < deadline,
+            "A's release harvested nothing: {}",
+            stats(&store)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let b = tmp.path().join("agent-b");
+    kache_cmd(
+        &store,
+        &repo,
+        &["worktree", "add", b.to_str().unwrap(), "task-b"],
+    );
+    let _guard_b = Unmount(store.clone(), b.clone());
+    let out = build_seeded(&b, &store, &[]);
+    assert_eq!(
+        compiled_units(&out),
+        vec!["util", "seedapp"],
+        "{}",
+        err_text(&out)
+    );
+    assert_eq!(run_bin(&b, "debug"), expected);
 }

@@ -56,7 +56,7 @@ pub fn mount_worktree(
                 TargetState::PlainDir { empty: false } if import => stop(&reg, &id, &at, false)?,
                 state => {
                     if state == TargetState::Missing && at == mountpoint {
-                        relink(&wt, &target, &mountpoint)?;
+                        relink(store_dir, &wt, &target, &mountpoint)?;
                     }
                     set_wanted(&reg, &id, true);
                     return Ok((Mounted::AlreadyMounted, None));
@@ -151,7 +151,9 @@ fn set_wanted(reg: &Registry, id: &str, wanted: bool) {
 /// Puts back the link of a served mount whose link was removed. The link went because someone
 /// deleted the target (`cargo clean`, `rm -rf target`): the mount is emptied first, as they
 /// asked (its server may have done so already; then this is cheap).
-fn relink(wt: &Path, target: &Path, mountpoint: &Path) -> Result<(), MountError> {
+fn relink(store_dir: &Path, wt: &Path, target: &Path, mountpoint: &Path) -> Result<(), MountError> {
+    // What the target held outlives it as seeds.
+    crate::seed::before_remove(store_dir, wt, target, Some(mountpoint));
     kache_fs::clear(mountpoint)
         .map_err(|e| err(format!("emptying {}: {e}", mountpoint.display())))?;
     layout::link_target(target, mountpoint)

@@ -232,6 +232,8 @@ fn look_after(store_dir: &Path, reg: &Registry, id: &str, handle: &kache_fs::Mou
     match layout::target_state(&rec.target, mountpoint) {
         TargetState::Linked => Care::Kept(None),
         TargetState::Missing if rec.wanted && rec.linked => {
+            // What the target held outlives it as seeds (read while this server serves it).
+            crate::seed::before_remove(store_dir, &rec.worktree, &rec.target, Some(mountpoint));
             let emptied = match handle.clear() {
                 Ok(0) => return Care::Kept(None),
                 Ok(n) => format!("{n} entries"),

@@ -8,9 +8,12 @@
 //! own variables plus its `[env]` configuration), minus two tables below: variables
 //! cargo sets per unit (their values are covered by cargo's fingerprint of the unit),
 //! and variables of the terminal and the login session, which no build reads to decide
-//! what it produces. Values are compared with the worktree root and the target dir
-//! replaced by tokens, so `PWD` in worktree A equals `PWD` in worktree B; a build script
-//! that bakes such a path into its output is caught by the path scan of the harvest.
+//! what it produces. A variable naming the worktree or the target dir is compared as it
+//! is, so it differs between worktrees: a build script may read the file it names, which
+//! differs too. Only the few variables of [`WORKTREE_RELATIVE`] are compared with those
+//! roots replaced by tokens (`PWD` in worktree A equals `PWD` in worktree B); a build
+//! script that bakes such a path into its output is caught by the path scan of the
+//! harvest.
 //!
 //! Only digests of values are kept: an environment holds secrets.
 
@@ -91,6 +94,21 @@ pub const NOISE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Variables whose values name the worktree or the target dir without a build script
+/// reading a file through them, and why: compared with those roots replaced by tokens.
+pub const WORKTREE_RELATIVE: &[(&str, &str)] = &[
+    (
+        "PWD",
+        "the shell's directory where cargo was started; build scripts find their package \
+         through CARGO_MANIFEST_DIR and their output through OUT_DIR",
+    ),
+    (
+        "CARGO_TARGET_DIR",
+        "where cargo builds (a target per worktree); a build script writes to OUT_DIR",
+    ),
+    ("CARGO_BUILD_TARGET_DIR", "the same, as cargo configuration"),
+];
+
 /// Variables cargo sets for one unit (package facts, cfgs, features, OUT_DIR, profile
 /// facts). Their values follow from the unit, which cargo fingerprints; they are not a
 /// property of the build's environment.
@@ -136,8 +154,9 @@ fn digest(value: &str) -> String {
     blake3::hash(value.as_bytes()).to_hex()[..16].to_string()
 }
 
-/// The compared environment: name → digest of the value with `roots` (absolute paths,
-/// longest first) replaced by their tokens.
+/// The compared environment: name → digest of the value, where the values of
+/// [`WORKTREE_RELATIVE`] variables have `roots` (absolute paths, longest first) replaced
+/// by their tokens.
 pub fn fingerprint(
     vars: impl IntoIterator<Item = (String, String)>,
     roots: &[(String, &str)],
@@ -148,12 +167,30 @@ pub fn fingerprint(
         .filter(|(n, _)| !ignored(n))
         .map(|(n, v)| {
             let mut v = v;
-            for (path, token) in &roots {
-                v = v.replace(path.as_str(), token);
+            if WORKTREE_RELATIVE.iter().any(|(r, _)| *r == n) {
+                for (path, token) in &roots {
+                    v = v.replace(path.as_str(), token);
+                }
             }
             (n, digest(&v))
         })
         .collect()
+}
+
+/// This process's environment as [`fingerprint`] takes it. A name or value that is not
+/// UTF-8 is spelled by its bytes (never merged with another value by a lossy conversion).
+pub fn process_vars() -> impl Iterator<Item = (String, String)> {
+    fn text(s: std::ffi::OsString) -> String {
+        s.into_string().unwrap_or_else(|raw| {
+            let hex: String = raw
+                .as_encoded_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("\0non-utf8:{hex}")
+        })
+    }
+    std::env::vars_os().map(|(n, v)| (text(n), text(v)))
 }
 
 /// One digest of a whole compared environment.
@@ -192,16 +229,29 @@ mod tests {
     }
 
     #[test]
-    fn worktree_paths_compare_equal_across_worktrees() {
+    fn the_shells_directory_compares_equal_across_worktrees() {
         let a = fingerprint(
-            env(&[("PWD", "/w/a/app"), ("PATH", "/w/a/bin:/usr/bin")]),
+            env(&[("PWD", "/w/a/app"), ("CARGO_TARGET_DIR", "/w/a/target")]),
+            &[("/w/a".into(), "@WS@"), ("/w/a/target".into(), "@TARGET@")],
+        );
+        let b = fingerprint(
+            env(&[("PWD", "/x/b/app"), ("CARGO_TARGET_DIR", "/x/b/target")]),
+            &[("/x/b".into(), "@WS@"), ("/x/b/target".into(), "@TARGET@")],
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_variable_naming_a_file_of_the_worktree_differs_across_worktrees() {
+        let a = fingerprint(
+            env(&[("SCHEMA", "/w/a/schema.json")]),
             &[("/w/a".into(), "@WS@")],
         );
         let b = fingerprint(
-            env(&[("PWD", "/x/b/app"), ("PATH", "/x/b/bin:/usr/bin")]),
+            env(&[("SCHEMA", "/x/b/schema.json")]),
             &[("/x/b".into(), "@WS@")],
         );
-        assert_eq!(a, b);
+        assert_eq!(differing(&a, &b), vec!["SCHEMA".to_string()]);
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn current_env(ws: &Path, target: &Path) -> (String, BTreeMap<String, String>) {
         (ws.to_string_lossy().into_owned(), "@WS@"),
         (target.to_string_lossy().into_owned(), "@TARGET@"),
     ];
-    let map = env::fingerprint(std::env::vars(), &roots);
+    let map = env::fingerprint(env::process_vars(), &roots);
     (env::digest_of(&map), map)
 }
 
@@ -424,11 +424,19 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     })
 }
 
-/// The hook of `kache worktree remove` and of the release of a mount whose worktree is
-/// gone: harvests the target before its files go, so they outlive it as seeds. `mounted`:
-/// the mount point a mounted target's files can still be read at when its link is gone
-/// already (the worktree was deleted by hand).
+/// The hook of `kache worktree remove`, of the release of a mount whose worktree is gone,
+/// and of the emptying of a mount whose target link was removed (`cargo clean`, or the
+/// first step of `rm -rf WT`): harvests the target before its files go, so they outlive
+/// it as seeds. `mounted`: the mount point a mounted target's files can still be read at
+/// when its link is gone already.
 pub fn before_remove(store_dir: &Path, worktree: &Path, target: &Path, mounted: Option<&Path>) {
+    let at = match mounted {
+        Some(m) if !target.is_dir() && kache_fs::is_kache_mount(m) => m,
+        _ => target,
+    };
+    if harvest::profile_dirs(at).is_empty() {
+        return; // nothing cargo built there (an emptied mount, a target never built in)
+    }
     let config = match worktree.is_dir() {
         true => Config::load(worktree, &crate::env::process_env),
         false => Config::load(Path::new("/"), &crate::env::process_env),
@@ -438,10 +446,6 @@ pub fn before_remove(store_dir: &Path, worktree: &Path, target: &Path, mounted: 
     }
     let Ok(store) = Store::open(store_dir) else {
         return;
-    };
-    let at = match mounted {
-        Some(m) if !target.is_dir() && kache_fs::is_kache_mount(m) => m,
-        _ => target,
     };
     let mut tally = Tally::default();
     harvest::harvest_target(&store, target, at, HARVEST_WAIT, None, &mut tally);
