@@ -154,7 +154,7 @@ fn kache_worktree_remove_works_from_every_half_removed_state() {
     let wt = o.add("half-rm");
     build(&wt, &o.store);
     let (mountpoint, state, pid) = mount_facts(&o, &wt);
-    kill(pid);
+    kill_with_keeper(pid);
     let _ = Command::new("umount").arg("-l").arg(&mountpoint).output();
     std::fs::remove_dir_all(&wt).unwrap();
     assert!(state.exists() && listed("half-rm"));
@@ -167,7 +167,7 @@ fn kache_worktree_remove_works_from_every_half_removed_state() {
     // 2. Its server killed, the worktree intact: unmounted by force, removed.
     let wt = o.add("half-dead");
     let (mountpoint, state, pid) = mount_facts(&o, &wt);
-    kill(pid);
+    kill_with_keeper(pid);
     let out = o.kache_in_repo(&["worktree", "remove", wt.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!wt.exists() && !state.exists() && !mounted_at(&mountpoint));
@@ -284,7 +284,7 @@ fn a_build_after_the_mount_server_is_killed_names_the_mount_and_goes_into_it() {
     let wt = o.add("killed");
     build(&wt, &o.store);
     let (_, _, pid) = mount_facts(&o, &wt);
-    kill(pid);
+    kill_with_keeper(pid);
     std::fs::write(
         wt.join("app/src/main.rs"),
         std::fs::read_to_string(wt.join("app/src/main.rs")).unwrap() + "\n// edited\n",
@@ -303,6 +303,79 @@ fn a_build_after_the_mount_server_is_killed_names_the_mount_and_goes_into_it() {
     assert_eq!(mount_row(&o.store, &wt)["state"], "healthy");
     assert!(is_mounted(&target));
     assert!(run_app(&wt, "debug").contains("gen: 42"));
+}
+
+/// A mount server killed in the middle of a build (SIGKILL, as the OOM killer does): its keeper
+/// holds the mount's FUSE connection and takes over serving it, so the build in flight only
+/// waits, and succeeds with the right output. Descriptors opened before the kill (a file, a
+/// directory being listed) keep working.
+#[test]
+fn a_build_in_flight_survives_its_mount_server_being_killed() {
+    use std::io::Read;
+    let o = Orchestra::new();
+    let wt = o.add("survivor");
+    let (_, state, pid) = mount_facts(&o, &wt);
+    let keeper = children(pid);
+    assert_eq!(keeper.len(), 1, "one keeper: {keeper:?}");
+    let target = wt.join("target");
+    let mut tag = std::fs::File::open(target.join("CACHEDIR.TAG")).unwrap();
+    let mut listing = std::fs::read_dir(&target).unwrap();
+    let first = listing.next().unwrap().unwrap().file_name();
+
+    let build = cargo(&wt, &o.store, &["build"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once the build writes into the mount.
+    let fingerprints = target.join("debug/.fingerprint");
+    assert!(eventually(120, || std::fs::read_dir(&fingerprints)
+        .is_ok_and(|d| d.count() >= 3)));
+    kill(pid);
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run_app(&wt, "debug").contains("gen: 42"));
+
+    let mut text = String::new();
+    tag.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("Signature:"), "{text}");
+    drop(tag);
+    // The listing goes on (listed anew by the new server: what changed meanwhile may show).
+    let mut names: Vec<_> = listing.map(|e| e.unwrap().file_name()).collect();
+    names.push(first);
+    assert!(names.iter().any(|n| n == "CACHEDIR.TAG"), "{names:?}");
+
+    // The keeper is the server now, recorded as such, and has a keeper of its own.
+    let row = mount_row(&o.store, &wt);
+    assert_eq!(row["state"], "healthy", "{row}");
+    assert_eq!(row["pid"].as_u64(), Some(keeper[0]), "{row}");
+    let log = std::fs::read_to_string(state.join("server.log")).unwrap();
+    assert!(log.contains(&format!("(pid {pid}) died")), "{log}");
+    let next = children(keeper[0]);
+    assert_eq!(next.len(), 1, "the new server's keeper: {next:?}");
+    // It ends like any server: `kache unmount` stops it and its keeper.
+    let out = kache_path(&o.store, &["unmount"], &wt);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(eventually(5, || !alive(keeper[0]) && !alive(next[0])));
+    assert!(!is_mounted(&target));
+}
+
+/// A server's keeper that exits is replaced, and a server that ends on purpose takes its keeper
+/// with it (no process is left behind).
+#[test]
+fn a_lost_keeper_is_replaced_and_unmount_leaves_no_process() {
+    let o = Orchestra::new();
+    let wt = o.add("keepers");
+    let (_, _, pid) = mount_facts(&o, &wt);
+    let first = children(pid);
+    assert_eq!(first.len(), 1, "{first:?}");
+    kill(first[0]);
+    assert!(eventually(10, || children(pid).len() == 1 && children(pid) != first));
+    let second = children(pid);
+    build(&wt, &o.store);
+    let out = kache_path(&o.store, &["unmount"], &wt);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(eventually(5, || !alive(pid) && !alive(second[0])));
 }
 
 /// The kernel caches the mount's names and attributes for minutes: every change must still
@@ -391,7 +464,7 @@ fn a_repaired_mount_keeps_its_previous_server_log() {
     let o = Orchestra::new();
     let wt = o.add("logs");
     let (_, state, pid) = mount_facts(&o, &wt);
-    kill(pid);
+    kill_with_keeper(pid);
     let out = kache_path(&o.store, &["mount"], &wt);
     assert!(out.status.success(), "{}", stderr(&out));
     let previous = std::fs::read_to_string(state.join("server.log.1")).unwrap();

@@ -447,12 +447,12 @@ impl Filesystem for KacheFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = tri!(reply, self.shared.listing(fh));
+        let entries = tri!(reply, self.shared.listing(ino, fh));
         for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
                 break;

@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirEntryExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use rustix::fs::{FileType as Kind, Stat};
@@ -52,6 +54,17 @@ pub(crate) struct Inodes {
     nodes: Mutex<HashMap<u64, Arc<Node>>>,
     /// Upper inode number of the mount root.
     root_ino: u64,
+    /// Set when serving a connection a dead server mounted: the kernel still uses node ids
+    /// this table never saw, and they are found again in the upper directory (see `recover`).
+    lost: Mutex<Option<Lost>>,
+}
+
+/// Where to find node ids a dead server knew: the upper directory, and what its last walk saw.
+struct Lost {
+    upper: PathBuf,
+    /// Node id to path (relative to `upper`) as of `walked`.
+    paths: HashMap<u64, PathBuf>,
+    walked: Option<Instant>,
 }
 
 impl Inodes {
@@ -67,7 +80,63 @@ impl Inodes {
         Ok(Inodes {
             nodes: Mutex::new(HashMap::from([(ROOT_ID, Arc::new(root))])),
             root_ino: st.st_ino,
+            lost: Mutex::new(None),
         })
+    }
+
+    /// This table serves a connection another server negotiated: node ids it does not know
+    /// are looked for in `upper`, the upper directory, instead of being refused.
+    pub(crate) fn learn_lost_ids(&self, upper: PathBuf) {
+        *lock(&self.lost) = Some(Lost {
+            upper,
+            paths: HashMap::new(),
+            walked: None,
+        });
+    }
+
+    /// Whether this table serves a connection taken over from a dead server.
+    pub(crate) fn took_over(&self) -> bool {
+        lock(&self.lost).is_some()
+    }
+
+    /// Registers node `id`, which the kernel got from a dead server, by finding its inode in
+    /// the upper directory: first where the last walk saw it, else by walking again (at most
+    /// once a second: an id of a file deleted since is not found by walking). Its lookup count
+    /// is unknown; it starts at 1, and a forget that goes below drops it, to be found again.
+    fn recover(&self, id: u64) -> Option<Arc<Node>> {
+        let mut guard = lock(&self.lost);
+        let lost = guard.as_mut()?;
+        for attempt in 0..2 {
+            if attempt == 1 {
+                if lost
+                    .walked
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+                {
+                    return None;
+                }
+                lost.paths.clear();
+                walk_ids(self, &lost.upper, Path::new(""), &mut lost.paths);
+                lost.walked = Some(Instant::now());
+            }
+            let Some(rel) = lost.paths.get(&id) else {
+                continue;
+            };
+            let Ok(path) = sys::cstr(lost.upper.join(rel).as_os_str()) else {
+                continue;
+            };
+            let Ok(fd) = sys::open_path(rustix::fs::CWD, &path) else {
+                continue;
+            };
+            let Ok(st) = sys::fstat(fd.as_fd()) else {
+                continue;
+            };
+            if self.id_of(st.st_ino) != id {
+                continue;
+            }
+            drop(guard);
+            return self.register(id, fd, &st).ok();
+        }
+        None
     }
 
     /// The node id of the upper inode numbered `upper_ino`.
@@ -80,7 +149,14 @@ impl Inodes {
     }
 
     pub(crate) fn get(&self, id: INodeNo) -> Result<Arc<Node>, Errno> {
-        lock(&self.nodes).get(&id.0).cloned().ok_or(Errno::ENOENT)
+        if let Some(node) = lock(&self.nodes).get(&id.0).cloned() {
+            return Ok(node);
+        }
+        match self.recover(id.0) {
+            Some(node) => Ok(node),
+            None if self.took_over() => Err(Errno::ESTALE),
+            None => Err(Errno::ENOENT),
+        }
     }
 
     pub(crate) fn dir(&self, id: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -106,6 +182,14 @@ impl Inodes {
         let fd = sys::open_path(&parent.fd, name)?;
         let st = sys::fstat(fd.as_fd())?;
         let id = self.id_of(st.st_ino);
+        let node = self.register(id, fd, &st)?;
+        let placed = lock(&node.state).placed.as_ref().map(|b| b.size);
+        Ok(self.attr_of(&st, placed))
+    }
+
+    /// The node of the upper inode behind `fd` (whose attributes are `st`), registered if it
+    /// was not known, with one more lookup counted.
+    fn register(&self, id: u64, fd: OwnedFd, st: &Stat) -> io::Result<Arc<Node>> {
         let known = lock(&self.nodes).get(&id).cloned();
         let node = match known {
             Some(node) => node,
@@ -130,8 +214,7 @@ impl Inodes {
             let _table = lock(&self.nodes);
             node.nlookup.fetch_add(1, Ordering::Relaxed);
         }
-        let placed = lock(&node.state).placed.as_ref().map(|b| b.size);
-        Ok(self.attr_of(&st, placed))
+        Ok(node)
     }
 
     /// The kernel dropped `n` lookups of node `id`; the node goes when none is left.
@@ -181,6 +264,22 @@ impl Inodes {
             blksize: st.st_blksize as u32,
             flags: 0,
         }
+    }
+}
+
+/// Every entry below `upper/rel`, by node id (`read_dir`'s inode numbers need no `stat`).
+/// What cannot be read is passed over: a takeover serves what it can find.
+fn walk_ids(table: &Inodes, upper: &Path, rel: &Path, into: &mut HashMap<u64, PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = rel.join(entry.file_name());
+        let id = table.id_of(entry.ino());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_ids(table, upper, &path, into);
+        }
+        into.insert(id, path);
     }
 }
 

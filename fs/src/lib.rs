@@ -49,14 +49,18 @@ mod placement;
 mod state;
 #[cfg(target_os = "linux")]
 mod sys;
+#[cfg(target_os = "linux")]
+mod takeover;
 
 #[cfg(target_os = "linux")]
 pub use control::{clear, is_kache_mount, place, place_at};
 #[cfg(target_os = "linux")]
 pub use mount::{
-    mount, mount_foreground, mount_health, mount_stats, scan_placements, unavailable, unmount,
-    MountHandle,
+    mount, mount_foreground, mount_health, mount_stats, resume, scan_placements, unavailable,
+    unmount, MountHandle,
 };
+#[cfg(target_os = "linux")]
+pub use takeover::{keep, Keeper};
 
 // Elsewhere the same functions refuse every mount, until a backend (WinFsp) fills them.
 #[cfg(not(target_os = "linux"))]

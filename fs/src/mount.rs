@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -36,6 +36,11 @@ pub struct MountHandle {
     session: Option<BackgroundSession>,
     shared: Arc<Shared>,
     mountpoint: PathBuf,
+    /// A duplicate of the FUSE connection's descriptor, for a keeper (see `takeover.rs`).
+    device: OwnedFd,
+    /// Serving a connection a dead server mounted: fuser does not know the mount, so
+    /// unmounting is done here.
+    resumed: bool,
 }
 
 impl MountHandle {
@@ -50,20 +55,38 @@ impl MountHandle {
         self.shared.clear()
     }
 
+    /// Whether this handle serves a connection taken over from a dead server.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    pub(crate) fn device(&self) -> BorrowedFd<'_> {
+        self.device.as_fd()
+    }
+
     /// Unmount and wait for the serving threads to finish.
     pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
-            None => Ok(()),
+        self.end()
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if self.resumed {
+            // The threads end when the unmount ends the connection; if it fails (busy), they
+            // serve on in the background and the process's exit ends them.
+            unmount(&self.mountpoint, false)?;
+            session.join()
+        } else {
+            session.umount_and_join()
         }
     }
 }
 
 impl Drop for MountHandle {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
-        }
+        let _ = self.end();
     }
 }
 
@@ -137,7 +160,10 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
         SessionACL::Owner
     };
     config.n_threads = Some(THREADS);
-    config.clone_fd = true;
+    // One descriptor for all threads, not a clone each: requests a thread has read belong to
+    // the descriptor it read them from, and only the shared one outlives a killed server (in
+    // its keeper), so only its requests can be sent again to the next server.
+    config.clone_fd = false;
     Ok(Prepared {
         fs: KacheFs {
             shared: shared.clone(),
@@ -151,12 +177,55 @@ fn prepare(opts: &MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Prepar
 pub fn mount(opts: MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<MountHandle> {
     let p = prepare(&opts, blobs)?;
     let session = Session::new(p.fs, &opts.mountpoint, &p.config)?;
+    let device = session.as_fd().try_clone_to_owned()?;
     let _ = p.shared.notifier.set(session.notifier());
     let session = session.spawn()?;
     Ok(MountHandle {
         session: Some(session),
         shared: p.shared,
         mountpoint: opts.mountpoint,
+        device,
+        resumed: false,
+    })
+}
+
+/// Serve the FUSE connection `device` of a mount whose server died (see `takeover.rs`).
+///
+/// The kernel negotiated the connection with the dead server and will not again, but fuser
+/// starts every session with that negotiation. So the session starts on one end of a socket
+/// pair that carries a made-up INIT request, and once it has answered, its descriptor number
+/// is pointed at the FUSE connection before any serving thread reads from it. The inode
+/// table starts knowing only the root and learns the other node ids the kernel still uses
+/// from the upper directory when they are asked for. Last, the kernel is asked to send again
+/// the requests the dead server had read and never answered.
+pub fn resume(
+    opts: MountOptions,
+    blobs: Arc<dyn BlobSource>,
+    device: OwnedFd,
+) -> io::Result<MountHandle> {
+    let p = prepare(&opts, blobs)?;
+    p.shared.inodes.learn_lost_ids(opts.state_dir.join("upper"));
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::io::write(&ours, &sys::init_request())?;
+    let session = Session::from_fd(p.fs, theirs, p.config.acl, p.config.clone())?;
+    sys::point_fd_at(device.as_fd(), session.as_fd())?;
+    drop(ours);
+    // Before any thread reads: where the kernel cannot resend, nothing is served, and the
+    // connection ends with this process (as it would have with the dead server).
+    sys::resend_unanswered(device.as_fd())?;
+    let _ = p.shared.notifier.set(session.notifier());
+    let session = session.spawn()?;
+    Ok(MountHandle {
+        session: Some(session),
+        shared: p.shared,
+        mountpoint: opts.mountpoint,
+        device,
+        resumed: true,
     })
 }
 
@@ -335,14 +404,14 @@ fn raise_fd_limit() {
     }
 }
 
-struct MountInfo {
+pub(crate) struct MountInfo {
     mountpoint: PathBuf,
-    minor: u32,
+    pub(crate) minor: u32,
 }
 
 /// The topmost kache mount at `mountpoint`, from `/proc/self/mountinfo` (never touches the
 /// mount itself, so a dead server cannot block it).
-fn find_mount(mountpoint: &Path) -> io::Result<Option<MountInfo>> {
+pub(crate) fn find_mount(mountpoint: &Path) -> io::Result<Option<MountInfo>> {
     let wanted = match (mountpoint.parent(), mountpoint.file_name()) {
         (Some(parent), Some(name)) => std::fs::canonicalize(parent)
             .unwrap_or_else(|_| parent.to_path_buf())

@@ -54,7 +54,13 @@ impl Shared {
         Ok(Shared {
             inodes: Inodes::new(upper)?,
             listings: Mutex::default(),
-            next_fh: AtomicU64::new(1),
+            // Handles start at this server's start time: a server that takes over a dead one's
+            // connection never hands out a number the kernel still holds from before.
+            next_fh: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs() << 20),
+            ),
             blobs: Blobs::new(blobs, blob_view),
             statuses: Statuses::default(),
             notifier: OnceLock::new(),
@@ -62,8 +68,25 @@ impl Shared {
         })
     }
 
-    pub(crate) fn listing(&self, fh: FileHandle) -> Result<Arc<Listing>, Errno> {
-        lock(&self.listings).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    /// The listing opened as `fh` of directory `dir`. A handle from a dead server's time (after
+    /// a takeover) is listed anew.
+    pub(crate) fn listing(&self, dir: INodeNo, fh: FileHandle) -> Result<Arc<Listing>, Errno> {
+        if let Some(listing) = lock(&self.listings).get(&fh.0).cloned() {
+            return Ok(listing);
+        }
+        if !self.inodes.took_over() {
+            return Err(Errno::EBADF);
+        }
+        let node = self.inodes.dir(dir)?;
+        let entries = self.read_dir(&node).map_err(|e| {
+            Errno::from_i32(
+                e.raw_os_error()
+                    .unwrap_or(rustix::io::Errno::IO.raw_os_error()),
+            )
+        })?;
+        let listing = Arc::new(entries);
+        lock(&self.listings).insert(fh.0, listing.clone());
+        Ok(listing)
     }
 
     pub(crate) fn add_listing(&self, listing: Listing) -> u64 {

@@ -1,7 +1,9 @@
 //! The Linux calls the filesystem needs beyond what `rustix` offers as one call: calls on the
 //! inode behind an O_PATH descriptor (through its `/proc/self/fd/N` name, for the calls that
-//! have no `*at` form taking an empty path), and xattr reads that grow their buffer. Every
-//! call goes through `rustix` (no `unsafe`); each returns `io::Result`, nothing here panics.
+//! have no `*at` form taking an empty path), xattr reads that grow their buffer, and the raw
+//! FUSE messages of a takeover (`takeover.rs`). Every call goes through `rustix`, but one
+//! `dup3` onto a descriptor number another owner holds; each returns `io::Result`, nothing here
+//! panics.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -218,4 +220,59 @@ pub(crate) fn now() -> Timespec {
 fn proc_cstr(fd: BorrowedFd<'_>) -> CString {
     // Digits only: CString::new cannot fail.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// `FUSE_INIT`, and the protocol version fuser speaks (7.40).
+const FUSE_INIT: u32 = 26;
+const FUSE_MAJOR: u32 = 7;
+const FUSE_MINOR: u32 = 40;
+/// The notification asking the kernel to queue again every request a server read and did not
+/// answer (Linux 6.9).
+const FUSE_NOTIFY_RESEND: i32 = 7;
+
+/// An INIT request as the kernel would send it (header, then `fuse_init_in`), for starting a
+/// fuser session on a connection that was negotiated already.
+pub(crate) fn init_request() -> Vec<u8> {
+    const HEADER: usize = 40;
+    const INIT_IN: usize = 64;
+    let mut m = Vec::with_capacity(HEADER + INIT_IN);
+    m.extend_from_slice(&((HEADER + INIT_IN) as u32).to_ne_bytes()); // len
+    m.extend_from_slice(&FUSE_INIT.to_ne_bytes()); // opcode
+    m.extend_from_slice(&1u64.to_ne_bytes()); // unique
+    m.extend_from_slice(&0u64.to_ne_bytes()); // nodeid
+    m.extend_from_slice(&[0; 12]); // uid, gid, pid
+    m.extend_from_slice(&[0; 4]); // total_extlen, padding
+    m.extend_from_slice(&FUSE_MAJOR.to_ne_bytes());
+    m.extend_from_slice(&FUSE_MINOR.to_ne_bytes());
+    m.extend_from_slice(&(128u32 << 10).to_ne_bytes()); // max_readahead
+    m.extend_from_slice(&[0; INIT_IN - 12]); // flags, flags2, unused
+    m
+}
+
+/// Makes the descriptor number of `target` refer to what `source` refers to (close-on-exec),
+/// closing what it referred to before, in one step.
+pub(crate) fn point_fd_at(source: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: dup3 takes and returns plain descriptor numbers and touches no memory. `target`
+    // stays open throughout (dup3 replaces it atomically), so its owner's descriptor stays
+    // valid; it refers to another open file afterwards, which is the point.
+    let rc = unsafe { libc::dup3(source.as_raw_fd(), target.as_raw_fd(), libc::O_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to queue again the requests a dead server read and never answered.
+pub(crate) fn resend_unanswered(device: BorrowedFd<'_>) -> io::Result<()> {
+    let mut m = Vec::with_capacity(16);
+    m.extend_from_slice(&16u32.to_ne_bytes()); // len
+    m.extend_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes()); // error: the notification code
+    m.extend_from_slice(&0u64.to_ne_bytes()); // unique 0: a notification
+    rustix::io::write(device, &m).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the kernel cannot resend FUSE requests (Linux 6.9 or later can): {e}"),
+        )
+    })?;
+    Ok(())
 }

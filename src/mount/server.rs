@@ -21,6 +21,9 @@ use crate::store::{is_valid_hash, Store};
 
 /// Set for a server spawned by `kache mount`, which holds the mount's lock meanwhile.
 pub(super) const PARENT_HOLDS_LOCK: &str = "KACHE_MOUNT_PARENT_LOCKED";
+/// Set for a server's keeper: it waits, and serves only if the server dies (`kache_fs::keep`).
+#[cfg(target_os = "linux")]
+const KEEPER: &str = "KACHE_MOUNT_KEEPER";
 
 /// How long `kache mount` waits for a freshly spawned server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,16 +133,18 @@ pub(super) fn serve(
     // Before the serving threads exist, so they inherit the mask and only the watch below
     // receives the stop signals.
     watch::block_stop_signals();
-    let handle = kache_fs::mount(
-        MountOptions::new(mountpoint, reg.dir(id)),
-        Arc::new(StoreBlobs(store)),
-    )?;
+    let opts = MountOptions::new(mountpoint, reg.dir(id));
+    let blobs = Arc::new(StoreBlobs(store));
+    let Some(handle) = mount_or_take_over(&reg, id, rec, opts, blobs)? else {
+        return Ok(None);
+    };
     eprintln!(
         "kache: serving {} at {} (pid {})",
         rec.target.display(),
         mountpoint.display(),
         std::process::id(),
     );
+    let mut keeper = Keeper::start(store_dir, rec, &handle);
     ensure_cachedir_tag(mountpoint);
     // A server spawned by `kache mount` leaves the record to its parent, which holds the
     // mount's lock and records the link itself: a write from here could put back the record as
@@ -163,26 +168,138 @@ pub(super) fn serve(
         match watch.wait(Duration::from_secs(1)) {
             Woke::Stop(sig) => {
                 eprintln!("kache: {sig}: unmounting {}", mountpoint.display());
+                keeper.dismiss();
                 return handle.unmount().map(|()| Some(sig));
             }
             Woke::Timeout => {
                 if kache_fs::mount_health(mountpoint) == MountHealth::NotMounted {
                     eprintln!("kache: {} was unmounted", mountpoint.display());
+                    keeper.dismiss();
                     drop(handle);
                     return Ok(None);
                 }
                 ensure_cachedir_tag(mountpoint);
+                keeper.look_after(store_dir, rec, &handle);
             }
             Woke::Changed => {}
         }
         match look_after(store_dir, &reg, id, &handle) {
-            Care::Released => return Ok(None),
+            Care::Released => {
+                keeper.dismiss();
+                return Ok(None);
+            }
             Care::Kept(note) => {
                 if note.is_some() && note != said {
                     eprintln!("kache: {}", note.as_deref().unwrap_or_default());
                 }
                 said = note;
             }
+        }
+    }
+}
+
+/// Mounts, or in a keeper, waits for the server to die and then serves its connection (`None`:
+/// the server ended on purpose, nothing to serve).
+#[cfg(target_os = "linux")]
+fn mount_or_take_over(
+    reg: &Registry,
+    id: &str,
+    rec: &MountRecord,
+    opts: MountOptions,
+    blobs: Arc<StoreBlobs>,
+) -> io::Result<Option<kache_fs::MountHandle>> {
+    if std::env::var_os(KEEPER).is_none() {
+        return kache_fs::mount(opts, blobs).map(Some);
+    }
+    let Some(device) = kache_fs::keep(rec.mountpoint())? else {
+        return Ok(None);
+    };
+    let dead = reg.load(id).and_then(|r| r.pid);
+    let handle = kache_fs::resume(opts, blobs, device)?;
+    // From now on this process is the mount's server.
+    if let Ok(_lock) = reg.lock(id) {
+        if let Some(mut now) = reg.load(id) {
+            now.pid = Some(std::process::id());
+            let _ = reg.save(id, &now);
+        }
+    }
+    eprintln!(
+        "kache: the server of {} (pid {}) died: its keeper (pid {}) serves the mount now",
+        rec.target.display(),
+        dead.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        std::process::id(),
+    );
+    Ok(Some(handle))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mount_or_take_over(
+    _reg: &Registry,
+    _id: &str,
+    _rec: &MountRecord,
+    opts: MountOptions,
+    blobs: Arc<StoreBlobs>,
+) -> io::Result<Option<kache_fs::MountHandle>> {
+    kache_fs::mount(opts, blobs).map(Some)
+}
+
+/// The server's keeper, if it has one (Linux: see `kache_fs::Keeper`).
+struct Keeper {
+    #[cfg(target_os = "linux")]
+    inner: Option<kache_fs::Keeper>,
+}
+
+impl Keeper {
+    #[cfg(target_os = "linux")]
+    fn start(store_dir: &Path, rec: &MountRecord, handle: &kache_fs::MountHandle) -> Keeper {
+        let spawned = std::env::current_exe().and_then(|exe| {
+            let mut command = Command::new(exe);
+            command
+                .arg("mount")
+                .arg("--foreground")
+                .arg(&rec.worktree)
+                .env("KACHE_DIR", store_dir)
+                .env(PARENT_HOLDS_LOCK, "1")
+                .env(KEEPER, "1")
+                .current_dir("/");
+            kache_fs::Keeper::spawn(handle, command)
+        });
+        match spawned {
+            Ok(inner) => Keeper { inner: Some(inner) },
+            Err(e) => {
+                eprintln!(
+                    "kache: no keeper for {} ({e}): a build in flight fails if this server dies",
+                    rec.target.display()
+                );
+                Keeper { inner: None }
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start(_store_dir: &Path, _rec: &MountRecord, _handle: &kache_fs::MountHandle) -> Keeper {
+        Keeper {}
+    }
+
+    /// A keeper that exited (killed by someone) is replaced.
+    fn look_after(&mut self, store_dir: &Path, rec: &MountRecord, handle: &kache_fs::MountHandle) {
+        #[cfg(target_os = "linux")]
+        if self.inner.as_mut().is_some_and(|k| k.exited()) {
+            eprintln!(
+                "kache: the keeper of {} exited: starting another",
+                rec.target.display()
+            );
+            *self = Keeper::start(store_dir, rec, handle);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (store_dir, rec, handle);
+    }
+
+    /// The server ends on purpose: the keeper ends without serving.
+    fn dismiss(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(inner) = self.inner.take() {
+            inner.dismiss();
         }
     }
 }

@@ -205,10 +205,41 @@ pub fn alive(pid: u64) -> bool {
         .is_ok_and(|s| s.split(' ').nth(2).is_none_or(|st| st != "Z"))
 }
 
+/// SIGKILLs a mount server alone (its keeper then serves the mount).
 pub fn kill(pid: u64) {
     kache_platform::process::signal_terminate(pid as u32, true).expect("SIGKILL");
     assert!(
         eventually(5, || !alive(pid)),
         "server {pid} survived SIGKILL"
     );
+}
+
+/// The processes `pid` started (a mount server's keeper), from /proc.
+pub fn children(pid: u64) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// SIGKILLs a mount server and its keeper: the mount's connection dies with them, as it does
+/// when a machine's processes are killed together.
+pub fn kill_with_keeper(pid: u64) {
+    let keepers = children(pid);
+    assert!(!keepers.is_empty(), "server {pid} has no keeper");
+    for k in &keepers {
+        kache_platform::process::signal_terminate(*k as u32, true).expect("SIGKILL");
+    }
+    kill(pid);
+    for k in keepers {
+        assert!(eventually(5, || !alive(k)), "keeper {k} survived SIGKILL");
+    }
 }
