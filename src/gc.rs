@@ -47,6 +47,9 @@ pub fn collect(store: &Store, limit: u64, wait: bool) -> std::io::Result<bool> {
     let report = store.gc(target, &pinned_blobs(store))?;
     // Digest memos are cheap to recompute; keep a week of them.
     crate::store::memo::prune(store, std::time::Duration::from_secs(7 * 24 * 3600));
+    // A recording session older than a day belongs to a wrapper that was
+    // killed mid-compile.
+    crate::wrap::observe::prune_sessions(store, std::time::Duration::from_secs(24 * 3600));
     record(store, &report)?;
     Ok(true)
 }

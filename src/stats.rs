@@ -71,6 +71,10 @@ pub enum Counter {
     RemoteQueued,
     RemoteUploads,
     RemoteBytesUp,
+    DirectHits,
+    AheadHits,
+    Observed,
+    ObserveFallbacks,
 }
 
 /// Whether a counter has one value per language (`rust.hits`, `cc.hits`)
@@ -253,6 +257,30 @@ pub const COUNTERS: &[CounterDef] = &[
         S,
         "remote.bytes_up",
         "bytes uploaded",
+    ),
+    row(
+        Counter::DirectHits,
+        L,
+        "direct_hits",
+        "hits found through a manifest of the direct key (no preprocessor, no compiler)",
+    ),
+    row(
+        Counter::AheadHits,
+        L,
+        "preprocessed_hits",
+        "hits found by the key computed ahead (C/C++: the preprocessed source)",
+    ),
+    row(
+        Counter::Observed,
+        L,
+        "observed",
+        "compiles whose inputs the input recorder observed",
+    ),
+    row(
+        Counter::ObserveFallbacks,
+        L,
+        "observe_fallbacks",
+        "recorded compiles the recorder could not see entirely (inputs inferred strictly)",
     ),
 ];
 

@@ -41,7 +41,6 @@ fn refs<'a>(files: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
 }
 
 #[test]
-#[ignore = "needs the input recorder in the pipeline (branch observe); un-ignored when it lands"]
 fn proc_macro_reading_an_env_var_at_expansion_sees_its_new_value() {
     let s = Scratch::new();
     let files = proc_macro_workspace("std::env::var(\"PM_SECRET\").unwrap_or_default()");
@@ -63,7 +62,6 @@ fn proc_macro_reading_an_env_var_at_expansion_sees_its_new_value() {
 }
 
 #[test]
-#[ignore = "needs the input recorder in the pipeline (branch observe); un-ignored when it lands"]
 fn proc_macro_reading_a_file_at_expansion_sees_its_new_content() {
     let s = Scratch::new();
     // CARGO_MANIFEST_DIR is the crate being compiled (app), as for
@@ -142,7 +140,6 @@ fn incbin_is_a_passthrough_when_inputs_are_inferred_strictly() {
 }
 
 #[test]
-#[ignore = "needs the input recorder in the pipeline (branch observe); un-ignored when it lands"]
 fn module_file_newly_shadowing_another_fails_as_rustc_does() {
     let s = Scratch::new();
     let files = [

@@ -1,12 +1,14 @@
 //! The environment table: what the recorder's caller does with variables, as data.
 //!
-//! Two kinds of rows. `Ignore`: variables that compilers and linkers read on every run and that
-//! differ between builds without changing what is produced (a jobserver's descriptors, the
-//! terminal's width), or whose whole effect is already in the log (a search path: what the
-//! search found and did not find is recorded); keying them would cost hits and buy nothing.
-//! `AlwaysKey`: variables glibc itself reads through internal calls that no preload library
-//! can see (the locale, the time zone); they are keyed by the value the compile was given
-//! whether a read was observed or not.
+//! Three kinds of rows. `Ignore`: variables that compilers and linkers read on every run and
+//! that differ between builds without changing what is produced (a jobserver's descriptors,
+//! the terminal's width); keying them would cost hits and buy nothing. `AlwaysKey`: variables
+//! glibc itself reads through internal calls that no preload library can see (the locale, the
+//! time zone, the dynamic loader's search path and preloads); they are keyed by the value the
+//! compile was given whether a read was observed or not. `KeyWhenProgramsRun`: the program
+//! search path, which `execvp`/`posix_spawnp` walk inside glibc: the recorder logs the
+//! candidates it saw absent, but a directory added to the path later was never looked in, so
+//! the value itself is keyed for every compile that started (or tried to start) a program.
 //!
 //! Everything else that a compile was seen to read is keyed by value. Adding a row is one line
 //! here, with a reason a reviewer can check, plus a test. This module decides nothing else.
@@ -37,6 +39,9 @@ pub enum Policy {
     /// Read inside glibc, where no hook sees it, and able to change the output: always keyed
     /// by the value the compile was given.
     AlwaysKey,
+    /// Searched inside glibc when a program is started by name: keyed by the value the
+    /// compile was given when any process of it started or tried to start a program.
+    KeyWhenProgramsRun,
 }
 
 /// One row of the table.
@@ -56,7 +61,7 @@ const fn row(name: Match, policy: Policy, reason: &'static str) -> EnvRow {
 }
 
 use Match::{Exact as Ex, Prefix as Pre};
-use Policy::{AlwaysKey as K, Ignore as I};
+use Policy::{AlwaysKey as K, Ignore as I, KeyWhenProgramsRun as X};
 
 /// The table. Rows grouped by policy; when several rows match, the first one wins.
 #[rustfmt::skip]
@@ -102,13 +107,13 @@ pub const ENV_TABLE: &[EnvRow] = &[
     row(Pre("GLIBC_TUNABLES"), I, "glibc tuning (malloc, CPU dispatch of string functions): speed only"),
     // Variables that exist only to run the recorder.
     row(Pre("KACHE_RECORDER_"), I, "the recorder's own wiring (log path, root process)"),
-    // Search paths whose effect is recorded: what they found (and did not find) is in the
-    // log, and their values are path-local (cargo puts target/debug/deps in LD_LIBRARY_PATH).
-    row(Ex("LD_LIBRARY_PATH"), I, "the libraries the loader mapped are recorded as read when each process starts"),
-    row(Ex("LD_PRELOAD"), I, "the user's preloaded libraries are recorded as read when each process starts"),
-    row(Ex("PATH"), I, "every program lookup along it is recorded (absent candidates and the program run)"),
+    // The program search path. The candidates a search passed over are recorded as absent,
+    // but a directory put in front of it later was never looked in.
+    row(Ex("PATH"), X, "execvp/posix_spawnp search it inside glibc; a directory added to it was never looked in"),
 
     // Read inside glibc: invisible to the hooks, and able to change what a compile produces.
+    row(Ex("LD_LIBRARY_PATH"), K, "the dynamic loader searches it for every library of every process; the search is not recorded, only the library it mapped"),
+    row(Ex("LD_PRELOAD"), K, "the dynamic loader loads these libraries into every process (the recorder's own entry is left out of the value)"),
     row(Ex("GCONV_PATH"), K, "charset converters used by iconv (gcc's -finput-charset/-fexec-charset)"),
     row(Ex("LANG"), K, "the locale's charset, which gcc uses as its default input charset"),
     row(Ex("LC_ALL"), K, "overrides the locale's charset, which gcc uses as its default input charset"),
@@ -129,10 +134,21 @@ pub fn ignored(name: &[u8]) -> bool {
 
 /// The names keyed whether a read was observed or not (exact names only).
 pub fn always_keyed() -> impl Iterator<Item = &'static str> {
-    ENV_TABLE.iter().filter_map(|r| match (r.policy, r.name) {
-        (Policy::AlwaysKey, Match::Exact(n)) => Some(n),
-        _ => None,
-    })
+    names_with(Policy::AlwaysKey)
+}
+
+/// The names keyed, whether a read was observed or not, when the compile started a program.
+pub fn keyed_when_programs_run() -> impl Iterator<Item = &'static str> {
+    names_with(Policy::KeyWhenProgramsRun)
+}
+
+fn names_with(policy: Policy) -> impl Iterator<Item = &'static str> {
+    ENV_TABLE
+        .iter()
+        .filter_map(move |r| match (r.policy, r.name) {
+            (p, Match::Exact(n)) if p == policy => Some(n),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -169,10 +185,24 @@ mod tests {
     #[test]
     fn libc_internal_variables_are_always_keyed() {
         let keyed: Vec<_> = always_keyed().collect();
-        for n in ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "GCONV_PATH"] {
+        for n in [
+            "LANG",
+            "LC_ALL",
+            "LC_CTYPE",
+            "TZ",
+            "GCONV_PATH",
+            "LD_LIBRARY_PATH",
+            "LD_PRELOAD",
+        ] {
             assert!(keyed.contains(&n), "{n}");
         }
         assert!(!keyed.contains(&"TERM"));
+    }
+
+    #[test]
+    fn the_program_search_path_is_keyed_when_programs_run_and_never_ignored() {
+        assert!(!ignored(b"PATH"));
+        assert_eq!(keyed_when_programs_run().collect::<Vec<_>>(), vec!["PATH"]);
     }
 
     #[test]

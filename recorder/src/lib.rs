@@ -59,6 +59,12 @@ static LIBRARY: Option<&[u8]> = Some(include_bytes!(concat!(
 #[cfg(not(kache_recorder_built))]
 static LIBRARY: Option<&[u8]> = None;
 
+/// Whether this build carries the preload library (Linux with glibc, built with a C
+/// compiler). Cheap: it decides nothing else; [`Recorder::new`] can still be `Unavailable`.
+pub fn built_in() -> bool {
+    LIBRARY.is_some()
+}
+
 /// Why the recorder cannot be used here; the caller falls back to inference made strict.
 #[derive(Debug)]
 pub enum Unavailable {

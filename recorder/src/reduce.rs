@@ -35,7 +35,8 @@ pub struct ObservedInputs {
     /// Environment variables the compile read, with the value it was given (`None`: unset).
     /// Variables a process of the compile set for its own children are not here (they derive
     /// from other inputs); neither are the rows `env_table` ignores. The variables glibc reads
-    /// invisibly (`env_table`'s `AlwaysKey` rows) are always here.
+    /// invisibly (`env_table`'s `AlwaysKey` rows) are always here, and the program search path
+    /// (`KeyWhenProgramsRun`) whenever a program was started or looked for.
     pub env: BTreeMap<OsString, Option<OsString>>,
     /// Programs started: the paths exec was given and the executables that reported in.
     pub programs: BTreeSet<PathBuf>,
@@ -149,6 +150,9 @@ impl std::error::Error for Incomplete {}
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     roots: Vec<Norm>,
+    /// (another spelling, the spelling to use): a directory reached through
+    /// a symbolic link is one directory, whichever way a process names it.
+    aliases: Vec<(Norm, Norm)>,
 }
 
 /// Kernel pseudo-filesystems: their files describe the running system, not sources.
@@ -174,6 +178,32 @@ impl Filter {
         self.roots
             .push(normalize(root.into().as_os_str().as_encoded_bytes()));
         self
+    }
+
+    /// Treats paths below `other` as below `spelling`: the same directory
+    /// named two ways (a `target` that is a symbolic link, a worktree below
+    /// one) must be one for what the compile made and what it read, and is
+    /// reported under `spelling`. The caller knows both names (the reducer
+    /// never looks at the filesystem).
+    pub fn alias(mut self, other: impl Into<PathBuf>, spelling: impl Into<PathBuf>) -> Filter {
+        let other = normalize(other.into().as_os_str().as_encoded_bytes());
+        let spelling = normalize(spelling.into().as_os_str().as_encoded_bytes());
+        if other != spelling {
+            self.aliases.push((other, spelling));
+        }
+        self
+    }
+
+    /// `path` in the spelling its aliases give it.
+    fn respell(&self, path: Norm) -> Norm {
+        for (other, spelling) in &self.aliases {
+            if under(&path, other) {
+                let mut p = spelling.clone();
+                p.extend_from_slice(&path[other.len()..]);
+                return p;
+            }
+        }
+        path
     }
 
     /// Whether `path` is left out.
@@ -281,6 +311,8 @@ struct Reducer<'a> {
     pending_exec: HashMap<u32, Norm>,
     spawned: Vec<(u32, Norm)>,
     processes: usize,
+    /// A process of the compile started or tried to start a program.
+    ran_programs: bool,
 }
 
 impl<'a> Reducer<'a> {
@@ -303,6 +335,7 @@ impl<'a> Reducer<'a> {
             pending_exec: HashMap::new(),
             spawned: Vec::new(),
             processes: 0,
+            ran_programs: false,
         }
     }
 
@@ -316,7 +349,7 @@ impl<'a> Reducer<'a> {
     /// too when the filter drops it (the caller accounts for it, so nothing about it can be a
     /// loss either: /dev/null is opened both ways, /proc/self/exe differs per process).
     fn path(&mut self, rec: &Record<'a>, i: usize) -> Option<Norm> {
-        let p = join(rec.field(i), rec.field(i + 1));
+        let p = join(rec.field(i), rec.field(i + 1)).map(|p| self.filter.respell(p));
         match p {
             None => {
                 self.lose(Lost::UnknownDirectory(os(rec.field(i + 1))));
@@ -330,6 +363,8 @@ impl<'a> Reducer<'a> {
     /// First pass: what the compile itself made, so that reads of its own files (outputs,
     /// temporaries, files written then read back) are not taken for inputs.
     fn collect_made(&mut self, records: &[Record<'a>]) {
+        let filter = self.filter;
+        let join = |base: &[u8], path: &[u8]| join(base, path).map(|p| filter.respell(p));
         for (i, rec) in records.iter().enumerate() {
             let mut mark = |p: Option<Norm>| {
                 if let Some(p) = p {
@@ -373,18 +408,29 @@ impl<'a> Reducer<'a> {
     }
 
     fn record(&mut self, i: usize, rec: &Record<'a>) {
+        if matches!(rec.kind, b'X' | b'x' | b'P' | b'H') {
+            self.ran_programs = true;
+        }
         match rec.kind {
             b'S' => {
                 self.processes += 1;
                 self.started.insert(rec.pid);
                 self.pending_exec.remove(&rec.pid);
                 if rec.field(0).starts_with(b"/") {
-                    self.programs.insert(normalize(rec.field(0)));
+                    let p = self.filter.respell(normalize(rec.field(0)));
+                    self.programs.insert(p);
                 }
             }
             b'I' => {
                 if rec.fields == [b"?"] {
                     self.lose(Lost::RootEnvironmentUnknown);
+                }
+                // The first root is the process the caller started: its
+                // environment is what the compile was given. A program it
+                // exec'd (a wrapper script running the compiler) reports
+                // again from the same pid with what the wrapper changed.
+                if self.root_env.is_some() {
+                    return;
                 }
                 let mut env = HashMap::new();
                 for entry in &rec.fields {
@@ -425,7 +471,10 @@ impl<'a> Reducer<'a> {
                         self.listed.insert(p);
                     }
                     _ => {
-                        let target = normalize_target(rec.kind, rec.field(2));
+                        let mut target = normalize_target(rec.kind, rec.field(2));
+                        if rec.kind == b'Q' {
+                            target = self.filter.respell(target);
+                        }
                         if let Some(old) = self.links.insert(p.clone(), target.clone()) {
                             if old != target {
                                 self.lose(Lost::ChangedDuringCompile(path_of(&p)));
@@ -469,7 +518,7 @@ impl<'a> Reducer<'a> {
                 }
             }
             b'H' => {
-                let p = normalize(rec.field(0));
+                let p = self.filter.respell(normalize(rec.field(0)));
                 self.classify(&p, rec.field(1), rec.field(2));
                 self.programs.insert(p);
             }
@@ -566,7 +615,8 @@ impl<'a> Reducer<'a> {
     }
 
     /// Variables read with the value the root process was given; reads that saw another
-    /// value saw one a process of the compile set.
+    /// value saw one a process of the compile set. The table's `AlwaysKey` rows are always
+    /// added, its `KeyWhenProgramsRun` rows when a program was started or looked for.
     fn env(&self) -> BTreeMap<OsString, Option<OsString>> {
         let empty = HashMap::new();
         let root = self.root_env.as_ref().unwrap_or(&empty);
@@ -580,7 +630,12 @@ impl<'a> Reducer<'a> {
                 out.insert(os(name), given.map(|v| os(&v)));
             }
         }
-        for name in env_table::always_keyed() {
+        let programs = self
+            .ran_programs
+            .then(env_table::keyed_when_programs_run)
+            .into_iter()
+            .flatten();
+        for name in env_table::always_keyed().chain(programs) {
             let n = name.as_bytes();
             let given = self.without_library(n, root.get(n).copied());
             out.insert(os(n), given.map(|v| os(&v)));
@@ -689,8 +744,7 @@ mod tests {
                 10,
                 &["CARGO_MAKEFLAGS", "=", "-j --jobserver-auth=3,4"],
             )
-            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"])
-            .add('V', 10, &["PATH", "=", "/usr/bin"]);
+            .add('V', 10, &["LD_PRELOAD", "=", "/k/rec.so:/u/mine.so"]);
         let o = l.parse().unwrap();
         let get = |n: &str| o.env.get(&OsString::from(n)).cloned();
         assert_eq!(get("KEEP"), Some(Some("1".into())));
@@ -699,11 +753,41 @@ mod tests {
         assert_eq!(get("CARGO_MAKEFLAGS"), None);
         assert_eq!(
             get("LD_PRELOAD"),
-            None,
-            "its libraries are recorded as read instead"
+            Some(Some("/u/mine.so".into())),
+            "the loader reads it invisibly: keyed without the recorder's own entry"
         );
-        assert_eq!(get("PATH"), None, "its lookups are recorded instead");
+        assert_eq!(get("PATH"), None, "no program was started or looked for");
         assert_eq!(get("TZ"), Some(None), "always keyed even when not seen");
+    }
+
+    #[test]
+    fn the_program_search_path_is_keyed_once_a_program_is_looked_for() {
+        let mut l = Log(Vec::new());
+        l.add('S', 10, &["/bin/cc", "/w", "1"])
+            .add('I', 10, &["PATH=/u/bin:/usr/bin", "KEEP=1"]);
+        assert_eq!(l.parse().unwrap().env.get(&OsString::from("PATH")), None);
+        // A lookup that found nothing still searched the path.
+        l.add('X', 20, &["", "/usr/bin/cc", "n", "k"])
+            .add('x', 20, &["", "/usr/bin/cc", "2"]);
+        assert_eq!(
+            l.parse().unwrap().env.get(&OsString::from("PATH")),
+            Some(&Some("/u/bin:/usr/bin".into()))
+        );
+    }
+
+    #[test]
+    fn the_environment_given_is_the_first_roots_not_what_a_wrapper_it_execs_changed() {
+        let mut l = Log::new();
+        // A shell script as the root sets PWD, then execs the compiler
+        // (same pid), which reports its environment again.
+        l.add('S', 10, &["/usr/bin/cc", "/w", "1"])
+            .add('I', 10, &["HOME=/root", "KEEP=2", "PWD=/w"])
+            .add('V', 10, &["KEEP", "=", "2"])
+            .add('V', 10, &["PWD", "=", "/w"]);
+        let o = l.parse().unwrap();
+        let get = |n: &str| o.env.get(&OsString::from(n)).cloned();
+        assert_eq!(get("KEEP"), None, "a value the wrapper set is derived");
+        assert_eq!(get("PWD"), None, "a value the wrapper set is derived");
     }
 
     #[test]
@@ -771,6 +855,24 @@ mod tests {
         let f = Filter::pseudo_filesystems().drop_under("/sysroot/");
         let o = parse(&l.0, Path::new("/k/rec.so"), &f).unwrap();
         assert_eq!(o.files_read, set(&["/sysrootx/a"]));
+    }
+
+    #[test]
+    fn a_directory_named_through_a_link_is_one_directory() {
+        // `target` is a link into a mount: rustc writes a temporary archive
+        // through one name and reads it back through the other.
+        let mut l = Log::new();
+        l.add('W', 10, &["", "/w/target/deps/.tmp1.temp-archive"])
+            .add('R', 10, &["", "/m/mnt/deps/.tmp1.temp-archive", "f"])
+            .add('R', 10, &["", "/m/mnt/deps/libdep.rlib", "f"])
+            .add('Q', 10, &["", "/w/target/deps", "/m/mnt/deps"]);
+        let f = Filter::pseudo_filesystems().alias("/m/mnt", "/w/target");
+        let o = parse(&l.0, Path::new("/k/rec.so"), &f).unwrap();
+        assert_eq!(o.files_read, set(&["/w/target/deps/libdep.rlib"]));
+        assert_eq!(
+            o.links.get(Path::new("/w/target/deps")),
+            Some(&PathBuf::from("/w/target/deps"))
+        );
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub fn probe(store_dir: &Path, timeout: Duration) -> State {
         {
             State::Stale
         }
+        // A daemon killed a moment ago can still take a connection and then
+        // reset it, and an impostor can hang up on us: whoever does not hold
+        // the store's daemon lock is not this store's daemon, so the socket
+        // is a leftover whatever the connection did.
+        Err(_) if lock_holder(store_dir).is_none() => State::Stale,
         Err(e) => State::Unresponsive(e.to_string()),
     }
 }
@@ -229,5 +234,23 @@ mod tests {
         assert!(request(dir.path(), Request::Status, WRAPPER_BUDGET).is_err());
         assert!(t.elapsed() < Duration::from_millis(500));
         drop(hung);
+    }
+
+    /// Something at the socket that accepts and hangs up without answering,
+    /// while no daemon holds the store's lock, is a leftover: `doctor` calls
+    /// it stale (and `--fix` replaces it), not a live daemon in trouble.
+    #[test]
+    fn a_socket_that_hangs_up_without_a_lock_holder_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = paths(dir.path()).socket;
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let hangs_up = std::thread::spawn(move || {
+            if let Ok((conn, _)) = listener.accept() {
+                drop(conn);
+            }
+        });
+        let state = probe(dir.path(), Duration::from_secs(2));
+        hangs_up.join().unwrap();
+        assert!(matches!(state, State::Stale), "got {state:?}");
     }
 }

@@ -7,15 +7,18 @@
 //! is not a 64-hex hash, or read damaged bytes as a manifest (damage is
 //! absence).
 //!
-//! A record is the inputs one compile read. Today they come from dep-info
-//! (files by path and content), the variables rustc reports, and for linked
-//! outputs the link closure (files by content, libraries looked up and not
-//! found as absent paths); a recorder that observes the compiler
-//! (LD_PRELOAD) will add what it saw looked up and directory listings. A
-//! path-local record (an output holds a worktree path) names the roots it
-//! holds and only matches where they are the same. Fields are added with
-//! `serde(default)` and left out when empty, so manifests written before
-//! stay readable and records without them serialize to the same bytes.
+//! A record is the inputs one compile read, found one of two ways (see
+//! [`FoundBy`]): *observed* by the input recorder under the compiler (every
+//! file read by content, every path looked up and absent or present, the
+//! listings read, the links resolved, the variables read), or *inferred*
+//! (dep-info: files by path and content, the variables rustc reports, and
+//! for linked outputs the link closure). A path-local record (an output
+//! holds a worktree path) names the roots it holds and only matches where
+//! they are the same. Fields are added with `serde(default)` and left out
+//! when empty, so manifests written before stay readable and records
+//! without them serialize to the same bytes. A record with a field this
+//! version does not know is dropped, never read with the field ignored: a
+//! check it cannot make would be a check skipped.
 //!
 //! Format: `{"records":[{"files":[[path,blake3,size]…],"env":[[name,value|null]…],
 //! "result":key}…]}` followed by the 32-byte blake3 of that body. Paths and
@@ -31,8 +34,32 @@ pub const RECORDS_KEPT: usize = 8;
 /// Length of the blake3 trailer that makes damage read as absence.
 const TRAILER: usize = 32;
 
+/// How a record's inputs were found.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundBy {
+    /// From dep-info and strict inference, where no recorder ran (another
+    /// platform, `cache.observe = "off"`). Records written before the
+    /// recorder existed are of this kind.
+    #[default]
+    Inferred,
+    /// Observed by the input recorder: everything the compile was seen to
+    /// read.
+    Observed,
+    /// The recorder ran but could not see everything (a statically linked
+    /// tool, …): inferred strictly, plus what it did see.
+    Fallback,
+}
+
+impl FoundBy {
+    pub fn is_inferred(&self) -> bool {
+        *self == FoundBy::Inferred
+    }
+}
+
 /// One compile's inputs and the result key they led to.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
     /// Files read: (path, possibly in token form; blake3; size).
     pub files: Vec<(String, String, u64)>,
@@ -48,6 +75,21 @@ pub struct Record {
     /// never shared through a remote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local: Vec<(String, String)>,
+    /// Paths (possibly in token form) looked up and found without being
+    /// read (a directory, a program probed for): their existence is an input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub present: Vec<String>,
+    /// Directories whose listing was read: (path, blake3 of the sorted
+    /// names and their types).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<(String, String)>,
+    /// Paths that resolved elsewhere through a symbolic link: (path, what
+    /// it resolved to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, String)>,
+    /// How these inputs were found.
+    #[serde(default, skip_serializing_if = "FoundBy::is_inferred")]
+    pub found_by: FoundBy,
     /// The result key of the entry these inputs produced.
     pub result: String,
 }
@@ -155,9 +197,8 @@ mod tests {
         Record {
             files: vec![("src/lib.rs".into(), "x".into(), 3)],
             env: vec![("A".into(), None)],
-            absent: Vec::new(),
-            local: Vec::new(),
             result: result.into(),
+            ..Record::default()
         }
     }
 
@@ -212,6 +253,32 @@ mod tests {
         let back = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.shareable().records, vec![rec(&b)]);
+    }
+
+    #[test]
+    fn observed_records_round_trip_and_a_field_this_version_does_not_know_drops_the_record() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut seen = rec(&a);
+        seen.found_by = FoundBy::Observed;
+        seen.present = vec!["/usr/bin/cc".into()];
+        seen.listed = vec![("@KACHE_WS@/assets".into(), "h".into())];
+        seen.links = vec![("/usr/bin/cc".into(), "/usr/bin/gcc-12".into())];
+        let m = Manifest {
+            records: vec![seen, rec(&b)],
+        };
+        let body = m.encode();
+        assert!(String::from_utf8_lossy(&body).contains("\"found_by\":\"observed\""));
+        assert_eq!(Manifest::decode(&body).unwrap(), m);
+
+        let future = serde_json::json!({"records": [
+            {"files": [], "env": [], "checked_later": [1], "result": a},
+            {"files": [["src/lib.rs", "x", 3]], "env": [["A", null]], "result": b},
+        ]})
+        .to_string();
+        assert_eq!(
+            Manifest::decode(future.as_bytes()).unwrap().records,
+            vec![rec(&b)]
+        );
     }
 
     #[test]

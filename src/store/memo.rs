@@ -95,7 +95,16 @@ fn stat_sig(meta: &fs::Metadata) -> String {
 /// A file's (blake3, size), using the memo when its stat is unchanged.
 pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
     let meta = fs::metadata(path)?;
-    let sig = stat_sig(&meta);
+    file_digest_of(store, path, &meta)
+}
+
+/// [`file_digest`] for a file whose stat the caller already has.
+pub fn file_digest_of(
+    store: &Store,
+    path: &Path,
+    meta: &fs::Metadata,
+) -> io::Result<(String, u64)> {
+    let sig = stat_sig(meta);
     let mp = file_memo_path(store, path, &sig);
     if let Ok(text) = fs::read_to_string(&mp) {
         if crate::store::is_valid_hash(&text) {
@@ -103,7 +112,7 @@ pub fn file_digest(store: &Store, path: &Path) -> io::Result<(String, u64)> {
         }
     }
     let (hash, size) = hash_file(path)?;
-    remember_digest(store, path, &meta, &hash);
+    remember_digest(store, path, meta, &hash);
     Ok((hash, size))
 }
 

@@ -7,9 +7,21 @@
 //! private, writable object (reflink or copy, never a hardlink: build systems
 //! rewrite objects in place).
 //!
-//! Direct mode (a manifest per direct key, validated without running the
-//! preprocessor) would be a [`Language::direct_key`] here, with the headers
-//! the preprocessor names as the observed inputs.
+//! Direct mode, where the input recorder runs: a manifest per direct key
+//! (compiler identity, the arguments and working directory with the
+//! worktree root as a token, the source's content), whose records hold what
+//! the preprocessor or the compile was seen to read (headers by content,
+//! include-path candidates that were absent, variables). A record that
+//! validates gives the result key without starting any process. Otherwise
+//! the preprocessor runs (under the recorder, so a hit through its key also
+//! records a manifest), as it does everywhere direct mode is not available.
+//!
+//! What direct mode does not serve (left to the preprocessor): sources whose
+//! preprocessor run reported `__DATE__`/`__TIME__`/`__TIMESTAMP__`, and any
+//! compile whose recording was incomplete. A source with an assembler
+//! `.incbin`/`.include` has no key ahead (its preprocessed text does not
+//! hold the file the assembler reads): under the recorder it is keyed by
+//! everything the compile was seen to read, without it it passes through.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -20,14 +32,16 @@ use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
 use kache_wrapper::cc::{self, compiler, depfile, key, paths, CcInvocation};
+use kache_wrapper::paths::{from_placeholders, tokenize_bounded, BASE_TOKEN};
 
 use super::exec::Captured;
+use super::observe::{self, Recording};
 use super::outcome::{MissReason, NotStored, Passthrough};
-use super::pipeline::{self, Content, Dest, Language, Produced};
+use super::pipeline::{self, Content, Dest, KeyAndGroups, Language, Observed, Produced};
 use super::{tools, Call};
 use crate::path_search;
 use crate::stats::Counter;
-use crate::store::Entry;
+use crate::store::{memo, Entry};
 
 const OBJECT: &str = "object";
 const DEPFILE: &str = "depfile";
@@ -56,6 +70,10 @@ pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
     let out_dir = output
         .parent()
         .map_or_else(|| cwd.clone(), Path::to_path_buf);
+    let sde = key::source_date_epoch(
+        std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
+        SystemTime::now(),
+    );
     let mut c = Cc {
         real: real.clone(),
         args: args.to_vec(),
@@ -65,7 +83,12 @@ pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
         output,
         out_dir,
         extra_args: Vec::new(),
-        sde: String::new(),
+        sde,
+        plan: None,
+        seen_ahead: None,
+        no_direct_record: false,
+        ahead_incomplete: false,
+        direct: false,
     };
     pipeline::run(call, &mut c, &real, args)
 }
@@ -82,13 +105,76 @@ struct Cc {
     out_dir: PathBuf,
     /// Path-plan arguments of both the preprocessor run and the compile.
     extra_args: Vec<OsString>,
-    /// `SOURCE_DATE_EPOCH` of both runs.
-    sde: String,
+    /// `SOURCE_DATE_EPOCH` of both runs (and what a recorded read of it is
+    /// compared with on a direct hit).
+    sde: key::SourceDateEpoch,
+    /// The compiler identity and path plan, once known.
+    plan: Option<(String, paths::PathPlan)>,
+    /// What the preprocessor run was seen to read (a record of the direct
+    /// key after a hit through the key ahead).
+    seen_ahead: Option<Observed>,
+    /// The preprocessor reported time macros: what the object holds
+    /// depends on more than the files read (`__TIMESTAMP__` is the source's
+    /// mtime), so no record maps the direct key to a result.
+    no_direct_record: bool,
+    /// The preprocessed text does not describe the object whole (an
+    /// assembler include): no key ahead, only what the compile read.
+    ahead_incomplete: bool,
+    /// This call has a direct key (it observes its compiles).
+    direct: bool,
 }
 
 impl Cc {
     fn dep_path(&self) -> Option<PathBuf> {
         self.inv.dep_file.as_ref().map(|d| self.cwd.join(&d.path))
+    }
+
+    /// The compiler identity and path plan (probed once per compiler
+    /// binary, then memoized: no process on a direct hit).
+    fn plan(&mut self, call: &mut Call) -> Result<(String, paths::PathPlan), Passthrough> {
+        if let Some(p) = &self.plan {
+            return Ok(p.clone());
+        }
+        let ident = tools::cc(call, Path::new(&self.real))?;
+        let version = compiler::parse_version_banner(&ident);
+        let plan = paths::plan(&self.inv, &self.base, &self.cwd, version);
+        self.extra_args = plan.extra_args.clone();
+        self.plan = Some((ident.clone(), plan.clone()));
+        Ok((ident, plan))
+    }
+
+    /// The worktree root and its token, when the root can stand for paths
+    /// (absolute, UTF-8, not `/`).
+    fn roots(&self) -> Vec<(&str, &'static str)> {
+        match self.base.to_str() {
+            Some(b) if self.base.is_absolute() && self.base.parent().is_some() => {
+                vec![(b, BASE_TOKEN)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// What the recorder saw the compile (or the preprocessor) read, as
+    /// record fields.
+    fn to_observed(
+        &self,
+        call: &Call,
+        seen: &kache_recorder::ObservedInputs,
+        started: SystemTime,
+    ) -> Result<Observed, NotStored> {
+        let roots = self.roots();
+        let tokenize = |t: &str| tokenize_bounded(t, &roots);
+        let scope = observe::Scope {
+            roots: &roots,
+            tokenize: &tokenize,
+            own_search_dirs: &[],
+            // gcc and clang load plugins only when told to (-fplugin),
+            // which the flag table refuses.
+            loads_plugins: false,
+            started,
+            filter: &observe::filter(&call.store, &[], &[]),
+        };
+        observe::to_observed(&call.store, seen, &scope)
     }
 }
 
@@ -97,32 +183,85 @@ impl Language for Cc {
         self.inv.source.to_string_lossy().into_owned()
     }
 
+    /// Where the recorder runs: the direct key (no process is started to
+    /// compute it). `None` elsewhere, or when a part of it cannot be known
+    /// (then the preprocessor decides, as without direct mode).
+    fn direct_key(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough> {
+        if !call.observe {
+            return Ok(None);
+        }
+        let (ident, plan) = self.plan(call)?;
+        let roots = self.roots();
+        if roots.is_empty() {
+            return Ok(None);
+        }
+        let name = Path::new(&self.inv.compiler)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut args = vec![name];
+        for a in &self.args {
+            match a.to_str() {
+                Some(a) if !a.contains(BASE_TOKEN) => args.push(tokenize_bounded(a, &roots)),
+                _ => return Ok(None),
+            }
+        }
+        let Some(cwd) = self.cwd.to_str().map(|c| tokenize_bounded(c, &roots)) else {
+            return Ok(None);
+        };
+        let Ok((source, _)) = memo::file_digest(&call.store, &self.cwd.join(&self.inv.source))
+        else {
+            return Ok(None);
+        };
+        self.direct = true;
+        Ok(Some(key::direct_key(&key::DirectInput {
+            compiler_identity: ident.as_bytes(),
+            args: &args,
+            cwd: &cwd,
+            source: &source,
+            paths: &plan,
+        })))
+    }
+
     fn key_ahead(&mut self, call: &mut Call) -> Result<Option<String>, Passthrough> {
-        let ident = tools::cc(call, Path::new(&self.real))?;
+        let (ident, plan) = self.plan(call)?;
         let version = compiler::parse_version_banner(&ident);
-        let plan = paths::plan(&self.inv, &self.base, &self.cwd, version);
-        let sde = key::source_date_epoch(
-            std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
-            SystemTime::now(),
-        );
-        self.extra_args = plan.extra_args.clone();
-        self.sde = sde.value.clone();
+        let sde = self.sde.clone();
         call.count(Counter::CompilerRuns, 1);
-        let pre = Command::new(&self.real)
-            .args(&self.inv.preprocess_args)
+        let mut cmd = Command::new(&self.real);
+        cmd.args(&self.inv.preprocess_args)
             .args(&plan.extra_args)
             .env("SOURCE_DATE_EPOCH", &sde.value)
             .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|_| Passthrough::PreprocessFailed)?;
+            .stdin(Stdio::null());
+        // Observed only when a direct key can use what it reads.
+        let session = match self.direct {
+            true => observe::recorder(&call.store)
+                .ok()
+                .and_then(|r| r.session().ok()),
+            false => None,
+        };
+        if let Some(s) = &session {
+            s.apply(&mut cmd);
+        }
+        let started = SystemTime::now();
+        let pre = cmd.output().map_err(|_| Passthrough::PreprocessFailed)?;
         if !pre.status.success() {
             return Err(Passthrough::PreprocessFailed);
         }
-        // An assembler `.incbin`/`.include` reads a file no dep file names;
-        // without an input recorder to see it, refuse.
+        let reported = key::preprocessor_reported_time_macros(&pre.stderr);
         if key::uses_assembler_include(&pre.stdout) {
-            return Err(Passthrough::AssemblerInclude);
+            // The assembler reads a file the preprocessed text does not
+            // hold. Observed, the compile's reads key it (unless time macros
+            // make the object depend on more than what is read); unobserved,
+            // refuse.
+            return match self.direct && !reported {
+                true => {
+                    self.ahead_incomplete = true;
+                    Ok(None)
+                }
+                false => Err(Passthrough::AssemblerInclude),
+            };
         }
         let headers = key::included_files(&pre.stdout);
         if self
@@ -133,9 +272,13 @@ impl Language for Cc {
         {
             return Err(Passthrough::PchFound);
         }
-        let reported = key::preprocessor_reported_time_macros(&pre.stderr);
         let time =
             key::time_macro_policy(reported, &sde, version).map_err(Passthrough::CcRefused)?;
+        self.no_direct_record = reported;
+        let filter = observe::filter(&call.store, &[], &self.spelled_roots());
+        if let Some(Ok(seen)) = session.map(|s| s.finish(&filter)) {
+            self.seen_ahead = self.to_observed(call, &seen, started).ok();
+        }
         Ok(Some(key::cache_key(&key::KeyInput {
             compiler_identity: ident.as_bytes(),
             invocation: &self.inv,
@@ -146,11 +289,66 @@ impl Language for Cc {
     }
 
     fn tokenize(&self, text: &str) -> String {
-        depfile::to_placeholders(text, &self.base).unwrap_or_else(|| text.to_string())
+        tokenize_bounded(text, &self.roots())
     }
 
     fn expand(&self, text: &str) -> String {
-        depfile::from_placeholders(text, &self.base).unwrap_or_else(|| text.to_string())
+        from_placeholders(text, &self.roots())
+    }
+
+    fn seen_ahead(&mut self) -> Option<Observed> {
+        match self.no_direct_record {
+            true => None,
+            false => self.seen_ahead.take(),
+        }
+    }
+
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        self.roots().iter().map(|(r, _)| PathBuf::from(r)).collect()
+    }
+
+    fn compile_env(&self, name: &str) -> Option<OsString> {
+        match name {
+            "SOURCE_DATE_EPOCH" => Some(self.sde.value.clone().into()),
+            _ => std::env::var_os(name),
+        }
+    }
+
+    /// With a key ahead, a record of the direct key is what the compile was
+    /// seen to read, when all of it was seen (else none: the preprocessor
+    /// decides next time). Without one (an assembler include), what the
+    /// compile read is the only key there is.
+    fn observed_inputs(
+        &mut self,
+        call: &mut Call,
+        _run: &Captured,
+        started: SystemTime,
+        recording: Option<Recording>,
+    ) -> Result<Option<Observed>, NotStored> {
+        let seen = match recording {
+            Some(Ok(seen)) => seen,
+            Some(Err(_)) => {
+                return match self.ahead_incomplete {
+                    true => Err(NotStored::RecordingIncomplete),
+                    false => Ok(None),
+                };
+            }
+            None if self.ahead_incomplete => return Err(NotStored::RecordingIncomplete),
+            None => return Ok(None),
+        };
+        if self.no_direct_record {
+            return Ok(None);
+        }
+        match self.to_observed(call, &seen, started) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if self.ahead_incomplete => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn result_key(&self, direct: &str, o: &Observed) -> Option<KeyAndGroups> {
+        let k = key::observed_result_key(direct, &o.files, &o.env, &o.absent);
+        Some((k, BTreeMap::new()))
     }
 
     fn destinations(&self, entry: &Entry) -> Result<Vec<Dest>, MissReason> {
@@ -200,7 +398,7 @@ impl Language for Cc {
         let mut cmd = Command::new(&self.real);
         cmd.args(&self.args)
             .args(&self.extra_args)
-            .env("SOURCE_DATE_EPOCH", &self.sde)
+            .env("SOURCE_DATE_EPOCH", &self.sde.value)
             .current_dir(&self.cwd);
         cmd
     }

@@ -13,6 +13,7 @@
 
 pub mod cc;
 pub mod exec;
+pub mod observe;
 pub mod outcome;
 mod path_local;
 pub mod pipeline;
@@ -84,7 +85,9 @@ pub fn run(args: &[OsString]) -> ExitCode {
     } else {
         Lang::Cc
     };
+    let observe = observe::enabled(&ctx.config, &store);
     let mut call = Call {
+        observe,
         ctx,
         store,
         lang,
@@ -191,6 +194,9 @@ pub struct Call {
     /// Digests of the key groups of this call (for `why-miss`), recorded
     /// with the call's event.
     pub key_groups: BTreeMap<String, String>,
+    /// Whether this call's compiles run under the input recorder
+    /// (`cache.observe = "auto"` in a build that carries it).
+    pub observe: bool,
 }
 
 impl Call {

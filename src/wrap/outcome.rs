@@ -175,6 +175,16 @@ pub enum NotStored {
     /// An output is not a regular file (the compiler wrote into a device or
     /// through a symlink): nothing of it can be stored.
     OutputNotAFile,
+    /// An input's path is not UTF-8: a record cannot hold it faithfully.
+    InputPathNotUtf8,
+    /// The compile read something that is not a regular file or directory
+    /// (a FIFO, a socket, a device outside /dev): not reproducible.
+    InputNotAFile,
+    /// A variable the compile read has a name or value that is not UTF-8.
+    NonUtf8Env,
+    /// The input recorder could not see everything the compile did, and
+    /// nothing else can stand in for it.
+    RecordingIncomplete,
     /// The linker command line rustc printed could not be read or
     /// understood (a response file, an unexpected shape): the link closure
     /// is unknown.
@@ -206,6 +216,10 @@ impl NotStored {
             NotStored::InputUnreadable => "input-unreadable".into(),
             NotStored::OutputMissing => "output-missing".into(),
             NotStored::OutputNotAFile => "output-not-a-file".into(),
+            NotStored::InputPathNotUtf8 => "input-path-not-utf8".into(),
+            NotStored::InputNotAFile => "input-not-a-file".into(),
+            NotStored::NonUtf8Env => "non-utf8-env".into(),
+            NotStored::RecordingIncomplete => "recording-incomplete".into(),
             NotStored::LinkLineUnknown => "link-line-unknown".into(),
             NotStored::LinkInputUnknown => "link-input-unknown".into(),
             NotStored::NoResultKey => "no-result-key".into(),
@@ -228,6 +242,9 @@ pub enum Outcome {
     Hit {
         bytes: u64,
         remote: bool,
+        /// Found through a manifest record of the direct key (no
+        /// preprocessor, no compiler), not through the key computed ahead.
+        direct: bool,
     },
     /// The compiler ran; `stored` is the bytes stored or why nothing was.
     Miss {
@@ -244,8 +261,16 @@ impl Outcome {
     pub fn tally(&self, lang: Lang) -> Tally {
         let mut t = Tally::default();
         match self {
-            Outcome::Hit { bytes, remote } => {
+            Outcome::Hit {
+                bytes,
+                remote,
+                direct,
+            } => {
                 t.add(lang, Counter::Hits, 1);
+                match direct {
+                    true => t.add(lang, Counter::DirectHits, 1),
+                    false => t.add(lang, Counter::AheadHits, 1),
+                }
                 if *remote {
                     t.add(lang, Counter::RemoteHits, 1);
                 }
@@ -302,6 +327,27 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hit_counts_as_direct_or_preprocessed_and_hits_are_their_sum() {
+        let keys = |direct| -> Vec<String> {
+            let hit = Outcome::Hit {
+                bytes: 7,
+                remote: false,
+                direct,
+            };
+            let t = hit.tally(Lang::Cc);
+            t.updates().iter().map(|(k, _)| k.clone()).collect()
+        };
+        assert_eq!(
+            keys(true),
+            ["cc.hits", "cc.direct_hits", "restore.bytes_saved"]
+        );
+        assert_eq!(
+            keys(false),
+            ["cc.hits", "cc.preprocessed_hits", "restore.bytes_saved"]
+        );
+    }
 
     /// The counters and the event of one outcome name the same reasons.
     #[test]

@@ -13,21 +13,20 @@
 //!  lock the key ──► look up again (a peer may have just stored it) ──► hit
 //!       │ miss
 //!       ▼
-//!  compile ──► observed inputs ──► result key ──► blobs, entry, manifest record
+//!  compile (under the input recorder) ──► inputs ──► result key
+//!          ──► blobs, entry, manifest record
 //!          ──► queue upload, turn mounted outputs into placements, gc
 //! ```
 //!
 //! A language plugs in through [`Language`]: how its calls are keyed, where
 //! their outputs go, how stored text is rewritten for a worktree, and what a
-//! compile read. Rust keys directly (a manifest per direct key, inputs from
-//! dep-info); C/C++ keys by its preprocessed source. Two extensions have
-//! their place here without reshaping anything:
-//! - inputs *observed* by a recorder under the compiler (files read by
-//!   content, paths looked up and absent, variables read) come back from
-//!   [`Language::observed_inputs`] as data; the manifest stores them and a
-//!   hit validates them in [`inputs_match`];
-//! - a C/C++ direct mode is a [`Language::direct_key`] for C, validated by
-//!   its manifest before [`Language::key_ahead`] runs the preprocessor.
+//! compile read. Rust keys directly (a manifest per direct key); C/C++ keys
+//! by a direct key too where the recorder runs, and by its preprocessed
+//! source. What a compile read comes back from [`Language::observed_inputs`]
+//! as data: what the recorder saw (`observe.rs`), or, without a complete
+//! recording, what dep-info and strict inference name. The manifest stores
+//! it and a hit validates every field in [`inputs_match`] (a call that
+//! observes trusts only observed or fallback records: `trusted`).
 //!
 //! Owns: lookup order, locking, blob verification, restore/placement,
 //! storing, and the recording of every outcome. Must never: serve an entry
@@ -46,12 +45,14 @@ use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 use kache_wrapper::paths::has_tokens;
 
 use super::exec::{self, Captured};
+use super::observe::{self, Recording};
 use super::outcome::{MissReason, NotStored, Outcome, Passthrough};
 use super::path_local;
 use super::Call;
 use crate::log;
 use crate::remote;
 use crate::stats::Counter;
+use crate::store::manifest::FoundBy;
 use crate::store::{memo, Entry, ManifestMiss, OpenedBlobs, OutputFile, Record, RestoreReport};
 
 /// How long a compile waits for a peer compiling the same key.
@@ -68,9 +69,33 @@ pub struct Observed {
     pub env: Vec<(String, Option<String>)>,
     /// Paths looked up and not found (a file there would have been used).
     pub absent: Vec<String>,
-    /// The roots (name, absolute path) the outputs still hold (set by the
-    /// pipeline from [`Language::path_roots`]).
+    /// The roots (name, absolute path) the outputs still hold, when they do.
     pub local: Vec<(String, String)>,
+    /// Paths looked up and found without being read.
+    pub present: Vec<String>,
+    /// (directory, digest of its listing) of every listing read.
+    pub listed: Vec<(String, String)>,
+    /// (path, what it resolved to) of every path that resolved elsewhere.
+    pub links: Vec<(String, String)>,
+    /// How these inputs were found.
+    pub found_by: FoundBy,
+}
+
+impl Observed {
+    /// The manifest record of these inputs, leading to `result`.
+    fn record(self, result: &str) -> Record {
+        Record {
+            files: self.files,
+            env: self.env,
+            absent: self.absent,
+            local: self.local,
+            present: self.present,
+            listed: self.listed,
+            links: self.links,
+            found_by: self.found_by,
+            result: result.to_string(),
+        }
+    }
 }
 
 /// A key and the digests of its groups (what `why-miss` compares).
@@ -152,16 +177,44 @@ pub trait Language {
     fn command(&self) -> Command;
 
     /// What the successful compile `run` read, which a later call must find
-    /// unchanged to hit. From dep-info today; from a recorder's log when the
-    /// compiler runs under one. Files changed since `started` refuse. None
-    /// for a language whose key ahead already covers everything read.
+    /// unchanged to hit: from `recording` when the compile ran under the
+    /// input recorder, else inferred (dep-info, strict inference). Files
+    /// changed since `started` refuse. `None`: no manifest record (a
+    /// language whose key ahead already covers everything read, or that
+    /// cannot prove what a direct hit would need).
     fn observed_inputs(
         &mut self,
         _call: &mut Call,
         _run: &Captured,
         _started: SystemTime,
-    ) -> Result<Observed, NotStored> {
-        Ok(Observed::default())
+        _recording: Option<Recording>,
+    ) -> Result<Option<Observed>, NotStored> {
+        Ok(None)
+    }
+
+    /// What the key-ahead step itself was seen to read (C/C++: the
+    /// preprocessor run), for a manifest record of the direct key after a
+    /// hit through the key ahead. `None` when it was not observed.
+    fn seen_ahead(&mut self) -> Option<Observed> {
+        None
+    }
+
+    /// Directories whose contents the key covers otherwise (rustc's
+    /// sysroot: the compiler identity), left out of a recording.
+    fn unobserved_roots(&mut self, _call: &mut Call) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// The worktree's roots as the compile names them (what a recording
+    /// reports a path through a linked root under).
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// The value of variable `name` that the real compile would be given
+    /// (what a recorded read is compared with on a hit).
+    fn compile_env(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
     }
 
     /// The result key of a compile with direct key `direct` that read
@@ -233,7 +286,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     let mut first_miss = None;
     if keys.direct.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
-            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(r) => first_miss = Some(r),
         }
     }
@@ -243,7 +296,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
     if keys.ahead.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
-            Ok(bytes) => return hit(call, &unit, bytes, false),
+            Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(r) => first_miss = Some(r),
         }
     }
@@ -255,8 +308,8 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     };
 
     if import_from_remote(call, &keys) {
-        if let Ok(bytes) = look_up(call, &target(lang, &mount), &keys) {
-            return hit(call, &unit, bytes, true);
+        if let Ok(served) = look_up(call, &target(lang, &mount), &keys) {
+            return hit(call, lang, &keys, &unit, served, true);
         }
     }
 
@@ -270,7 +323,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     .ok()
     .flatten();
     let reason = match look_up(call, &target(lang, &mount), &keys) {
-        Ok(bytes) => return hit(call, &unit, bytes, false),
+        Ok(served) => return hit(call, lang, &keys, &unit, served, false),
         Err(r) => r,
     };
     let code = compile(call, lang, &keys, &unit, reason, mount.as_deref(), compiler);
@@ -285,9 +338,40 @@ fn target<'a, L>(lang: &'a L, mount: &'a Option<PathBuf>) -> Target<'a, L> {
     }
 }
 
-fn hit(call: &mut Call, unit: &str, bytes: u64, remote: bool) -> i32 {
-    call.record(&Outcome::Hit { bytes, remote }, Some(unit));
+/// Records a hit. A hit through the key ahead, when the key-ahead step was
+/// observed, also records what it read under the direct key, so the next
+/// call hits without it.
+fn hit<L: Language>(
+    call: &mut Call,
+    lang: &mut L,
+    keys: &Keys,
+    unit: &str,
+    served: Served,
+    remote: bool,
+) -> i32 {
+    if let (Some(direct), Some(ahead), false) = (&keys.direct, &keys.ahead, served.direct) {
+        if let Some(seen) = lang.seen_ahead() {
+            let mut manifest = call.store.get_manifest(direct).unwrap_or_default();
+            manifest.add(seen.record(ahead));
+            let _ = call.store.put_manifest(direct, &manifest);
+        }
+    }
+    let outcome = Outcome::Hit {
+        bytes: served.bytes,
+        remote,
+        direct: served.direct,
+    };
+    call.record(&outcome, Some(unit));
     0
+}
+
+/// What a lookup served: the bytes provided, and whether through a manifest
+/// record of the direct key (no preprocessor, no compiler) or through the
+/// key ahead.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    bytes: u64,
+    direct: bool,
 }
 
 /// Asks the remote for the direct key's manifest, else the key known ahead's
@@ -317,20 +401,25 @@ struct Target<'a, L> {
     mount: Option<&'a Path>,
 }
 
-/// Looks the call up by its keys; on success the outputs are in place, the
-/// diagnostics replayed, and the bytes provided returned.
-fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u64, MissReason> {
+/// Looks the call up by its keys; on success the outputs are in place and
+/// the diagnostics replayed.
+fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<Served, MissReason> {
     let mut miss = MissReason::NoManifest;
     if let Some(direct) = &keys.direct {
         match call.store.get_manifest(direct) {
             Ok(manifest) => {
                 miss = MissReason::InputsChanged;
                 for rec in &manifest.records {
-                    if !inputs_match(call, t.lang, rec) {
+                    if !trusted(call, rec) || !inputs_match(call, t.lang, rec) {
                         continue;
                     }
                     match serve(call, t, &rec.result) {
-                        Ok(bytes) => return Ok(bytes),
+                        Ok(bytes) => {
+                            return Ok(Served {
+                                bytes,
+                                direct: true,
+                            })
+                        }
                         Err(r) => miss = r,
                     }
                 }
@@ -340,9 +429,22 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<u
         }
     }
     match &keys.ahead {
-        Some(key) => serve(call, t, key),
+        Some(key) => serve(call, t, key).map(|bytes| Served {
+            bytes,
+            direct: false,
+        }),
         None => Err(miss),
     }
+}
+
+/// Whether this call may serve `rec`. A call that observes its compiles
+/// holds records to what was seen: one inferred where nobody observed
+/// (`cache.observe = "off"`, or a machine without the recorder) may miss an
+/// input a recording would have keyed, so it is not served. A fallback
+/// record (the recorder ran and could not see everything) is: the same
+/// compile here would fall back the same way.
+fn trusted(call: &Call, rec: &Record) -> bool {
+    !call.observe || rec.found_by != FoundBy::Inferred
 }
 
 /// True when `p` is a regular file (not through a symlink) or nothing.
@@ -354,57 +456,82 @@ fn is_file_or_absent(p: &Path) -> bool {
 }
 
 /// True when every input `rec` names is as it was: the roots of a
-/// path-local record, variables by value, paths looked up and not found
-/// still absent, files by content (through the stat memo: only a file whose
-/// stat changed is hashed again).
+/// path-local record, variables by value (as the compile would be given
+/// them), paths looked up absent still absent and present ones present,
+/// links resolving the same way, files by content (through the stat memo:
+/// only a file whose stat changed is hashed again; one memo vouches for the
+/// whole set when no stat changed since it was last verified), listings
+/// unchanged. Cheap checks first.
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
+    let changed = |what: &str, name: &str| {
+        log::debug(&format!(
+            "record for {} does not hold: {what} {name}",
+            rec.result
+        ));
+        false
+    };
     if rec.is_path_local() {
         let now = lang.path_roots();
         if !rec.local.iter().all(|held| now.contains(held)) {
-            return false;
+            return changed("roots", "of a path-local result");
         }
     }
     for (name, want) in &rec.env {
-        let now = std::env::var(name).ok();
-        let now_form = now.as_deref().map(|v| {
-            if want.as_deref().is_some_and(has_tokens) {
-                lang.tokenize(v)
-            } else {
-                v.to_string()
-            }
+        let now = match lang.compile_env(name) {
+            Some(v) => match v.into_string() {
+                Ok(v) => Some(v),
+                // A value a record cannot hold cannot match one it does.
+                Err(_) => return changed("variable", name),
+            },
+            None => None,
+        };
+        let now_form = now.map(|v| match want.as_deref().is_some_and(has_tokens) {
+            true => lang.tokenize(&v),
+            false => v,
         });
         if &now_form != want {
-            return false;
+            return changed("variable", &format!("{name} {want:?} now {now_form:?}"));
         }
     }
-    for p in &rec.absent {
-        if call.ctx.cwd.join(lang.expand(p)).exists() {
-            return false;
-        }
+    let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
+    if let Some(p) = observe::first_present(rec.absent.iter().map(|p| (p, path(p)))) {
+        return changed("now present", p);
+    }
+    if let Some(p) = rec.present.iter().find(|p| !path(p).exists()) {
+        return changed("now absent", p);
+    }
+    let resolves = |(p, t): &&(String, String)| observe::resolves_to(&path(p), &path(t));
+    if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
+        return changed("link", p);
     }
     // One memo vouches for the whole set when no stat changed since it was
     // last verified; otherwise each file through its own digest memo.
     let mut files = Vec::with_capacity(rec.files.len());
     let mut set = memo::FileSet::default();
     for (p, hash, size) in &rec.files {
-        let abs = call.ctx.cwd.join(lang.expand(p));
+        let abs = path(p);
         match fs::metadata(&abs) {
             Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
-            _ => return false,
+            _ => return changed("file", p),
         }
-        files.push((abs, hash));
+        files.push((p, abs, hash));
     }
-    if memo::set_verified(&call.store, &set) {
-        return true;
-    }
-    for (abs, hash) in files {
-        match memo::file_digest(&call.store, &abs) {
-            Ok((h, _)) if &h == hash => {}
-            _ => return false,
+    if !memo::set_verified(&call.store, &set) {
+        for (p, abs, hash) in files {
+            match memo::file_digest(&call.store, &abs) {
+                Ok((h, _)) if &h == hash => {}
+                _ => return changed("file", p),
+            }
         }
+        memo::remember_set_verified(&call.store, &set);
     }
-    memo::remember_set_verified(&call.store, &set);
-    true
+    let listed = |(d, digest): &&(String, String)| {
+        observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
+    };
+    match rec.listed.iter().find(|l| !listed(l)) {
+        Some((d, _)) => changed("listing", d),
+        None => true,
+    }
 }
 
 /// Serves entry `key`: verified, rewritten for this worktree, then placed.
@@ -574,8 +701,13 @@ fn compile<L: Language>(
     compiler: &OsStr,
 ) -> i32 {
     let _ = kache_platform::remove_readonly_outputs(&lang.written_paths());
+    let mut cmd = lang.command();
+    let recording = call
+        .observe
+        .then(|| start_recording(call, &mut cmd))
+        .flatten();
     let started = SystemTime::now();
-    let run = match exec::run_captured(lang.command()) {
+    let run = match exec::run_captured(cmd) {
         Ok(c) => c,
         Err(e) => {
             call.count(Counter::CompilerRuns, 1);
@@ -594,11 +726,33 @@ fn compile<L: Language>(
     }
     call.count(Counter::CompilerRuns, 1);
     let stored = match code {
-        0 => store(call, lang, keys, &run, started, mount),
+        0 => {
+            let recording = recording.map(|session| {
+                let unobserved = lang.unobserved_roots(call);
+                let spelled = lang.spelled_roots();
+                session.finish(&observe::filter(&call.store, &unobserved, &spelled))
+            });
+            store(call, lang, keys, &run, started, recording, mount)
+        }
         _ => Err(NotStored::CompileFailed),
     };
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
+}
+
+/// Puts `cmd` under a new recording session of the store's recorder;
+/// `None` (the compile then runs unobserved) when the recorder cannot be
+/// installed or a session cannot be opened.
+fn start_recording(call: &mut Call, cmd: &mut Command) -> Option<kache_recorder::Session> {
+    let session = match observe::recorder(&call.store) {
+        Ok(r) => r.session().ok()?,
+        Err(e) => {
+            log::debug(&format!("{e}"));
+            return None;
+        }
+    };
+    session.apply(cmd);
+    Some(session)
 }
 
 /// Stores a successful compile: blobs, then the entry, then the manifest
@@ -610,9 +764,18 @@ fn store<L: Language>(
     keys: &Keys,
     run: &Captured,
     started: SystemTime,
+    recording: Option<Recording>,
     mount: Option<&Path>,
 ) -> Result<u64, NotStored> {
-    let mut observed = lang.observed_inputs(call, run, started)?;
+    match &recording {
+        Some(Ok(_)) => call.count(Counter::Observed, 1),
+        Some(Err(why)) => {
+            observe::note_incomplete(why);
+            call.count(Counter::ObserveFallbacks, 1);
+        }
+        None => {}
+    }
+    let mut observed = lang.observed_inputs(call, run, started, recording)?;
     let produced = lang.produced(run)?;
     for p in &produced {
         if let Content::File { path, .. } = &p.content {
@@ -621,13 +784,16 @@ fn store<L: Language>(
             }
         }
     }
-    observed.local = path_local_roots(lang, &produced, &run.stdout)?;
-    let (result, groups) = match (&keys.ahead, &keys.direct) {
-        (Some(k), _) => (k.clone(), BTreeMap::new()),
-        (None, Some(d)) => lang
-            .result_key(d, &observed)
-            .ok_or(NotStored::NoResultKey)?,
-        (None, None) => return Err(NotStored::NoResultKey),
+    let local = path_local_roots(lang, &produced, &run.stdout)?;
+    if let Some(o) = &mut observed {
+        o.local = local.clone();
+    }
+    let (result, groups) = match (&keys.ahead, &keys.direct, &observed) {
+        (Some(k), _, _) => (k.clone(), BTreeMap::new()),
+        (None, Some(d), Some(o)) => {
+            observe::with_lookups(lang.result_key(d, o).ok_or(NotStored::NoResultKey)?, o)
+        }
+        (None, _, _) => return Err(NotStored::NoResultKey),
     };
     for (g, d) in &groups {
         if g != "direct" && g != "domain" {
@@ -664,19 +830,13 @@ fn store<L: Language>(
         meta: lang.meta(&groups),
     };
     call.store.put_entry(&result, &entry)?;
-    if let Some(direct) = &keys.direct {
+    if let (Some(direct), Some(observed)) = (&keys.direct, observed) {
         let mut manifest = call.store.get_manifest(direct).unwrap_or_default();
-        manifest.add(Record {
-            files: observed.files,
-            env: observed.env,
-            absent: observed.absent,
-            local: observed.local.clone(),
-            result: result.clone(),
-        });
+        manifest.add(observed.record(&result));
         call.store.put_manifest(direct, &manifest)?;
     }
     // A path-local result is right only where its roots are: never shared.
-    let shared = observed.local.is_empty().then(|| {
+    let shared = local.is_empty().then(|| {
         remote::queue_upload(
             &call.store,
             &call.ctx.config,

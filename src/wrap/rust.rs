@@ -15,15 +15,18 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use kache_platform::HardlinkPolicy;
+use kache_wrapper::paths::{TARGET_TOKEN, WS_TOKEN};
 use kache_wrapper::rustc::key::{self, DirectInput, ReadInputs, Roots};
 use kache_wrapper::rustc::{self, BadArtifact, Parsed, RustcInvocation};
 
 use super::exec::Captured;
+use super::observe::{self, Recording};
 use super::outcome::{KeyedFile, MissReason, NotStored, Passthrough};
 use super::pipeline::{self, Content, Dest, KeyAndGroups, Language, Observed, Produced};
 use super::strict::{self, Found, Scope};
 use super::{tools, Call};
-use crate::config::{Incremental, Observe};
+use crate::config::Incremental;
+use crate::store::manifest::FoundBy;
 use crate::store::{memo, Entry};
 use crate::worktree;
 
@@ -66,16 +69,6 @@ impl Drop for Rust {
         {
             let _ = fs::remove_file(p);
         }
-    }
-}
-
-/// Whether a compile's inputs are inferred strictly. `auto` will mean "the
-/// input recorder, where it can run"; until the recorder is part of kache
-/// there is nothing to observe with, and both settings infer strictly.
-fn strict_inference(observe: Observe) -> bool {
-    match observe {
-        Observe::Off => true,
-        Observe::Auto => true,
     }
 }
 
@@ -148,7 +141,9 @@ impl Rust {
             true => HardlinkPolicy::IfSoleConsumer,
             false => HardlinkPolicy::Never,
         };
-        let link_args = (inv.is_linked() && strict_inference(config.observe())).then(|| {
+        // Printed for every linked output: a compile the recorder could not
+        // see whole falls back to the link closure it names.
+        let link_args = inv.is_linked().then(|| {
             let stem = format!("{}{}", inv.crate_name, inv.extra_filename);
             out_dir.join(format!("{stem}.kache-link-args"))
         });
@@ -227,6 +222,60 @@ impl Rust {
             )?);
         }
         Ok(found)
+    }
+
+    /// rustc's sysroot, as a root the recording leaves out. Without it the
+    /// standard library would be keyed file by file: correct, and slower on
+    /// every hit.
+    fn sysroot(&self, call: &mut Call) -> Vec<PathBuf> {
+        tools::rustc_sysroot(call, &self.compiler.to_string_lossy())
+            .map(|s| vec![PathBuf::from(s)])
+            .unwrap_or_default()
+    }
+
+    /// The record fields of what the recorder saw this compile read (all of
+    /// it when `complete`, else what it did see, on top of inference).
+    /// Values are in token form: whether one that names a worktree path is
+    /// baked into the outputs is found by looking at them (path-local).
+    fn to_observed(
+        &self,
+        call: &mut Call,
+        seen: &kache_recorder::ObservedInputs,
+        started: SystemTime,
+        complete: bool,
+    ) -> Result<Observed, NotStored> {
+        let roots = self.sysroot(call);
+        let inv = &self.inv;
+        let own_search_dirs: Vec<PathBuf> = (inv.search_paths.iter().map(|(_, d)| d))
+            .chain(&inv.dependency_dirs)
+            .map(|d| self.cwd.join(d))
+            .collect();
+        // A proc-macro is a shared library named by `--extern`.
+        let loads_plugins = self.inv.externs.iter().any(|e| {
+            e.path
+                .as_deref()
+                .is_some_and(|p| p.ends_with(std::env::consts::DLL_SUFFIX))
+        });
+        let tokenize = |t: &str| self.roots.tokenize(t);
+        let mut roots_tokens = Vec::new();
+        if let Some(ws) = &self.roots.ws {
+            roots_tokens.push((ws.as_str(), WS_TOKEN));
+        }
+        if let Some(t) = &self.roots.target {
+            roots_tokens.push((t.as_str(), TARGET_TOKEN));
+        }
+        let scope = observe::Scope {
+            roots: &roots_tokens,
+            tokenize: &tokenize,
+            own_search_dirs: &own_search_dirs,
+            loads_plugins,
+            started,
+            filter: &observe::filter(&call.store, &roots, &[]),
+        };
+        match complete {
+            true => observe::to_observed(&call.store, seen, &scope),
+            false => Ok(observe::partial(&call.store, seen, &scope)),
+        }
     }
 
     fn digest(&self, call: &Call, p: &Path, what: KeyedFile) -> Result<String, Passthrough> {
@@ -361,12 +410,25 @@ impl Language for Rust {
         cmd
     }
 
+    fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
+        self.sysroot(call)
+    }
+
+    fn spelled_roots(&self) -> Vec<PathBuf> {
+        let roots = [&self.roots.ws, &self.roots.target];
+        roots.into_iter().flatten().map(PathBuf::from).collect()
+    }
+
+    /// Observed, what the recorder saw; unobserved, dep-info and strict
+    /// inference; a recording that missed something, both (the record says
+    /// `fallback`).
     fn observed_inputs(
         &mut self,
         call: &mut Call,
         run: &Captured,
         started: SystemTime,
-    ) -> Result<Observed, NotStored> {
+        recording: Option<Recording>,
+    ) -> Result<Option<Observed>, NotStored> {
         if !self.inv.emit.iter().any(|e| e == "dep-info") {
             return Err(NotStored::NoDepInfo);
         }
@@ -380,6 +442,11 @@ impl Language for Rust {
             .map_err(|_| NotStored::DepInfoUnreadable)?;
         let dep = rustc::parse_dep_info(&dep_text);
         self.dep_info = Some(self.roots.tokenize_dep_info(&dep_text));
+        let partial = match recording {
+            Some(Ok(seen)) => return self.to_observed(call, &seen, started, true).map(Some),
+            Some(Err(incomplete)) => Some(*incomplete.observed),
+            None => None,
+        };
 
         // Inputs by (token path, content), checked unchanged since the compile began.
         let mut seen = Observed::default();
@@ -404,16 +471,20 @@ impl Language for Rust {
             seen.env
                 .push((name, value.map(|v| self.roots.tokenize(&v))));
         }
-        if strict_inference(call.ctx.config.observe()) {
-            let found = self.strict_inputs(call, started)?;
-            for f in found.files {
-                if !seen.files.iter().any(|(p, _, _)| p == &f.0) {
-                    seen.files.push(f);
-                }
+        let found = self.strict_inputs(call, started)?;
+        for f in found.files {
+            if !seen.files.iter().any(|(p, _, _)| p == &f.0) {
+                seen.files.push(f);
             }
-            seen.absent = found.absent;
         }
-        Ok(seen)
+        seen.absent = found.absent;
+        if let Some(partial) = partial {
+            // What the recorder did see is kept on top of the inference.
+            let more = self.to_observed(call, &partial, started, false)?;
+            merge(&mut seen, more);
+            seen.found_by = FoundBy::Fallback;
+        }
+        Ok(Some(seen))
     }
 
     fn expected_failure(&self) -> Option<Passthrough> {
@@ -473,4 +544,29 @@ impl Language for Rust {
     fn out_dir(&self) -> &Path {
         &self.out_dir
     }
+}
+
+/// Adds to `into` what `more` has and it lacks.
+fn merge(into: &mut Observed, more: Observed) {
+    for f in more.files {
+        if !into.files.iter().any(|(p, _, _)| p == &f.0) {
+            into.files.push(f);
+        }
+    }
+    for e in more.env {
+        if !into.env.iter().any(|(n, _)| n == &e.0) {
+            into.env.push(e);
+        }
+    }
+    let add = |into: &mut Vec<String>, more: Vec<String>| {
+        for p in more {
+            if !into.contains(&p) {
+                into.push(p);
+            }
+        }
+    };
+    add(&mut into.absent, more.absent);
+    add(&mut into.present, more.present);
+    into.listed.extend(more.listed);
+    into.links.extend(more.links);
 }

@@ -90,6 +90,37 @@ impl Normalizer {
     }
 }
 
+/// Replaces each root in `text` by its token where the root ends at a path
+/// boundary (followed by `/`, the end, or a character no path component
+/// would continue with), longest roots first: `/w/a` becomes a token in
+/// `-I/w/a/inc` and `PWD=/w/a`, never in `/w/ab`.
+pub fn tokenize_bounded(text: &str, roots: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<(&str, &str)> = roots
+        .iter()
+        .map(|(r, t)| (r.trim_end_matches('/'), *t))
+        .filter(|(r, _)| !r.is_empty())
+        .collect();
+    pairs.sort_by_key(|(root, _)| std::cmp::Reverse(root.len()));
+    let continues = |c: char| c.is_alphanumeric() || "._-+~@".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for (root, token) in &pairs {
+            if let Some(after) = rest.strip_prefix(root) {
+                if !after.chars().next().is_some_and(continues) {
+                    out.push_str(token);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Expands placeholder tokens back to this worktree's roots.
 pub fn from_placeholders(text: &str, tokens: &[(&str, &str)]) -> String {
     let mut out = text.to_string();
@@ -102,6 +133,20 @@ pub fn from_placeholders(text: &str, tokens: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_tokens_replace_roots_only_where_they_end() {
+        let roots = [("/w/a", BASE_TOKEN)];
+        assert_eq!(
+            tokenize_bounded("-I/w/a/inc PWD=/w/a x:/w/a:/w/ab /w/a.b", &roots),
+            "-I@KACHE_BASE@/inc PWD=@KACHE_BASE@ x:@KACHE_BASE@:/w/ab /w/a.b"
+        );
+        let nested = [("/w/a", WS_TOKEN), ("/w/a/target", TARGET_TOKEN)];
+        assert_eq!(
+            tokenize_bounded("/w/a/target/debug /w/a/src", &nested),
+            "@KACHE_TARGET@/debug @KACHE_WS@/src"
+        );
+    }
 
     #[test]
     fn later_more_specific_rules_win_and_boundaries_hold() {

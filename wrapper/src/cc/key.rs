@@ -320,6 +320,72 @@ pub fn cache_key(input: &KeyInput<'_>) -> String {
     h.finish_hex()
 }
 
+/// What a C/C++ direct key is made of: everything a compile depends on
+/// except the files it reads and the variables it reads, which the
+/// manifest records under this key (observed by the input recorder).
+pub struct DirectInput<'a> {
+    /// Compiler identity: version banner and binary content hash.
+    pub compiler_identity: &'a [u8],
+    /// The arguments as given, the worktree root replaced by its token.
+    pub args: &'a [String],
+    /// The working directory, in the same token form.
+    pub cwd: &'a str,
+    /// The source file's content hash.
+    pub source: &'a str,
+    /// The path plan (its extra arguments and location facts, absolute when
+    /// the key is path-local).
+    pub paths: &'a PathPlan,
+}
+
+/// The direct key of a C/C++ compile (blake3, hex).
+pub fn direct_key(i: &DirectInput<'_>) -> String {
+    let mut h = KeyHasher::new("kache-cc-direct-v1");
+    h.field("compiler", i.compiler_identity);
+    h.field("args.count", &(i.args.len() as u64).to_le_bytes());
+    for a in i.args {
+        h.field("arg", a.as_bytes());
+    }
+    h.field("cwd", i.cwd.as_bytes());
+    h.field("source", i.source.as_bytes());
+    h.field("paths.independent", &[u8::from(i.paths.path_independent)]);
+    for a in &i.paths.extra_args_for_key {
+        h.field("paths.extra", a.as_bytes());
+    }
+    for (label, value) in &i.paths.key_fields {
+        h.field(label, value.as_bytes());
+    }
+    h.finish_hex()
+}
+
+/// The result key of a compile known by its direct key and what it was
+/// observed to read (files by token path and content, variables by value,
+/// paths absent), for a source the preprocessed text does not describe
+/// whole (an assembler `.incbin` reads a file the preprocessor never sees).
+pub fn observed_result_key(
+    direct: &str,
+    files: &[(String, String, u64)],
+    env: &[(String, Option<String>)],
+    absent: &[String],
+) -> String {
+    let mut h = KeyHasher::new("kache-cc-observed-result-v1");
+    h.field("direct", direct.as_bytes());
+    for (p, hash, _) in files {
+        h.field("file", p.as_bytes());
+        h.field("content", hash.as_bytes());
+    }
+    for (n, v) in env {
+        h.field("var", n.as_bytes());
+        match v {
+            Some(v) => h.field("value", v.as_bytes()),
+            None => h.field("unset", b""),
+        }
+    }
+    for p in absent {
+        h.field("absent", p.as_bytes());
+    }
+    h.finish_hex()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
