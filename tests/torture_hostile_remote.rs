@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use kache::store::manifest::FoundBy;
 use kache::store::{manifest, Entry, Manifest, OutputFile, Record, Store};
 use remote_support::*;
 
@@ -308,11 +309,8 @@ fn variants() -> Vec<Variant> {
                 let other = c.other(u);
                 let m = Manifest {
                     records: vec![Record {
-                        files: vec![],
-                        env: vec![],
-                        absent: vec![],
-                        local: vec![],
                         result: other.result.clone(),
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -338,8 +336,32 @@ fn variants() -> Vec<Variant> {
                         env: vec![],
                         // Paths that must be absent, outside the worktree and climbing out.
                         absent: vec![format!("../../../{ESCAPE}-absent"), "/etc/hostname".into()],
-                        local: vec![],
                         result: other.result.clone(),
+                        ..Record::default()
+                    }],
+                };
+                c.manifest_body(u, &m.encode())
+            },
+        ),
+        m(
+            "observed record naming paths outside the worktree as present, listed, linked",
+            Stop::Serve,
+            |c, u| {
+                // What a recorder's record holds besides files: existence checks, directory
+                // listings and resolved links, all climbing out or absolute. A lookup may look at
+                // them (it must), and nothing may be created there.
+                let other = c.other(u);
+                let m = Manifest {
+                    records: vec![Record {
+                        present: vec![format!("../../../{ESCAPE}-present"), "/etc".into()],
+                        listed: vec![
+                            ("/etc".into(), "22".repeat(32)),
+                            (format!("../../../{ESCAPE}-listed"), "33".repeat(32)),
+                        ],
+                        links: vec![(format!("../../../{ESCAPE}-link"), "/etc/hostname".into())],
+                        found_by: FoundBy::Observed,
+                        result: other.result.clone(),
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -352,11 +374,9 @@ fn variants() -> Vec<Variant> {
                 // Path-local records never travel; one on a remote is a lie about this machine.
                 let m = Manifest {
                     records: vec![Record {
-                        files: vec![],
-                        env: vec![],
-                        absent: vec![],
                         local: vec![("ws".into(), "/".into())],
                         result: u.result.clone(),
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
