@@ -101,6 +101,41 @@ def rmtree(p):
             subprocess.run(["rm", "-rf", str(p)])
 
 
+def unit_dirs(target: Path, profile="debug"):
+    """Names of the unit directories cargo keeps fingerprints of in a profile dir."""
+    fp = target / profile / ".fingerprint"
+    return sorted(p.name for p in fp.iterdir()) if fp.is_dir() else []
+
+
+def unit_bytes(target: Path, unit: str, profile="debug"):
+    """Logical bytes of one unit's files (fingerprint dir, deps/*-hash*, build/unit)."""
+    pdir = target / profile
+    h = unit.rsplit("-", 1)[-1]
+    total = 0
+    for d in (pdir / ".fingerprint" / unit, pdir / "build" / unit):
+        if d.is_dir():
+            total += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    deps = pdir / "deps"
+    if deps.is_dir():
+        total += sum(f.stat().st_size for f in deps.iterdir()
+                     if f.is_file() and (f.name.split(".")[0].endswith("-" + h)))
+    return total
+
+
+# Unit directories an uncached cold build of each workload made: what a build uses.
+REFERENCE_UNITS = {}
+
+
+def unused_seeded(target: Path, slug: str):
+    """Units in `target` that the uncached build never made: seeded but unused by cargo
+    (cargo itself only creates units it uses)."""
+    ref = REFERENCE_UNITS.get(slug)
+    if ref is None:
+        return None
+    extra = [u for u in unit_dirs(target) if u not in ref]
+    return {"units": len(extra), "bytes": sum(unit_bytes(target, u) for u in extra)}
+
+
 # ---------------------------------------------------------------- cache modes
 
 class Mode:
@@ -386,7 +421,8 @@ class Kache(Mode):
                 "passthroughs": r.get("passthroughs", 0) + c.get("passthroughs", 0),
                 "rust": {k: r.get(k) for k in ("hits", "misses", "passthroughs")},
                 "cc": {k: c.get(k) for k in ("hits", "misses", "passthroughs")},
-                "restore": s.get("restore")}
+                "restore": s.get("restore"),
+                "seed": s.get("seed")}
 
 
 class KacheMount(Kache):
@@ -536,7 +572,7 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
     wts = [mdir / "wt-a", mdir / "elsewhere/deeper/wt-b", mdir / "c/wt-c",
            mdir / "wt-d", mdir / "x/y/z/wt-e"]
 
-    def build(wt, phase, clean_first=False):
+    def build(wt, phase, clean_first=False, prepare=False):
         if clean_first:
             try:
                 sh(wl.clean(wt), cwd=wt, env=env, logfile=logfile)
@@ -553,7 +589,15 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
                 mode.release_worktree(wt, env, forget=True)
                 sh(wl.clean(wt), cwd=wt, env=env, logfile=logfile)
                 mode.prepare_worktree(wt, env)
+        prepare_s = None
+        # Counters start here (kache: `stats --zero`; servers of other tools start).
         mode.before_build(env)
+        if prepare:
+            # Mounting (and, for kache mount, seeding) belongs to the worktree's first
+            # build: timed on its own and reported next to the build, its counters with it.
+            p0 = time.perf_counter()
+            mode.prepare_worktree(wt, env)
+            prepare_s = round(time.perf_counter() - p0, 3)
         t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w0 = time.perf_counter()
         try:
@@ -567,10 +611,16 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
         out = wl.run_binary(wt, env)
         row = {"phase": phase, "worktree": str(wt), "wall_s": round(wall, 3),
                "cpu_s": round(cpu, 3), "stats": st, "output_ok": None}
+        if prepare_s is not None:
+            row["prepare_s"] = prepare_s
         if wl.kind == "rust":
             # Units cargo did not consider fresh (it prints "Compiling" for each).
             row["units_compiled_by_cargo"] = sum(
                 1 for ln in built.splitlines() if ln.strip().startswith("Compiling "))
+            if phase == "cold" and mode.name == "nocache":
+                REFERENCE_UNITS[wl.slug] = set(unit_dirs(wl.target(wt)))
+            if phase == "warm_b":
+                row["unused_seeded"] = unused_seeded(wl.target(wt), wl.slug)
         if reference is not None:
             row["output_ok"] = out == reference
         log(f"  {wl.name}/{mode.name} {phase}: {wall:.1f}s wall, {cpu:.1f}s cpu, stats "
@@ -582,7 +632,7 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
     try:
         for wt in wts[:2]:
             wl.make_worktree(wt)
-            mode.prepare_worktree(wt, env)
+        mode.prepare_worktree(wts[0], env)
         row, out = build(wts[0], "cold")
         if reference is None:
             reference = out
@@ -594,13 +644,12 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
         # kept for the disk figure), so no repetition profits from an earlier build at
         # the same path; the cache already holds A's build.
         n_warm = reps if full_reps else 1
-        runs.append(build(wts[1], "warm_b")[0])
+        runs.append(build(wts[1], "warm_b", prepare=True)[0])
         for i in range(1, n_warm):
             wt = mdir / f"elsewhere/rep{i}/wt-b"
             wl.make_worktree(wt)
-            mode.prepare_worktree(wt, env)
             try:
-                runs.append(build(wt, "warm_b")[0])
+                runs.append(build(wt, "warm_b", prepare=True)[0])
             finally:
                 mode.release_worktree(wt, env, forget=True)
                 rmtree(wt)
@@ -653,12 +702,98 @@ def measure_mode(wl, mode_cls, root: Path, reps: int, reference, full_reps: bool
     res["cold_wall_s"] = median([r["wall_s"] for r in by("cold")])
     res["cold_cpu_s"] = median([r["cpu_s"] for r in by("cold")])
     res["warm_b_wall_s"] = median([r["wall_s"] for r in by("warm_b")])
+    # With the mount (and its seeding) made right before: what a new worktree costs.
+    res["warm_b_with_prepare_wall_s"] = median(
+        [r["wall_s"] + (r.get("prepare_s") or 0) for r in by("warm_b")])
     res["warm_b_cpu_s"] = median([r["cpu_s"] for r in by("warm_b")])
     res["clean_rebuild_wall_s"] = median([r["wall_s"] for r in by("clean_rebuild_a")])
     res["clean_rebuild_cpu_s"] = median([r["cpu_s"] for r in by("clean_rebuild_a")])
     res["warm_reps"] = len(by("warm_b"))
     res["outputs_identical"] = all(r["output_ok"] is not False for r in runs) and bool(runs)
     return res, reference
+
+
+# ---------------------------------------------------------------- agent day
+
+AGENT_MODES = ("kache-mount", "kache", "kache2")
+
+
+def git(args, cwd, logfile=None):
+    return sh(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"] + args,
+              cwd=cwd, logfile=logfile)
+
+
+def agent_day(wl, mode_cls, root: Path, n: int, reference):
+    """An agent's day: `n` worktrees made one after another from one repository and each
+    built, from an empty cache. kache mount makes them with `kache worktree add` (mounted
+    and seeded); the other modes with `git worktree add` (a plain target/). Total wall
+    time (worktree creation included) and total disk: the cache store plus every
+    worktree (sources and target/), measured with every mount unmounted."""
+    mdir = root / wl.slug / f"agent-day-{mode_cls.name}"
+    rmtree(mdir)
+    mdir.mkdir(parents=True)
+    mode = mode_cls(mdir / "store")
+    (mdir / "store").mkdir()
+    res = {"mode": mode_cls.name, "label": mode.label, "worktrees": n, "builds": []}
+    why = mode.available()
+    if why:
+        res["not_available"] = why
+        return res
+    env = wl.env_for(mode, base_env())
+    logfile = mdir / "build.log"
+    repo = mdir / "repo"
+    wts = [mdir / f"agent-{i:02d}" for i in range(1, n + 1)]
+    try:
+        wl.make_worktree(repo)
+        (repo / ".gitignore").write_text("target\n")
+        git(["init", "-q", "-b", "main"], repo, logfile)
+        git(["add", "-A"], repo, logfile)
+        git(["commit", "-q", "-m", "workload"], repo, logfile)
+        total = 0.0
+        for i, wt in enumerate(wts, 1):
+            t0 = time.perf_counter()
+            if isinstance(mode, KacheMount):
+                sh([KACHE, "worktree", "add", str(wt), f"task-{i}"], cwd=repo,
+                   env=mode._env(env), logfile=logfile)
+            else:
+                git(["worktree", "add", "-q", "-b", f"task-{i}", str(wt)], repo, logfile)
+            created = time.perf_counter() - t0
+            mode.before_build(env)
+            try:
+                built = sh(wl.build(wt), cwd=wt, env=env, logfile=logfile)
+            finally:
+                mode.after_build(env)
+            wall = time.perf_counter() - t0
+            total += wall
+            out = wl.run_binary(wt, env)
+            row = {"worktree": wt.name, "create_s": round(created, 3), "wall_s": round(wall, 3),
+                   "units_compiled_by_cargo": sum(1 for ln in built.splitlines()
+                                                  if ln.strip().startswith("Compiling ")),
+                   "output_ok": None if reference is None else out == reference}
+            res["builds"].append(row)
+            log(f"  agent day {mode.name} {wt.name}: {wall:.1f}s (create {created:.2f}s), "
+                f"{row['units_compiled_by_cargo']} units compiled")
+        res["total_wall_s"] = round(total, 3)
+        if isinstance(mode, KacheMount):
+            for wt in wts:
+                mode.release_worktree(wt, env)
+        res["disk_bytes"] = du_together(wts + mode.extra_disk())
+        res["store_bytes"] = du_together(mode.extra_disk())
+        res["outputs_identical"] = all(b["output_ok"] is not False for b in res["builds"])
+        log(f"  agent day {mode.name}: {total:.1f}s in all, {res['disk_bytes'] / 2**20:.0f} MiB on disk")
+    except Exception as e:
+        res["error"] = str(e)[:3000]
+        log(f"  agent day {mode.name}: ERROR {str(e)[:500]}")
+    finally:
+        if isinstance(mode, KacheMount):
+            for wt in wts:
+                try:
+                    mode.release_worktree(wt, env, forget=True)
+                except RuntimeError:
+                    pass
+        if not os.environ.get("BENCH_KEEP"):
+            rmtree(mdir)
+    return res
 
 
 # ---------------------------------------------------------------- btrfs disk
@@ -900,6 +1035,8 @@ def main():
     ap.add_argument("--btrfs", action="store_true",
                     help="also measure five-worktree disk on a loop-mounted btrfs (rust workload)")
     ap.add_argument("--modes", default="", help="comma list to restrict modes")
+    ap.add_argument("--no-agent-day", action="store_true",
+                    help="skip the agent day (10 worktrees one after another per mode)")
     ap.add_argument("workloads", nargs="*")
     a = ap.parse_args()
     out = Path(a.out)
@@ -954,6 +1091,18 @@ def run_workload(wl, modes, root, a, only, report, save):
                                       full_reps=cls.name != "nocache")
         entry["modes"].append(res)
         save()
+    if wl.kind == "rust" and not getattr(a, "no_agent_day", False):
+        n = 3 if a.quick else 10
+        nc = next((m for m in entry["modes"] if m["mode"] == "nocache"), {})
+        entry["agent_day"] = {"worktrees": n, "modes": [],
+                              "one_plain_target_bytes": (nc.get("disk") or {}).get("one_target_bytes"),
+                              "one_plain_cold_wall_s": nc.get("cold_wall_s")}
+        log(f"agent day: {n} worktrees per mode")
+        for cls in modes:
+            if cls.name not in AGENT_MODES or (only and cls.name not in only):
+                continue
+            entry["agent_day"]["modes"].append(agent_day(wl, cls, root, n, reference))
+            save()
     if wl.kind == "rust" and getattr(a, "btrfs", False):
         why = btrfs_setup()
         entry["btrfs"] = why or "measured"

@@ -22,6 +22,13 @@ TARGETS = [
 ]
 
 
+# Targets of issue 12 (seeded targets), on workload (a).
+SEED_TARGETS = [
+    ("warm B, kache mount (mount + seeding + build) vs kache 2.0", "mount_warm_vs_kache2", 0.4),
+    ("warm B, kache restores (seeding + build) vs kache 2.0", "warm_vs_kache2", 0.75),
+]
+
+
 def fmt_s(x):
     return "–" if x is None else (f"{x:.2f} s" if x < 10 else f"{x:.1f} s")
 
@@ -103,6 +110,70 @@ def target_values(wl):
     if "kache2" in ms and ms["kache2"].get("not_available"):
         why["warm_vs_kache2"] = "not available: " + ms["kache2"]["not_available"]
     return vals, why
+
+
+def seed_target_values(wl):
+    ms = by_mode(wl)
+    k2 = ms.get("kache2", {}).get("warm_b_wall_s")
+    km, k = ms.get("kache-mount", {}), ms.get("kache", {})
+    return {"mount_warm_vs_kache2": ratio(km.get("warm_b_with_prepare_wall_s"), k2),
+            "warm_vs_kache2": ratio(k.get("warm_b_wall_s"), k2)}
+
+
+def seeding_md(wl):
+    """Warm B in detail: what seeding placed and what cargo still did."""
+    L = ["Warm B in detail (first repetition): the new worktree's mount (kache mount: made and "
+         "seeded right before the build), the build, what seeding placed, and seeded units cargo "
+         "did not use (units in B's target that the uncached build never made; cargo only "
+         "creates units it uses):\n",
+         "| mode | mount | build | mount + build | units cargo compiled | seeded units | "
+         "seeded bytes | seeded but unused |",
+         "|---|---|---|---|---|---|---|---|"]
+    for md in wl["modes"]:
+        if md["mode"] not in ("kache2", "kache", "kache-mount") or md.get("not_available"):
+            continue
+        w = first_run(md, "warm_b")
+        if not w:
+            continue
+        sd = ((w.get("stats") or {}).get("seed") or {})
+        un = w.get("unused_seeded") or {}
+        prep = w.get("prepare_s")
+        seeded = sd.get("units") if md["mode"] != "kache2" else None
+        L.append(f"| {md['label']} | {fmt_s(prep) if prep else '–'} | {fmt_s(w['wall_s'])} | "
+                 f"{fmt_s(w['wall_s'] + (prep or 0))} | {w.get('units_compiled_by_cargo', '–')} | "
+                 f"{'–' if seeded is None else seeded} | "
+                 f"{'–' if md['mode'] == 'kache2' else fmt_b(sd.get('bytes', 0))} | "
+                 f"{un.get('units', '–')} units, {fmt_b(un.get('bytes'))} |")
+    L.append("")
+    return L
+
+
+def agent_day_md(wl):
+    ad = wl.get("agent_day")
+    if not ad:
+        return []
+    plain, cold = ad.get("one_plain_target_bytes"), ad.get("one_plain_cold_wall_s")
+    L = [f"Agent day: {ad['worktrees']} worktrees made one after another from one repository "
+         "(kache mount: `kache worktree add`, mounted and seeded; the others: `git worktree add`) "
+         "and each built, from an empty cache. Wall = worktree creation + build, all worktrees; "
+         "disk = `du -scB1` over the cache store and every worktree (sources and target/) "
+         f"together, mounts unmounted. One plain target/ = {fmt_b(plain)}, one uncached cold build "
+         f"= {fmt_s(cold)}:\n",
+         "| mode | total wall | first worktree | later worktrees (median) | total disk | "
+         "÷ one plain target/ | store | output |",
+         "|---|---|---|---|---|---|---|---|"]
+    for m in ad["modes"]:
+        if m.get("not_available") or m.get("error"):
+            L.append(f"| {m['label']} | {'not available: ' + m['not_available'] if m.get('not_available') else 'error: ' + m['error'][:200].replace(chr(10), ' ')} |||||||")
+            continue
+        bs = m["builds"]
+        later = [b["wall_s"] for b in bs[1:]]
+        med = sorted(later)[len(later) // 2] if later else None
+        L.append(f"| {m['label']} | {fmt_s(m['total_wall_s'])} | {fmt_s(bs[0]['wall_s'])} | "
+                 f"{fmt_s(med)} | {fmt_b(m['disk_bytes'])} | {fmt_r(ratio(m['disk_bytes'], plain))} | "
+                 f"{fmt_b(m['store_bytes'])} | {'identical' if m['outputs_identical'] else 'DIFFERS'} |")
+    L.append("")
+    return L
 
 
 def render_md(rep):
@@ -226,6 +297,21 @@ def render_md(rep):
                              f"{fmt_b(b['five_worktrees_apparent_bytes'])} |")
                 L.append("")
         if wl["kind"] == "rust":
+            L.extend(seeding_md(wl))
+            L.extend(agent_day_md(wl))
+            sv = seed_target_values(wl)
+            L.append("Targets of issue 12, seeded targets (our kache, this workload; the mount "
+                     "figure includes making and seeding the mount):\n")
+            L.append("| target | limit | measured | verdict |")
+            L.append("|---|---|---|---|")
+            for what, key, lim in SEED_TARGETS:
+                v = sv.get(key)
+                if v is None:
+                    L.append(f"| {what} | ≤ {lim}× | – | not measured |")
+                else:
+                    verdict = "met" if v <= lim else f"**missed** by {v / lim:.2f}× the limit"
+                    L.append(f"| {what} | ≤ {lim}× | {v:.2f}× | {verdict} |")
+            L.append("")
             vals, why = target_values(wl)
             L.append("Targets of issue 7 (our kache, this workload"
                      f"{'; the targets are defined on the full workload (a)' if rep['quick'] else ''}):\n")

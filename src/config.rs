@@ -94,6 +94,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "allow hardlink restores (one consumer per blob)",
     },
     KeyDef {
+        name: "cache.seed",
+        env: "KACHE_SEED",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "seed a new target dir with the finished registry/git units of earlier builds",
+    },
+    KeyDef {
         name: "cache.observe",
         env: "KACHE_OBSERVE",
         kind: Kind::Str,
@@ -231,7 +238,14 @@ pub const KEYS: &[KeyDef] = &[
         env: "KACHE_LOG",
         kind: Kind::Str,
         default: "",
-        doc: "diagnostic logging to stderr (error, warn, info, debug)",
+        doc: "diagnostics: a level or filter (debug, kache::wrap=trace); any other value means debug",
+    },
+    KeyDef {
+        name: "log.file",
+        env: "KACHE_LOG_FILE",
+        kind: Kind::Str,
+        default: "",
+        doc: "append diagnostics to this file instead of stderr (debug unless log.level says)",
     },
 ];
 

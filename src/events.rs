@@ -1,7 +1,8 @@
 //! The event log, `$KACHE_DIR/events.jsonl`: one JSON line per wrapper call
 //! (time, language, outcome, reasons, unit, milliseconds, bytes, key-group
-//! digests). Written by [`crate::wrap`] through the same record that bumps
-//! the counters, read by `kache report` and `kache why-miss`.
+//! digests), and one per seeding of a new target dir. Written by
+//! [`crate::wrap`] and [`crate::seed`] through the same values that bump the
+//! counters, read by `kache report` and `kache why-miss`.
 //!
 //! Append-only, one `write` of a short line with `O_APPEND` per call, so
 //! concurrent wrappers never interleave records. A line that does not parse
@@ -22,7 +23,7 @@ pub struct Event {
     pub t: u64,
     #[serde(default)]
     pub lang: String,
-    /// `hit`, `miss`, `passthrough` or `error`.
+    /// `hit`, `miss`, `passthrough` or `error`; `seed` for a seeding.
     #[serde(default)]
     pub outcome: String,
     /// A miss's reason or a passthrough's (the labels `kache stats` counts).
@@ -41,6 +42,34 @@ pub struct Event {
     pub build: Option<String>,
     #[serde(default)]
     pub groups: Option<BTreeMap<String, String>>,
+    /// What a seeding did (`outcome` `seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedEvent>,
+}
+
+/// The part of a seeding's event that only seedings have (its bytes and milliseconds are the
+/// event's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedEvent {
+    #[serde(default)]
+    pub units: u64,
+    #[serde(default)]
+    pub files: u64,
+    /// `mount` (placements) or `copy` (reflink where the filesystem can, else a copy).
+    #[serde(default)]
+    pub method: String,
+    /// The profile dirs seeded (`debug`, `<triple>/release`).
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Units left for the wrapper, by reason.
+    #[serde(default)]
+    pub skipped: BTreeMap<String, u64>,
+    /// Variables whose values differed from a donor build's (build-script runs not seeded).
+    #[serde(default)]
+    pub env_differs: Vec<String>,
+    /// Milliseconds per phase (`harvest`, `set`, `check`, `place`, …).
+    #[serde(default)]
+    pub phases_ms: BTreeMap<String, u64>,
 }
 
 /// Appends `e` to the store's log. Best effort: the log is for reports, and

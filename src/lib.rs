@@ -19,6 +19,7 @@ pub mod mount;
 pub mod path_search;
 pub mod remote;
 pub mod report;
+pub mod seed;
 pub mod shims;
 pub mod stats;
 pub mod store;

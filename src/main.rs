@@ -124,6 +124,17 @@ enum Command {
         #[command(subcommand)]
         command: kache::debug::DebugCommand,
     },
+    /// Harvest a target dir's finished units as seeds (started by the wrapper after a
+    /// build; not a stable interface).
+    #[command(hide = true)]
+    SeedHarvest {
+        /// The target directory.
+        #[arg(long)]
+        target: std::path::PathBuf,
+        /// Wait for this cargo process (pid-starttime) to exit first.
+        #[arg(long)]
+        after_build: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +208,7 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn try_main(cli: Cli) -> CliResult {
     let ctx = Context::load()?;
+    kache::log::init_from_config(&ctx.config);
     for w in &ctx.config.warnings {
         eprintln!("kache: warning: {w}");
     }
@@ -233,6 +245,15 @@ fn try_main(cli: Cli) -> CliResult {
         Command::Mounts { json } => kache::mount::cli::mounts(&ctx, json),
         Command::Worktree { command } => kache::mount::cli::worktree(&ctx, command),
         Command::Debug { command } => Ok(ExitCode::from(kache::debug::run(&ctx, command)? as u8)),
+        Command::SeedHarvest {
+            target,
+            after_build,
+        } => {
+            let store = ctx.open_store()?;
+            let target = kache::seed::harvest_arg(&ctx.cwd, &target);
+            kache::seed::harvest_after_build(&store, &target, after_build.as_deref());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -285,6 +306,25 @@ fn cmd_stats(ctx: &Context, json: bool, zero: bool) -> CliResult {
     if let Some(r) = v["restore"].as_object() {
         for (k, n) in r {
             println!("restore {k}: {n}");
+        }
+    }
+    if let Some(s) = v["seed"].as_object() {
+        println!(
+            "seed  units {}  files {}  bytes {}  harvested {}",
+            s.get("units").and_then(|n| n.as_u64()).unwrap_or(0),
+            s.get("files").and_then(|n| n.as_u64()).unwrap_or(0),
+            kache::report::human_bytes(s.get("bytes").and_then(|n| n.as_u64()).unwrap_or(0)),
+            s["harvest"]["units"].as_u64().unwrap_or(0),
+        );
+        for (section, label) in [("skipped", "skipped"), ("refused", "not harvested")] {
+            let m = if section == "refused" {
+                &s["harvest"]["refused"]
+            } else {
+                &s["skipped"]
+            };
+            for (r, n) in m.as_object().into_iter().flatten() {
+                println!("      {label} {r}: {n}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -20,10 +20,22 @@ use crate::stats;
 /// Version of the `--json` shapes of `report` and `why-miss`.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The seedings of a window of the event log, summed (`seeding` in `kache report --json`).
+#[derive(Debug, Default, serde::Serialize)]
+struct SeedingSummary {
+    seedings: u64,
+    units: u64,
+    bytes: u64,
+    ms: u64,
+    skipped: BTreeMap<String, u64>,
+    env_differs: std::collections::BTreeSet<String>,
+}
+
 /// Per-build summaries (newest last) of the events that carry a build id.
 pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
     let mut order: Vec<String> = Vec::new();
     let mut by: BTreeMap<String, (u64, u64, u64, u64, u64, u64)> = BTreeMap::new();
+    let mut seeded: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for e in events {
         let Some(b) = &e.build else { continue };
         let s = by.entry(b.clone()).or_insert_with(|| {
@@ -31,6 +43,11 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
             (e.t, e.t, 0, 0, 0, 0)
         });
         s.1 = s.1.max(e.t);
+        if let Some(seed) = &e.seed {
+            let x = seeded.entry(b.clone()).or_default();
+            x.0 += seed.units;
+            x.1 += e.bytes;
+        }
         match e.outcome.as_str() {
             "hit" => s.2 += 1,
             "miss" => {
@@ -47,8 +64,10 @@ pub fn builds(events: &[Event], keep: usize) -> Vec<Value> {
         .skip(skip)
         .map(|b| {
             let (first, last, hits, misses, pass, miss_ms) = by[b];
+            let (seeded_units, seeded_bytes) = seeded.get(b).copied().unwrap_or_default();
             json!({"build": b, "first_t": first, "last_t": last, "hits": hits,
-                   "misses": misses, "passthroughs": pass, "miss_ms": miss_ms})
+                   "misses": misses, "passthroughs": pass, "miss_ms": miss_ms,
+                   "seeded_units": seeded_units, "seeded_bytes": seeded_bytes})
         })
         .collect()
 }
@@ -90,6 +109,9 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
     let mut not_stored: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut misses: Vec<&Event> = Vec::new();
     for e in &events {
+        if e.seed.is_some() {
+            continue; // seedings are summed apart, below
+        }
         let l = langs.entry(e.lang.clone()).or_default();
         *l.entry(match e.outcome.as_str() {
             "hit" => "hits",
@@ -126,6 +148,18 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
             _ => {}
         }
     }
+    let mut seeding = SeedingSummary::default();
+    for e in &events {
+        let Some(seed) = &e.seed else { continue };
+        seeding.seedings += 1;
+        seeding.units += seed.units;
+        seeding.bytes += e.bytes;
+        seeding.ms += e.ms;
+        for (r, n) in &seed.skipped {
+            *seeding.skipped.entry(r.clone()).or_default() += n;
+        }
+        seeding.env_differs.extend(seed.env_differs.iter().cloned());
+    }
     misses.sort_by_key(|e| std::cmp::Reverse(e.ms));
     let top: Vec<Value> = misses
         .iter()
@@ -155,6 +189,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
         },
         "languages": langs,
         "builds": builds(&events, 10),
+        "seeding": seeding,
         "top_misses": top,
         "miss_reasons": miss_reasons,
         "not_stored": not_stored,
@@ -222,14 +257,41 @@ pub fn run_report(
     if let Some(bs) = r["builds"].as_array().filter(|b| !b.is_empty()) {
         println!("\nrecent builds (by cargo process)");
         for b in bs {
+            let seeded = match b["seeded_units"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!(
+                    "  seeded {n} units ({})",
+                    human_bytes(b["seeded_bytes"].as_u64().unwrap_or(0))
+                ),
+            };
             println!(
-                "  {:<22} hits {:>5}  misses {:>5}  passthroughs {:>4}  {:>4}s wall  {:.1}s compiling misses",
+                "  {:<22} hits {:>5}  misses {:>5}  passthroughs {:>4}  {:>4}s wall  {:.1}s compiling misses{seeded}",
                 b["build"].as_str().unwrap_or("?"),
                 b["hits"].as_u64().unwrap_or(0),
                 b["misses"].as_u64().unwrap_or(0),
                 b["passthroughs"].as_u64().unwrap_or(0),
                 b["last_t"].as_u64().unwrap_or(0).saturating_sub(b["first_t"].as_u64().unwrap_or(0)),
                 b["miss_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            );
+        }
+    }
+    let sd = &r["seeding"];
+    if sd["seedings"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "\nseeding: {} new target dirs, {} units ({}) placed in {} ms",
+            sd["seedings"],
+            sd["units"],
+            human_bytes(sd["bytes"].as_u64().unwrap_or(0)),
+            sd["ms"]
+        );
+        for (reason, n) in sd["skipped"].as_object().into_iter().flatten() {
+            println!("  skipped {n:>5}  {reason}");
+        }
+        if let Some(v) = sd["env_differs"].as_array().filter(|v| !v.is_empty()) {
+            let names: Vec<&str> = v.iter().filter_map(|n| n.as_str()).collect();
+            println!(
+                "  build-script runs not seeded: environment differs in {}",
+                names.join(", ")
             );
         }
     }

@@ -75,6 +75,11 @@ pub enum Counter {
     AheadHits,
     Observed,
     ObserveFallbacks,
+    SeedUnits,
+    SeedFiles,
+    SeedBytes,
+    SeedHarvestUnits,
+    SeedHarvestDeferred,
 }
 
 /// Whether a counter has one value per language (`rust.hits`, `cc.hits`)
@@ -282,6 +287,31 @@ pub const COUNTERS: &[CounterDef] = &[
         "observe_fallbacks",
         "recorded compiles the recorder could not see entirely (inputs inferred strictly)",
     ),
+    row(
+        Counter::SeedUnits,
+        S,
+        "seed.units",
+        "units placed into new target dirs before cargo looked",
+    ),
+    row(Counter::SeedFiles, S, "seed.files", "files of seeded units"),
+    row(
+        Counter::SeedBytes,
+        S,
+        "seed.bytes",
+        "bytes of seeded units (placed in a mount, else copied or reflinked)",
+    ),
+    row(
+        Counter::SeedHarvestUnits,
+        S,
+        "seed.harvest.units",
+        "finished units recorded as seeds",
+    ),
+    row(
+        Counter::SeedHarvestDeferred,
+        S,
+        "seed.harvest.deferred",
+        "harvests cut short by their time budget (finished later)",
+    ),
 ];
 
 impl Counter {
@@ -310,23 +340,29 @@ pub enum Breakdown {
     NotStored,
     RemoteMissReasons,
     RemoteErrorReasons,
+    /// Units a seeding left for the wrapper, and why (`seed.skipped.env-differs`).
+    SeedSkipped,
+    /// Finished units not recorded as seeds, and why (`seed.harvest.refused.donor-path`).
+    SeedHarvestRefused,
 }
 
 impl Breakdown {
     /// The dotted key of one label; `lang` is only read for per-language
-    /// breakdowns (all but the remote's).
+    /// breakdowns (all but the remote's and the seeds').
     pub fn key(self, lang: Option<Lang>, label: &str) -> String {
-        let section = match self {
-            Breakdown::PassthroughReasons => "passthrough_reasons",
-            Breakdown::PassthroughFlags => "passthrough_flags",
-            Breakdown::MissReasons => "miss_reasons",
-            Breakdown::NotStored => "not_stored",
-            Breakdown::RemoteMissReasons => "remote.miss_reasons",
-            Breakdown::RemoteErrorReasons => "remote.error_reasons",
+        let (section, per_language) = match self {
+            Breakdown::PassthroughReasons => ("passthrough_reasons", true),
+            Breakdown::PassthroughFlags => ("passthrough_flags", true),
+            Breakdown::MissReasons => ("miss_reasons", true),
+            Breakdown::NotStored => ("not_stored", true),
+            Breakdown::RemoteMissReasons => ("remote.miss_reasons", false),
+            Breakdown::RemoteErrorReasons => ("remote.error_reasons", false),
+            Breakdown::SeedSkipped => ("seed.skipped", false),
+            Breakdown::SeedHarvestRefused => ("seed.harvest.refused", false),
         };
         let label = key_segment(label);
-        match (section.starts_with("remote."), lang) {
-            (false, Some(l)) => format!("{}.{section}.{label}", l.as_str()),
+        match (per_language, lang) {
+            (true, Some(l)) => format!("{}.{section}.{label}", l.as_str()),
             _ => format!("{section}.{label}"),
         }
     }
@@ -366,7 +402,14 @@ impl Tally {
 
     /// Counts one `label` of a breakdown (`lang` for per-language ones).
     pub fn add_label(&mut self, lang: Option<Lang>, b: Breakdown, label: &str) {
-        self.updates.push((b.key(lang, label), 1));
+        self.add_label_n(lang, b, label, 1);
+    }
+
+    /// Counts `n` of one `label` of a breakdown.
+    pub fn add_label_n(&mut self, lang: Option<Lang>, b: Breakdown, label: &str, n: u64) {
+        if n > 0 {
+            self.updates.push((b.key(lang, label), n));
+        }
     }
 
     pub fn extend(&mut self, other: Tally) {
@@ -570,6 +613,11 @@ mod tests {
             Breakdown::RemoteMissReasons.key(Some(Lang::Rust), "not found.x"),
             "remote.miss_reasons.not_found_x"
         );
+        assert_eq!(
+            Breakdown::SeedSkipped.key(Some(Lang::Rust), "env-differs"),
+            "seed.skipped.env-differs"
+        );
+        assert_eq!(Counter::SeedUnits.key(Some(Lang::Rust)), "seed.units");
     }
 
     #[test]

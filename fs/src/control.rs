@@ -1,8 +1,8 @@
 //! The placement protocol: the only way another process places blobs into a mount.
 //!
 //! A client sets the xattr `user.kache.request` of `<mount>/.kache-control` to one JSON request
-//! (`{"placements":[{"path":…,"hash":…,"size":…,"mode":…}]}`, or `{"clear":true}` to empty the
-//! mount). The server validates and applies it before the call returns: success is 0, a refused
+//! (`{"placements":[{"path":…,"hash":…,"size":…,"mode":…}]}`, each optionally with `"mtime_ns"`,
+//! or `{"clear":true}` to empty the mount). The server validates and applies it before the call returns: success is 0, a refused
 //! request fails with EINVAL, one that failed while applying with EIO. The status line of the
 //! calling thread's last request (`ok <count>` or `error: <reason>`) is then the value of the
 //! xattr `user.kache.status`. Validation happens before anything changes, so a rejected request
@@ -19,6 +19,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::XattrFlags;
 use rustix::io::Errno;
@@ -41,14 +42,24 @@ const MAX_STATUSES: usize = 1024;
 #[derive(Default, Serialize, Deserialize)]
 struct Request {
     #[serde(default)]
-    placements: Vec<Placement>,
+    placements: Vec<WirePlacement>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     clear: bool,
 }
 
+/// A placement as a request carries it: with `mtime_ns` (nanoseconds since the epoch) its file
+/// gets that mtime instead of the placement time.
+#[derive(Serialize, Deserialize)]
+struct WirePlacement {
+    #[serde(flatten)]
+    placement: Placement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
+}
+
 /// What a valid request asks for.
 pub(crate) enum Command {
-    Place(Vec<Placement>),
+    Place(Vec<(Placement, Option<SystemTime>)>),
     /// Empty the mount (what `cargo clean` means for it).
     Clear,
 }
@@ -65,11 +76,18 @@ pub(crate) fn validate(request: &[u8], blobs: &dyn BlobSource) -> Result<Command
     }
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(request.placements.len());
-    for p in request.placements {
-        if !seen.insert(p.path.clone()) {
-            return Err(format!("{}: placed twice in one request", p.path.display()));
+    for WirePlacement {
+        placement,
+        mtime_ns,
+    } in request.placements
+    {
+        if !seen.insert(placement.path.clone()) {
+            return Err(format!(
+                "{}: placed twice in one request",
+                placement.path.display()
+            ));
         }
-        valid.push(p.validated(blobs)?);
+        valid.push((placement.validated(blobs)?, mtime_ns.map(from_epoch_ns)));
     }
     Ok(Command::Place(valid))
 }
@@ -164,29 +182,70 @@ fn read_status(control: &Path) -> Option<String> {
 /// nothing and returns `InvalidInput` with the server's reason. Lists longer than one request
 /// holds (about 250 placements) go in several requests, each checked and applied as a whole.
 pub fn place(mount_root: &Path, placements: &[Placement]) -> io::Result<()> {
-    let mut batch: Vec<Placement> = Vec::new();
+    send_all(
+        mount_root,
+        placements.iter().map(|p| WirePlacement {
+            placement: p.clone(),
+            mtime_ns: None,
+        }),
+    )
+}
+
+/// Like [`place`], each file getting the given mtime instead of the placement time, in the
+/// same request (setting times afterwards would cost a round trip per file): for files whose
+/// relative mtimes matter to cargo, such as a seeded unit's.
+pub fn place_at(mount_root: &Path, placements: &[(Placement, SystemTime)]) -> io::Result<()> {
+    send_all(
+        mount_root,
+        placements.iter().map(|(p, t)| WirePlacement {
+            placement: p.clone(),
+            mtime_ns: Some(to_epoch_ns(*t)),
+        }),
+    )
+}
+
+/// Sends `placements` in as few requests as fit the xattr limit (at least one).
+fn send_all(mount_root: &Path, placements: impl Iterator<Item = WirePlacement>) -> io::Result<()> {
+    let mut batch: Vec<WirePlacement> = Vec::new();
     let mut size = 0;
+    let mut sent_any = false;
     for p in placements {
-        let one = serde_json::to_vec(p).map_err(io::Error::other)?.len() + 1;
+        let one = serde_json::to_vec(&p).map_err(io::Error::other)?.len() + 1;
         if !batch.is_empty() && size + one > MAX_REQUEST {
             send(mount_root, std::mem::take(&mut batch))?;
+            sent_any = true;
             size = 0;
         }
         size += one;
-        batch.push(p.clone());
+        batch.push(p);
     }
-    if !batch.is_empty() || placements.is_empty() {
+    if !batch.is_empty() || !sent_any {
         send(mount_root, batch)?;
     }
     Ok(())
 }
 
-fn send(mount_root: &Path, placements: Vec<Placement>) -> io::Result<()> {
+fn send(mount_root: &Path, placements: Vec<WirePlacement>) -> io::Result<()> {
     let request = Request {
         placements,
         ..Request::default()
     };
     exchange(mount_root, &request, false).map(drop)
+}
+
+fn to_epoch_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |ns| -ns),
+    }
+}
+
+fn from_epoch_ns(ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    match ns >= 0 {
+        true => UNIX_EPOCH + d,
+        false => UNIX_EPOCH - d,
+    }
 }
 
 /// Empties the kache mount at `mount_root` at once, as `rm -rf` of everything in it would
@@ -228,6 +287,17 @@ mod tests {
         assert_eq!(s.take(8).as_deref(), Some("error: bad path\n"));
         assert_eq!(s.take(7).as_deref(), Some("ok 3\n"));
         assert_eq!(s.take(7), None);
+    }
+
+    #[test]
+    fn placement_times_survive_the_wire_before_and_after_the_epoch() {
+        for t in [
+            UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+            UNIX_EPOCH - Duration::from_nanos(86_400_000_000_007),
+            UNIX_EPOCH,
+        ] {
+            assert_eq!(from_epoch_ns(to_epoch_ns(t)), t);
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod state;
 mod sys;
 
 #[cfg(target_os = "linux")]
-pub use control::{clear, is_kache_mount, place};
+pub use control::{clear, is_kache_mount, place, place_at};
 #[cfg(target_os = "linux")]
 pub use mount::{
     mount, mount_foreground, mount_health, mount_stats, scan_placements, unavailable, unmount,
@@ -63,7 +63,7 @@ pub use mount::{
 mod unsupported;
 #[cfg(not(target_os = "linux"))]
 pub use unsupported::{
-    clear, is_kache_mount, mount, mount_foreground, mount_health, mount_stats, place,
+    clear, is_kache_mount, mount, mount_foreground, mount_health, mount_stats, place, place_at,
     scan_placements, unavailable, unmount, MountHandle,
 };
 

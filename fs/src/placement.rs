@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -139,7 +140,8 @@ fn give_to(owner: Owner, fd: BorrowedFd<'_>) {
     }
 }
 
-/// Makes every placement of `items` (validated) real under the upper directory `root`: each
+/// Makes every placement of `items` (validated; each with the mtime its file gets, the
+/// placement time when `None`) real under the upper directory `root`: each
 /// marker is created under a staging name first, then each is renamed over its destination
 /// (each replacement is atomic). `changed(dir, name)` is called for every name this creates or
 /// replaces (directories made on the way too), so the caller can drop what the kernel cached
@@ -147,7 +149,7 @@ fn give_to(owner: Owner, fd: BorrowedFd<'_>) {
 /// many were placed.
 pub(crate) fn apply(
     root: BorrowedFd<'_>,
-    items: &[Placement],
+    items: &[(Placement, Option<SystemTime>)],
     owner: Owner,
     changed: &mut dyn FnMut(&OwnedFd, &CStr),
 ) -> io::Result<usize> {
@@ -156,7 +158,7 @@ pub(crate) fn apply(
     // Most placements of one request share a directory: resolve each directory once.
     let mut dirs: HashMap<PathBuf, Arc<OwnedFd>> = HashMap::new();
     let result = (|| -> io::Result<()> {
-        for item in items {
+        for (item, mtime) in items {
             let dir_path = item.path.parent().unwrap_or(Path::new("")).to_path_buf();
             let parent = match dirs.get(&dir_path) {
                 Some(fd) => fd.clone(),
@@ -186,6 +188,10 @@ pub(crate) fn apply(
             };
             sys::fsetxattr(&marker, &xattr_name(), blob.xattr_value().as_bytes())?;
             marker.set_permissions(std::fs::Permissions::from_mode(item.mode))?;
+            // A rename keeps the mtime, so the file appears with it in one step.
+            if let Some(t) = mtime {
+                marker.set_modified(*t)?;
+            }
             give_to(owner, marker.as_fd());
         }
         Ok(())

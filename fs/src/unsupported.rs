@@ -69,6 +69,13 @@ pub fn place(_mount_root: &Path, _placements: &[Placement]) -> io::Result<()> {
     Err(unsupported())
 }
 
+pub fn place_at(
+    _mount_root: &Path,
+    _placements: &[(Placement, std::time::SystemTime)],
+) -> io::Result<()> {
+    Err(unsupported())
+}
+
 pub fn clear(_mount_root: &Path) -> io::Result<usize> {
     Err(unsupported())
 }

@@ -722,3 +722,26 @@ fn killed_server_leaves_a_broken_mount_that_force_unmount_clears() {
         "mount point not restored"
     );
 }
+
+#[test]
+fn files_placed_with_a_time_read_back_with_that_mtime() {
+    let f = Fixture::new();
+    let hash = f.blob(b"seeded rlib");
+    let when = std::time::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+    kache_fs::place_at(
+        &f.mnt,
+        &[(
+            Placement {
+                path: "debug/deps/libseed-0123456789abcdef.rlib".into(),
+                hash,
+                size: 11,
+                mode: 0o644,
+            },
+            when,
+        )],
+    )
+    .expect("place_at");
+    let p = f.path("debug/deps/libseed-0123456789abcdef.rlib");
+    assert_eq!(fs::read(&p).unwrap(), b"seeded rlib");
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), when);
+}

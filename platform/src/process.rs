@@ -56,6 +56,18 @@ pub fn build_id() -> Option<String> {
     sys::build_id()
 }
 
+/// True while the process a [`build_id`] names still runs (its pid with the same start time,
+/// so a recycled pid is not taken for it). Always false where [`build_id`] is `None`.
+pub fn build_running(build: &str) -> bool {
+    sys::build_running(build)
+}
+
+/// The arguments of process `pid` after its program name, where the OS shows them to this
+/// user cheaply (Linux); `None` elsewhere or when the process is gone.
+pub fn args_of(pid: u32) -> Option<Vec<String>> {
+    sys::args_of(pid)
+}
+
 /// How a spawned process is cut off from the process that spawns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detach {
@@ -204,10 +216,20 @@ mod sys {
     }
 
     #[cfg(target_os = "linux")]
-    pub use super::linux::build_id;
+    pub use super::linux::{args_of, build_id, build_running};
 
     #[cfg(not(target_os = "linux"))]
     pub fn build_id() -> Option<String> {
+        None
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn build_running(_build: &str) -> bool {
+        false
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn args_of(_pid: u32) -> Option<Vec<String>> {
         None
     }
 }
@@ -226,6 +248,29 @@ mod linux {
         let ppid = rest.get(1)?.parse().ok()?;
         let start = rest.get(19)?.parse().ok()?;
         Some((comm, ppid, start))
+    }
+
+    pub fn build_running(build: &str) -> bool {
+        let Some((pid, start)) = build.split_once('-') else {
+            return false;
+        };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            return false;
+        };
+        stat(pid).is_some_and(|(_, _, s)| s == start)
+    }
+
+    pub fn args_of(pid: u32) -> Option<Vec<String>> {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        // The list ends with a NUL, which leaves an empty last piece.
+        if args.last().is_some_and(|a| a.is_empty()) {
+            args.pop();
+        }
+        (!args.is_empty()).then(|| args.split_off(1))
     }
 
     pub fn build_id() -> Option<String> {
@@ -274,6 +319,14 @@ mod sys {
     }
 
     pub fn build_id() -> Option<String> {
+        None
+    }
+
+    pub fn build_running(_build: &str) -> bool {
+        false
+    }
+
+    pub fn args_of(_pid: u32) -> Option<Vec<String>> {
         None
     }
 }
@@ -329,5 +382,29 @@ mod tests {
         let nums: Vec<&str> = text.split_whitespace().collect();
         assert_eq!(nums.len(), 2, "{text}");
         assert_eq!(nums[0], nums[1], "process group == pid");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_running_process_is_known_by_its_start_time_and_shows_its_args() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .to_string();
+        assert_eq!(args_of(pid), Some(vec!["30".to_string()]));
+        assert!(build_running(&format!("{pid}-{start}")));
+        assert!(
+            !build_running(&format!("{pid}-1{start}")),
+            "another start time"
+        );
+        assert!(!build_running("not-a-build"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!build_running(&format!("{pid}-{start}")));
+        assert_eq!(args_of(pid), None);
     }
 }

@@ -79,10 +79,19 @@ pub fn probe(store_dir: &Path, timeout: Duration) -> State {
             State::Stale
         }
         // A daemon killed a moment ago can still take a connection and then
-        // reset it, and an impostor can hang up on us: whoever does not hold
-        // the store's daemon lock is not this store's daemon, so the socket
-        // is a leftover whatever the connection did.
-        Err(_) if lock_holder(store_dir).is_none() => State::Stale,
+        // reset it: a hang-up from something that does not hold the store's
+        // daemon lock is a leftover. (Silence is not: that stays unresponsive.)
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ) && lock_holder(store_dir).is_none() =>
+        {
+            State::Stale
+        }
         Err(e) => State::Unresponsive(e.to_string()),
     }
 }

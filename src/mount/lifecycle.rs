@@ -115,6 +115,9 @@ pub fn mount_worktree(
     rec.linked = true;
     save(&rec)?;
     layout::ignore_in_git(&wt, &target);
+    drop(guard);
+    // A new mounted target starts with the units other builds finished, by reference.
+    crate::seed::at_mount(store_dir, &wt, &target);
     Ok((outcome, Some(child)))
 }
 
@@ -358,6 +361,8 @@ pub fn release(store_dir: &Path, id: &str) -> Result<(), MountError> {
             .map_err(|e| err(format!("removing mount state: {e}")));
     };
     let mountpoint = rec.mountpoint();
+    // What the worktree built outlives it as seeds (read while the mount still serves it).
+    crate::seed::before_remove(store_dir, &rec.worktree, &rec.target, Some(mountpoint));
     if kache_fs::mount_health(mountpoint) != MountHealth::NotMounted {
         let _ = kache_fs::unmount(mountpoint, true);
     }

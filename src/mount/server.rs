@@ -175,7 +175,7 @@ pub(super) fn serve(
             }
             Woke::Changed => {}
         }
-        match look_after(&reg, id, &handle) {
+        match look_after(store_dir, &reg, id, &handle) {
             Care::Released => return Ok(None),
             Care::Kept(note) => {
                 if note.is_some() && note != said {
@@ -207,7 +207,7 @@ enum Care {
 /// Done only under the mount's lock, taken without waiting: whoever holds it (`kache unmount`,
 /// `kache worktree remove`, a build putting the link back) is changing the mount, and the next
 /// wake-up looks again.
-fn look_after(reg: &Registry, id: &str, handle: &kache_fs::MountHandle) -> Care {
+fn look_after(store_dir: &Path, reg: &Registry, id: &str, handle: &kache_fs::MountHandle) -> Care {
     let Some(_lock) = reg.try_lock(id) else {
         return Care::Kept(None);
     };
@@ -220,6 +220,8 @@ fn look_after(reg: &Registry, id: &str, handle: &kache_fs::MountHandle) -> Care 
             "kache: {} is gone: releasing its mount",
             rec.worktree.display()
         );
+        // What the worktree built outlives it as seeds (read while this server serves them).
+        crate::seed::before_remove(store_dir, &rec.worktree, &rec.target, Some(mountpoint));
         // Whatever still has files open there belonged to the removed worktree.
         let _ = kache_fs::unmount(mountpoint, true);
         if let Err(e) = reg.forget(id) {

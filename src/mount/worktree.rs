@@ -196,6 +196,13 @@ fn remove(ctx: &Context, path: &Path, force: bool, json: bool) -> CliResult {
             ))));
         }
     }
+    // What this worktree built outlives it as seeds for the next ones: harvested before
+    // its mount or its target goes.
+    if let Ok((wt, target, id)) = locate(&ctx.store_dir, path) {
+        let rec = super::Registry::new(&ctx.store_dir).load(&id);
+        let mountpoint = rec.as_ref().map(|r| r.mountpoint());
+        crate::seed::before_remove(&ctx.store_dir, &wt, &target, mountpoint);
+    }
     // The mount goes first, whatever state the worktree is in (its link goes with it).
     let had_mount = locate(&ctx.store_dir, path)
         .is_ok_and(|(_, _, id)| super::Registry::new(&ctx.store_dir).load(&id).is_some());

@@ -57,7 +57,7 @@ fn io_err(e: opendal::Error) -> RemoteError {
         ErrorKind::Unexpected => "unexpected",
         _ => "io",
     };
-    crate::log::debug(&format!("remote: {e}"));
+    tracing::debug!("remote: {e}");
     RemoteError::Io(kind.to_string())
 }
 

@@ -121,7 +121,7 @@ pub fn lookup(store: &Store, rc: &RemoteConfig, kind: Kind, key: &str) -> Outcom
     let backend = match Backend::open(rc) {
         Ok(b) => b,
         Err(e) => {
-            crate::log::debug(&e);
+            tracing::debug!("remote: cannot open the backend: {e}");
             return Outcome::Error {
                 reason: "config".into(),
             };

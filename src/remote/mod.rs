@@ -38,7 +38,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::log;
 use crate::stats::{Breakdown, Counter, Tally};
 use crate::store::{is_valid_hash, Store};
 
@@ -217,7 +216,7 @@ fn configured(config: &Config) -> Option<RemoteConfig> {
     match RemoteConfig::from_config(config)? {
         Ok(rc) => Some(rc),
         Err(e) => {
-            log::debug(&format!("remote disabled: {e}"));
+            tracing::debug!("remote disabled: {e}");
             None
         }
     }
@@ -257,11 +256,11 @@ pub fn import(store: &Store, config: &Config, kind: Kind, key: &str) -> Option<O
     }
     let o = fetch::lookup(store, &rc, kind, key);
     match &o {
-        Outcome::Miss { reason, .. } if reason != "not-found" && reason != "negative-cached" => {
-            log::debug(&format!("remote miss: {reason}"))
+        Outcome::Imported { bytes_down, .. } => {
+            tracing::debug!(?kind, key, bytes_down, "remote: imported")
         }
-        Outcome::Error { reason } => log::debug(&format!("remote error: {reason}")),
-        _ => {}
+        Outcome::Miss { reason, .. } => tracing::debug!(?kind, key, "remote miss: {reason}"),
+        Outcome::Error { reason } => tracing::debug!(?kind, key, "remote error: {reason}"),
     }
     Some(o)
 }
@@ -307,10 +306,11 @@ pub fn queue_upload(
         Ok(true) => Upload::Queued,
         Ok(false) => Upload::AlreadyQueued,
         Err(e) => {
-            log::debug(&format!("cannot queue upload: {e}"));
+            tracing::debug!(result, "cannot queue upload: {e}");
             return Some(Upload::Failed);
         }
     };
+    tracing::debug!(direct, result, "remote: upload {done:?}");
     if rc.background_drain {
         spool::start_background_drain(store);
     }

@@ -100,7 +100,7 @@ pub fn start_background_drain(store: &Store) {
         .stderr(Stdio::null())
         .spawn();
     if let Err(e) = spawned {
-        crate::log::debug(&format!("cannot start a background drain: {e}"));
+        tracing::debug!("cannot start a background drain: {e}");
     }
 }
 

@@ -279,6 +279,19 @@ impl Language for Cc {
         if let Some(Ok(seen)) = session.map(|s| s.finish(&filter)) {
             self.seen_ahead = self.to_observed(call, &seen, started).ok();
         }
+        // C/C++ keys have no named groups (no `why-miss` yet); the log shows
+        // what went in, by digest, for whoever compares two builds.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let digest = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+            tracing::debug!(
+                unit = %self.unit(),
+                compiler = %digest(ident.as_bytes()),
+                preprocessed = %digest(&pre.stdout),
+                modeled_flags = ?self.inv.modeled,
+                source_date_epoch = ?time,
+                "key inputs"
+            );
+        }
         Ok(Some(key::cache_key(&key::KeyInput {
             compiler_identity: ident.as_bytes(),
             invocation: &self.inv,

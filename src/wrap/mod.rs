@@ -13,6 +13,7 @@
 
 pub mod cc;
 pub mod exec;
+pub mod inputs;
 pub mod observe;
 pub mod outcome;
 mod path_local;
@@ -62,11 +63,14 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // A broken config must not break the build: say so, compile plainly.
+            log::init_from_env();
             log::warn(&format!("{e}; compiling without the cache"));
             return plain(compiler, rest);
         }
     };
+    log::init_from_config(&ctx.config);
     if ctx.config.cache_disabled() {
+        tracing::debug!("cache disabled: running the compiler plainly");
         return plain(compiler, rest);
     }
     crate::mount::notice::at_wrapper_start(&ctx.store_dir, is_rustc(compiler), rest);
@@ -106,7 +110,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Lang::Cc => cc::run(&mut call, compiler, rest),
     };
     if let Err(e) = std::mem::take(&mut call.tally).flush(&call.store) {
-        log::debug(&format!("cannot update counters: {e}"));
+        tracing::debug!("cannot update counters: {e}");
     }
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -183,6 +187,27 @@ fn run_plainly(compiler: &OsStr, args: &[OsString]) -> i32 {
     }
 }
 
+/// What a log line calls a call kache did not take apart: its crate name,
+/// else its C/C++ source, else `-`.
+fn unit_in_args(args: &[OsString]) -> String {
+    let crate_name = args
+        .iter()
+        .position(|a| a == "--crate-name")
+        .and_then(|i| args.get(i + 1));
+    let source = || {
+        args.iter().rev().find(|a| {
+            let ext = Path::new(a).extension().and_then(OsStr::to_str);
+            matches!(
+                ext,
+                Some("c" | "cc" | "cpp" | "cxx" | "m" | "mm" | "s" | "S")
+            )
+        })
+    };
+    crate_name
+        .or_else(source)
+        .map_or_else(|| "-".into(), |a| a.to_string_lossy().into_owned())
+}
+
 /// One wrapper call: where it runs, the store, and what it has counted so
 /// far (written once, at the end).
 pub struct Call {
@@ -212,6 +237,11 @@ impl Call {
 
     /// Counts how the call ended and appends its event, from the one value.
     pub fn record(&mut self, outcome: &Outcome, unit: Option<&str>) {
+        self.log(outcome, unit.unwrap_or("-"));
+        self.count_and_append(outcome, unit);
+    }
+
+    fn count_and_append(&mut self, outcome: &Outcome, unit: Option<&str>) {
         self.tally.extend(outcome.tally(self.lang));
         let mut e = outcome.event(self.lang);
         e.t = std::time::SystemTime::now()
@@ -224,10 +254,65 @@ impl Call {
         crate::events::append(self.store.root(), &e);
     }
 
+    /// The diagnostics of an outcome (`KACHE_LOG=kache::wrap=debug`): what
+    /// went into the key, group by group (digests, never contents), then
+    /// how the call ended and why.
+    fn log(&self, outcome: &Outcome, unit: &str) {
+        let lang = self.lang.as_str();
+        for (group, digest) in &self.key_groups {
+            tracing::debug!(
+                lang = %lang,
+                unit = %unit,
+                group = %group,
+                digest = %digest,
+                "key group"
+            );
+        }
+        match outcome {
+            Outcome::Hit {
+                bytes,
+                remote,
+                direct,
+            } => {
+                tracing::debug!(lang = %lang, unit = %unit, bytes, remote, direct, "hit")
+            }
+            Outcome::Miss {
+                reason,
+                stored: Ok(bytes),
+            } => tracing::debug!(
+                lang = %lang,
+                unit = %unit,
+                bytes,
+                "miss: {}; compiled and stored",
+                reason.label()
+            ),
+            Outcome::Miss {
+                reason,
+                stored: Err(why),
+            } => tracing::debug!(
+                lang = %lang,
+                unit = %unit,
+                "miss: {}; compiled, not stored: {}",
+                reason.label(),
+                why.label()
+            ),
+            Outcome::Passthrough(why) => {
+                tracing::debug!(lang = %lang, unit = %unit, "passthrough: {}", why.label())
+            }
+            Outcome::Error => {
+                tracing::debug!(lang = %lang, unit = %unit, "error: the compiler could not be run")
+            }
+        }
+    }
+
     /// Runs the real compiler (or the fallback wrapper) uncached and records
     /// the passthrough with its reason.
     pub fn passthrough(&mut self, compiler: &OsStr, args: &[OsString], why: Passthrough) -> i32 {
-        self.record(&Outcome::Passthrough(why), None);
+        let outcome = Outcome::Passthrough(why);
+        // The event keeps no unit (the call was not understood); the log
+        // names what it can, so a reader finds the call.
+        self.log(&outcome, &unit_in_args(args));
+        self.count_and_append(&outcome, None);
         match self.fallback() {
             Some(fb) => {
                 let mut all = vec![compiler.to_os_string()];

@@ -31,8 +31,8 @@ use kache_recorder::{Filter, Incomplete, ObservedInputs, Recorder, Unavailable};
 use kache_wrapper::key::KeyBuilder;
 use kache_wrapper::paths::tokenize_bounded;
 
+use super::inputs::Observed;
 use super::outcome::NotStored;
-use super::pipeline::Observed;
 use crate::config::{Config, Observe};
 use crate::store::manifest::FoundBy;
 use crate::store::{memo, Store};
@@ -201,7 +201,7 @@ fn convert(
             continue;
         }
         if meta.modified().is_ok_and(|m| m > scope.started) {
-            crate::log::debug(&format!("{} changed during the compile", p.display()));
+            tracing::debug!("{} changed during the compile", p.display());
             refuse(NotStored::InputModifiedDuringCompile)?;
             continue;
         }
@@ -243,10 +243,7 @@ fn convert(
             continue;
         };
         if meta.modified().is_ok_and(|m| m > scope.started) {
-            crate::log::debug(&format!(
-                "{} listed and changed during the compile",
-                d.display()
-            ));
+            tracing::debug!("{} listed and changed during the compile", d.display());
             refuse(NotStored::InputModifiedDuringCompile)?;
             continue;
         }
@@ -285,7 +282,7 @@ fn convert(
 }
 
 fn vanished(p: &Path) -> NotStored {
-    crate::log::debug(&format!("{} was read and is gone", p.display()));
+    tracing::debug!("{} was read and is gone", p.display());
     NotStored::InputVanished
 }
 
@@ -466,7 +463,7 @@ pub fn prune_sessions(store: &Store, max_age: std::time::Duration) -> u64 {
 
 /// Logs why a recording was incomplete (kache's debug log).
 pub fn note_incomplete(why: &Incomplete) {
-    crate::log::debug(&format!("{why}; inputs inferred strictly"));
+    tracing::debug!("{why}; inputs inferred strictly");
 }
 
 #[cfg(test)]

@@ -58,45 +58,7 @@ use crate::store::{memo, Entry, ManifestMiss, OpenedBlobs, OutputFile, Record, R
 /// How long a compile waits for a peer compiling the same key.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// What a compile read: the inputs a manifest record holds. Paths and
-/// values are in token form (see [`Language::tokenize`]); relative paths
-/// are relative to the call's directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// (path, blake3, size) of every file read.
-    pub files: Vec<(String, String, u64)>,
-    /// (name, value or `None` when unset) of every variable read.
-    pub env: Vec<(String, Option<String>)>,
-    /// Paths looked up and not found (a file there would have been used).
-    pub absent: Vec<String>,
-    /// The roots (name, absolute path) the outputs still hold, when they do.
-    pub local: Vec<(String, String)>,
-    /// Paths looked up and found without being read.
-    pub present: Vec<String>,
-    /// (directory, digest of its listing) of every listing read.
-    pub listed: Vec<(String, String)>,
-    /// (path, what it resolved to) of every path that resolved elsewhere.
-    pub links: Vec<(String, String)>,
-    /// How these inputs were found.
-    pub found_by: FoundBy,
-}
-
-impl Observed {
-    /// The manifest record of these inputs, leading to `result`.
-    fn record(self, result: &str) -> Record {
-        Record {
-            files: self.files,
-            env: self.env,
-            absent: self.absent,
-            local: self.local,
-            present: self.present,
-            listed: self.listed,
-            links: self.links,
-            found_by: self.found_by,
-            result: result.to_string(),
-        }
-    }
-}
+pub use super::inputs::Observed;
 
 /// A key and the digests of its groups (what `why-miss` compares).
 pub type KeyAndGroups = (String, BTreeMap<String, String>);
@@ -286,6 +248,9 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         },
         ahead: None,
     };
+    if let Some(k) = &keys.direct {
+        tracing::debug!(unit = %unit, key = %k, "direct key");
+    }
     let mut first_miss = None;
     if keys.direct.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
@@ -297,6 +262,9 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         Ok(k) => k,
         Err(p) => return call.passthrough(compiler, args, p),
     };
+    if let Some(k) = &keys.ahead {
+        tracing::debug!(unit = %unit, key = %k, "key ahead of compiling");
+    }
     if keys.ahead.is_some() {
         match look_up(call, &target(lang, &mount), &keys) {
             Ok(served) => return hit(call, lang, &keys, &unit, served, false),
@@ -325,6 +293,9 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     )
     .ok()
     .flatten();
+    if lock.is_none() {
+        tracing::debug!(unit = %unit, "key lock not taken: compiling without it");
+    }
     let reason = match look_up(call, &target(lang, &mount), &keys) {
         Ok(served) => return hit(call, lang, &keys, &unit, served, false),
         Err(r) => r,
@@ -391,6 +362,7 @@ fn import_from_remote(call: &mut Call, keys: &Keys) -> bool {
         };
         call.count_all(o.tally());
         if matches!(o, remote::Outcome::Imported { .. }) {
+            tracing::debug!(?kind, key, "imported from the remote; looking up again");
             return true;
         }
     }
@@ -412,6 +384,7 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<S
         match call.store.get_manifest(direct) {
             Ok(manifest) => {
                 miss = MissReason::InputsChanged;
+                tracing::debug!(records = manifest.records.len(), "manifest found");
                 for rec in &manifest.records {
                     if !trusted(call, rec) || !inputs_match(call, t.lang, rec) {
                         continue;
@@ -467,10 +440,7 @@ fn is_file_or_absent(p: &Path) -> bool {
 /// unchanged. Cheap checks first.
 fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     let changed = |what: &str, name: &str| {
-        log::debug(&format!(
-            "record for {} does not hold: {what} {name}",
-            rec.result
-        ));
+        tracing::debug!("record for {} does not hold: {what} {name}", rec.result);
         false
     };
     if rec.is_path_local() {
@@ -550,6 +520,7 @@ fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, 
         match memo::file_digest(&call.store, &path) {
             Ok((h, _)) if h == out.blob => {}
             _ => {
+                tracing::debug!(blob = %out.blob, "blob does not hash to its name: removed");
                 let _ = fs::remove_file(&path);
                 return Err(MissReason::BlobCorrupt);
             }
@@ -645,6 +616,12 @@ fn restore(
     if let Some(root) = mount {
         match place_in_mount(root, to_place) {
             Some(Ok(bytes)) => {
+                tracing::debug!(
+                    mount = %root.display(),
+                    files = to_place.len(),
+                    bytes,
+                    "placed by reference in the mount"
+                );
                 call.count(Counter::MountBytes, bytes);
                 call.count(Counter::MountFiles, to_place.len() as u64);
                 return Ok(Placed {
@@ -652,8 +629,13 @@ fn restore(
                     ..Placed::default()
                 });
             }
-            Some(Err(_)) => call.count(Counter::MountErrors, 1),
-            None => {}
+            Some(Err(e)) => {
+                tracing::debug!(mount = %root.display(), "placement refused ({e}): restoring");
+                call.count(Counter::MountErrors, 1);
+            }
+            None => {
+                tracing::debug!(mount = %root.display(), "an output is outside it: restoring");
+            }
         }
     }
     // In entry order: where each output goes, `None` for those not placed.
@@ -665,7 +647,17 @@ fn restore(
     let report = call
         .store
         .restore(entry, opened, |_| dests.next().flatten())
-        .map_err(|_| MissReason::RestoreIo)?;
+        .map_err(|e| {
+            tracing::debug!("restore failed: {e}");
+            MissReason::RestoreIo
+        })?;
+    tracing::debug!(
+        files = report.files,
+        reflink_bytes = report.reflink_bytes,
+        hardlink_bytes = report.hardlink_bytes,
+        copy_bytes = report.copy_bytes,
+        "restored"
+    );
     call.count(Counter::ReflinkBytes, report.reflink_bytes);
     call.count(Counter::HardlinkBytes, report.hardlink_bytes);
     call.count(Counter::CopyBytes, report.copy_bytes);
@@ -750,7 +742,7 @@ fn start_recording(call: &mut Call, cmd: &mut Command) -> Option<kache_recorder:
     let session = match observe::recorder(&call.store) {
         Ok(r) => r.session().ok()?,
         Err(e) => {
-            log::debug(&format!("{e}"));
+            tracing::debug!("{e}");
             return None;
         }
     };
@@ -887,10 +879,11 @@ fn path_local_roots<L: Language>(
         .zip(found)
         .filter_map(|(r, f)| f.then_some(r))
         .collect();
-    log::debug(&format!(
-        "path-local search: {searched} bytes in {} us, roots held: {held:?}",
-        t0.elapsed().as_micros()
-    ));
+    tracing::debug!(
+        searched_bytes = searched,
+        us = t0.elapsed().as_micros() as u64,
+        "path-local search: roots held: {held:?}"
+    );
     Ok(held)
 }
 
@@ -916,6 +909,11 @@ fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root:
         .collect();
     match place_in_mount(root, &to_place) {
         Some(Ok(bytes)) => {
+            tracing::debug!(
+                mount = %root.display(),
+                bytes,
+                "compiled outputs turned into placements"
+            );
             call.count(Counter::MountDeduplicatedBytes, bytes);
             for (p, t) in to_place.iter().zip(times) {
                 let reset =
@@ -925,7 +923,10 @@ fn dedup_into_mount<L: Language>(call: &mut Call, lang: &L, entry: &Entry, root:
                 }
             }
         }
-        Some(Err(_)) => call.count(Counter::MountDedupErrors, 1),
+        Some(Err(e)) => {
+            tracing::debug!(mount = %root.display(), "outputs stay in the upper directory: {e}");
+            call.count(Counter::MountDedupErrors, 1);
+        }
         None => {}
     }
 }

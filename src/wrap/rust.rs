@@ -33,7 +33,13 @@ use crate::worktree;
 pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
     match Rust::new(call, compiler, args) {
         Ok(Some(mut rust)) => pipeline::run(call, &mut rust, compiler, args),
-        Ok(None) => super::run_plainly(compiler, args),
+        Ok(None) => {
+            // cargo's compiler probes come before any freshness check: seed a new target.
+            let seeded = crate::seed::at_probe(&call.ctx, &call.store, compiler, args);
+            call.count_all(seeded);
+            tracing::debug!("not a compile (a query such as -vV or --print): rustc runs as given");
+            super::run_plainly(compiler, args)
+        }
         Err(why) => call.passthrough(compiler, args, why),
     }
 }

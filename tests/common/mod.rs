@@ -68,6 +68,8 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
         "KACHE_FALLBACK",
         "KACHE_DISABLE",
         "KACHE_OBSERVE",
+        "KACHE_LOG",
+        "KACHE_LOG_FILE",
         "CC",
         "CXX",
         "CARGO_MAKEFLAGS",
@@ -75,8 +77,11 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     ] {
         c.env_remove(v);
     }
+    // Seeding would make a new worktree's registry units Fresh, so they would never
+    // reach the wrapper these tests measure; the seeding tests turn it back on.
     c.env("RUSTC_WRAPPER", kache_bin())
         .env("KACHE_DIR", store)
+        .env("KACHE_SEED", "0")
         .env("CARGO_TERM_COLOR", "never");
     c
 }
@@ -176,6 +181,8 @@ pub fn isolated(program: impl AsRef<std::ffi::OsStr>, dir: &Path, store: &Path) 
         "KACHE_EXCLUDE",
         "KACHE_MAX_SIZE",
         "KACHE_OBSERVE",
+        "KACHE_LOG",
+        "KACHE_LOG_FILE",
         "SOURCE_DATE_EPOCH",
         "CC",
         "CXX",
