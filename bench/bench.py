@@ -992,6 +992,176 @@ def micro(root: Path, n: int):
     return res
 
 
+# ---------------------------------------------------------------- edit loop (issue 13)
+
+# One edit of a leaf crate (the binary, nothing depends on it) and one of a root crate
+# (a library the others depend on) per workload: (file, text replaced, replacement).
+# `{n}` makes every edit new, so no edit can be served by an earlier one; each edit
+# starts again from the original file, so edits never pile up.
+EDITS = {
+    "app": {
+        "leaf": ("src/main.rs", 'tracing::info!(got, "received");',
+                 'tracing::info!(got, edit = {n}u64, "received");'),
+        "root": ("crates/model/src/lib.rs", "    let re = regex::Regex::new",
+                 "    let _edit = std::hint::black_box({n}u64);\n    let re = regex::Regex::new"),
+    },
+    "ws": {
+        "leaf": ("app/src/main.rs", "let unused_variable = 1;",
+                 "let unused_variable = 1; let _edit = std::hint::black_box({n}u64);"),
+        "root": ("core/src/lib.rs", 'format!("hello, {name}")',
+                 '{ let _edit = std::hint::black_box({n}u64); format!("hello, {name}") }'),
+    },
+}
+
+# The ways of building an edit loop is measured with: plain cargo (incremental on, the
+# dev profile's default), kache with its default policy (`rust.incremental = "keep"`),
+# and kache with the policy it had before (`strip`), sharing kache's store.
+EDIT_MODES = [("nocache", "no cache (cargo, incremental)", None),
+              ("kache", "kache (default: keep)", "keep"),
+              ("kache-strip", "kache, rust.incremental = strip", "strip")]
+
+
+def edit_loop_env(mode, policy):
+    env = mode.rust_env(base_env()) if policy else base_env()
+    if policy:
+        env["KACHE_RUST_INCREMENTAL"] = policy
+    return env
+
+
+def apply_edit(wt: Path, edit, n):
+    """Writes edit `edit` number `n` into worktree `wt` (from the original text)."""
+    rel, old, new = edit
+    original = (wt / (rel + ".orig"))
+    if not original.exists():
+        shutil.copy2(wt / rel, original)
+    text = original.read_text()
+    assert old in text, f"edit anchor {old!r} not in {rel}"
+    (wt / rel).write_text(text.replace(old, new.replace("{n}", str(n)), 1))
+
+
+def measure_edit_loop(wl, root: Path, reps: int):
+    """An edit-rebuild loop in one worktree: a leaf crate and a root crate of the workspace
+    edited `reps` times each, every edit timed as one `cargo build`, for plain cargo and
+    kache side by side (the modes take turns, so load on the machine hits them alike).
+    Then: a no-op build in each (the loop left nothing stale), and fresh worktrees at the
+    original and at the last edited sources, which kache must serve from its store."""
+    mdir = root / f"{wl.slug}-edit-loop"
+    rmtree(mdir)
+    mdir.mkdir(parents=True)
+    edits = EDITS["ws" if wl.src.name == "ws" else "app"]
+    res = {"workload": wl.name, "reps": reps, "edits": {k: v[0] for k, v in edits.items()},
+           "modes": [], "builds": []}
+    logfile = mdir / "build.log"
+    store = mdir / "store"
+    store.mkdir()
+    kache = Kache(store)
+    why = kache.available()
+    if why:
+        res["not_available"] = why
+        return res
+    res["kache_version"] = kache.version()
+    modes = []
+    for name, label, policy in EDIT_MODES:
+        wt = mdir / name / "wt"
+        wl.make_worktree(wt)
+        modes.append({"mode": name, "label": label, "policy": policy, "wt": wt,
+                      "env": edit_loop_env(kache, policy)})
+
+    def build(m, phase, wt=None):
+        wt = wt or m["wt"]
+        if m["policy"]:
+            kache.before_build(m["env"])
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        w0 = time.perf_counter()
+        built = sh(wl.build(wt), cwd=wt, env=m["env"], logfile=logfile)
+        wall = time.perf_counter() - w0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        st = kache.stats(m["env"]) if m["policy"] else None
+        row = {"mode": m["mode"], "phase": phase, "wall_s": round(wall, 3),
+               "cpu_s": round(cpu, 3), "stats": st,
+               "units_compiled_by_cargo": sum(1 for ln in built.splitlines()
+                                              if ln.strip().startswith("Compiling ")),
+               "output": wl.run_binary(wt, m["env"])}
+        res["builds"].append(row)
+        log(f"  edit loop {m['mode']} {phase}: {wall:.2f}s (CPU {cpu:.2f}s), cargo compiled "
+            f"{row['units_compiled_by_cargo']}, stats "
+            f"{ {k: v for k, v in (st or {}).items() if k in ('hits', 'misses', 'passthroughs')} }")
+        return row
+
+    try:
+        for m in modes:
+            build(m, "cold")
+            build(m, "noop_before")
+        reference = res["builds"][0]["output"]
+        n = 0
+        same = True
+        for i in range(reps):
+            for kind, edit in edits.items():
+                n += 1
+                # Take turns: a different mode goes first each round.
+                outputs = set()
+                for m in modes[i % len(modes):] + modes[:i % len(modes)]:
+                    apply_edit(m["wt"], edit, n)
+                    outputs.add(build(m, f"edit_{kind}")["output"])
+                same = same and len(outputs) == 1
+        res["edit_outputs_identical"] = same
+        for m in modes:
+            build(m, "noop_after")
+        # Fresh worktrees served by the store: at the original sources, and at the
+        # sources the loop ended with (the last edit of each kind).
+        km = modes[1]
+        fresh = mdir / "kache" / "fresh-original"
+        wl.make_worktree(fresh)
+        res["fresh_original"] = build(km, "fresh_original", fresh)
+        fresh_edited = mdir / "kache" / "fresh-edited"
+        wl.make_worktree(fresh_edited)
+        for kind, edit in edits.items():
+            shutil.copy2(km["wt"] / edit[0], fresh_edited / edit[0])
+        res["fresh_edited"] = build(km, "fresh_edited", fresh_edited)
+        res["outputs_identical"] = all(b["output"] == reference for b in res["builds"]
+                                       if b["phase"] in ("cold", "fresh_original"))
+    except Exception as e:
+        res["error"] = str(e)[:3000]
+        log(f"  edit loop: ERROR {str(e)[:500]}")
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            for m in modes:
+                rmtree(m["wt"].parent)
+    for b in res["builds"]:
+        b.pop("output", None)
+    for m in modes:
+        rows = lambda kind, what: [b[what] for b in res["builds"]
+                                   if b["mode"] == m["mode"] and b["phase"] == f"edit_{kind}"]
+        res["modes"].append({"mode": m["mode"], "label": m["label"], "policy": m["policy"],
+                             **{f"{kind}_median_s": median(rows(kind, "wall_s")) for kind in edits},
+                             **{f"{kind}_walls_s": rows(kind, "wall_s") for kind in edits},
+                             **{f"{kind}_cpu_median_s": median(rows(kind, "cpu_s"))
+                                for kind in edits},
+                             **{f"{kind}_cpus_s": rows(kind, "cpu_s") for kind in edits}})
+    base = res["modes"][0]
+    for m in res["modes"][1:]:
+        for kind in edits:
+            for what, ratio in (("median_s", "vs_nocache"), ("cpu_median_s", "cpu_vs_nocache")):
+                a, b = m.get(f"{kind}_{what}"), base.get(f"{kind}_{what}")
+                m[f"{kind}_{ratio}"] = round(a / b, 3) if a and b else None
+            # Less sensitive to load that drifts during the run: the rebuilds of one
+            # round ran back to back, so compare within rounds; and the least
+            # disturbed rebuild of each mode.
+            pairs = [a / b for a, b in zip(m[f"{kind}_walls_s"], base[f"{kind}_walls_s"]) if b]
+            m[f"{kind}_paired_vs_nocache"] = round(median(pairs), 3) if pairs else None
+            fa, fb = m[f"{kind}_walls_s"], base[f"{kind}_walls_s"]
+            m[f"{kind}_fastest_vs_nocache"] = round(min(fa) / min(fb), 3) if fa and fb else None
+    for m in res["modes"]:
+        log(f"  edit loop {m['mode']}: " + ", ".join(
+            f"{kind} {m.get(f'{kind}_median_s')}s" + (
+                f" ({m[f'{kind}_vs_nocache']}x)" if m.get(f"{kind}_vs_nocache") else "")
+            + f" CPU {m.get(f'{kind}_cpu_median_s')}s" + (
+                f" ({m[f'{kind}_cpu_vs_nocache']}x)" if m.get(f"{kind}_cpu_vs_nocache") else "")
+            for kind in edits))
+    return res
+
+
 # ---------------------------------------------------------------- machine
 
 def machine():
@@ -1042,7 +1212,7 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     root = WORK / ("quick" if a.quick else "full")
-    wanted = a.workloads or ["rust", "c", "micro"]
+    wanted = a.workloads or ["rust", "c", "micro", "edit"]
     only = set(filter(None, a.modes.split(",")))
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "quick": a.quick, "reps": a.reps, "machine": machine(),
@@ -1055,12 +1225,7 @@ def main():
         (out / "report.json").write_text(json.dumps(report, indent=1))
 
     if "rust" in wanted:
-        if a.quick:
-            wl = RustWorkload("rust-quick (tests/fixtures/ws)", REPO / "tests/fixtures/ws",
-                              REPO / "tests/fixtures/vendor", "app")
-        else:
-            wl = RustWorkload("rust-app (bench/workloads/app)", Path(a.app_src),
-                              Path(a.app_vendor), "benchapp")
+        wl = rust_workload(a)
         report["workloads"].append(run_workload(wl, RUST_MODES, root, a, only, report, save))
         save()
     if "c" in wanted:
@@ -1070,10 +1235,25 @@ def main():
     if "micro" in wanted:
         log("micro: single hits")
         report["micro"] = micro(root, 10 if a.quick else 30)
+    if "edit" in wanted:
+        log("edit loop (issue 13)")
+        report["edit_loop"] = measure_edit_loop(rust_workload(a), root, max(a.reps, 5))
+        save()
     report["load_after"] = loadavg()
     report["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     save()
     log(f"wrote {out / 'report.json'}")
+
+
+def rust_workload(a):
+    if a.quick:
+        wl = RustWorkload("rust-quick (tests/fixtures/ws)", REPO / "tests/fixtures/ws",
+                          REPO / "tests/fixtures/vendor", "app")
+    else:
+        wl = RustWorkload("rust-app (bench/workloads/app)", Path(a.app_src),
+                          Path(a.app_vendor), "benchapp")
+    wl.slug = re.sub(r"[^a-z0-9]+", "-", wl.name.split(" ")[0].lower())
+    return wl
 
 
 def run_workload(wl, modes, root, a, only, report, save):

@@ -193,7 +193,7 @@ def render_md(rep):
     busy = [s for s in rep.get("load_samples", []) if float(s["load"][0]) > (m["cores"] or 1) * 0.75]
     if busy or float(rep["load_before"][0]) > (m["cores"] or 1) * 0.75:
         L.append(f"- **The machine was shared**: other engineers' builds ran during this run "
-                 f"(1-min load up to {max(float(s['load'][0]) for s in rep.get('load_samples', [{'load': rep['load_before']}])):.1f} "
+                 f"(1-min load up to {max(float(s['load'][0]) for s in (rep.get('load_samples') or [{'load': rep['load_before']}])):.1f} "
                  f"on {m['cores']} cores). Wall times are inflated and noisy; CPU times "
                  "(user+sys) are less affected. Ratios are taken within the same run.")
     if rep.get("build_note"):
@@ -349,6 +349,8 @@ def render_md(rep):
                          f"{r['mean_ms']:.1f} ms | {note} |")
             L.append("")
 
+    L.extend(edit_loop_md(rep.get("edit_loop")))
+
     L.append("## Every build\n")
     L.append("| workload | mode | phase | worktree | wall | CPU | hits/misses/pass | units cargo compiled | output |")
     L.append("|---|---|---|---|---|---|---|---|---|")
@@ -365,6 +367,73 @@ def render_md(rep):
         L.append("Load average (1/5/15 min) when each mode started: " + "; ".join(
             f"{s['at']} {s['mode']} {'/'.join(s['load'])}" for s in rep["load_samples"]) + ".\n")
     return "\n".join(L) + "\n"
+
+
+EDIT_LIMIT = 1.10  # issue 13: an edit-rebuild loop costs at most 1.1x plain cargo's
+
+
+def edit_loop_md(el):
+    """The edit-loop phase: one worktree, a leaf and a root workspace crate edited
+    and rebuilt again and again, each mode beside plain cargo (incremental on)."""
+    if not el:
+        return []
+    L = [f"## Edit loop (issue 13): {el['workload']}\n"]
+    if el.get("not_available"):
+        return L + [f"Not available: {el['not_available']}\n"]
+    kinds = list(el.get("edits", {}))
+    L.append("Each edit is a new change to " + ", ".join(
+        f"the {k} crate (`{f}`)" for k, f in el["edits"].items())
+        + f", built with `cargo build` in the same worktree, {el['reps']} times each; the modes "
+        "take turns (a different one first each round) so load hits them alike. Plain cargo "
+        "builds incrementally (the dev profile's default); so does kache by default "
+        "(`rust.incremental = \"keep\"`). Wall time and CPU (user+sys of everything the "
+        "build waited for) of each rebuild; ratios of medians.\n")
+    head = "| mode | " + " | ".join(
+        f"{k} edit wall (median) | ÷ no cache | {k} CPU (median) | ÷ no cache" for k in kinds) + \
+        " | " + " | ".join(f"every {k} rebuild (wall)" for k in kinds) + " |"
+    L.append(head)
+    L.append("|" + "---|" * (1 + 5 * len(kinds)))
+    for m in el.get("modes", []):
+        cells = []
+        for k in kinds:
+            cells += [fmt_s(m.get(f"{k}_median_s")), fmt_r(m.get(f"{k}_vs_nocache")),
+                      fmt_s(m.get(f"{k}_cpu_median_s")), fmt_r(m.get(f"{k}_cpu_vs_nocache"))]
+        walls = [", ".join(f"{w:.2f}" for w in m.get(f"{k}_walls_s", [])) for k in kinds]
+        L.append(f"| {m['label']} | " + " | ".join(cells + walls) + " |")
+    L.append("")
+    for m in el.get("modes", [])[1:]:
+        if any(m.get(f"{k}_paired_vs_nocache") for k in kinds):
+            L.append(f"{m['label']}, less sensitive to drifting load: " + "; ".join(
+                f"{k} edit: median of the per-round ratios "
+                f"{fmt_r(m.get(f'{k}_paired_vs_nocache'))}, fastest rebuild ÷ fastest plain "
+                f"{fmt_r(m.get(f'{k}_fastest_vs_nocache'))}" for k in kinds) + ".\n")
+    km = next((m for m in el.get("modes", []) if m["mode"] == "kache"), None)
+    if km:
+        for k in kinds:
+            v = km.get(f"{k}_vs_nocache")
+            verdict = "not measured" if v is None else (
+                "met" if v <= EDIT_LIMIT else f"**missed** by {v / EDIT_LIMIT:.2f}× the limit")
+            L.append(f"- target ≤ {EDIT_LIMIT}× plain cargo, {k} edit: "
+                     f"{'–' if v is None else f'{v:.2f}×'}, {verdict}")
+    for key, what in (("fresh_original", "a fresh worktree at the original sources"),
+                      ("fresh_edited", "a fresh worktree at the loop's last edits")):
+        r = el.get(key)
+        if r:
+            L.append(f"- {what} (kache): {fmt_s(r['wall_s'])}, hits/misses/pass "
+                     f"{hmp(r.get('stats'))}, cargo compiled {r['units_compiled_by_cargo']} units")
+    for k, what in (("outputs_identical", "program output, cold and fresh builds vs no cache"),
+                    ("edit_outputs_identical", "program output after every edit, all modes")):
+        if k in el:
+            L.append(f"- {what}: {'identical' if el[k] else '**DIFFERS**'}")
+    noop = [b for b in el.get("builds", []) if b["phase"] == "noop_after"]
+    if noop:
+        L.append("- no-op build after the loop, units cargo compiled: " + ", ".join(
+            f"{b['mode']} {b['units_compiled_by_cargo']}" for b in noop))
+    if el.get("error"):
+        L.append(f"\n**Error**: the phase stopped; first lines:\n\n```\n"
+                 + "\n".join(el["error"].splitlines()[:8]) + "\n```")
+    L.append("")
+    return L
 
 
 def svg_chart(rep):

@@ -111,8 +111,8 @@ pub const KEYS: &[KeyDef] = &[
         name: "rust.incremental",
         env: "KACHE_RUST_INCREMENTAL",
         kind: Kind::Str,
-        default: "strip",
-        doc: "`strip`: drop -C incremental and cache; `passthrough`: leave such compiles uncached",
+        default: "keep",
+        doc: "`keep`: compile incrementally in the worktree and cache the result, keyed as incremental; `strip`: drop -C incremental and cache; `passthrough`: leave such compiles uncached",
     },
     KeyDef {
         name: "rust.env",
@@ -271,6 +271,10 @@ impl fmt::Display for Value {
 /// What to do with a Rust compile that asks for incremental compilation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incremental {
+    /// Keep `-C incremental` on the compile of a miss (its state stays in
+    /// the worktree, so the next edit recompiles incrementally) and cache
+    /// the result under a key that says "incremental" without the path.
+    Keep,
     /// Drop `-C incremental` and cache the compile.
     Strip,
     /// Leave it uncached.
@@ -292,6 +296,7 @@ pub enum Observe {
 fn choices(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "cache.observe" => Some(&["auto", "off"]),
+        "rust.incremental" => Some(&["keep", "strip", "passthrough"]),
         _ => None,
     }
 }
@@ -707,7 +712,8 @@ impl Config {
     pub fn rust_incremental(&self) -> Incremental {
         match self.str("rust.incremental") {
             "passthrough" => Incremental::Passthrough,
-            _ => Incremental::Strip,
+            "strip" => Incremental::Strip,
+            _ => Incremental::Keep,
         }
     }
 
@@ -1022,6 +1028,28 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(proj.path(), &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn incremental_compiles_are_kept_by_default_and_every_policy_still_parses() {
+        let c = Config::load(Path::new("/"), &env_of(&[])).unwrap();
+        assert_eq!(c.rust_incremental(), Incremental::Keep);
+        for (text, want) in [
+            ("keep", Incremental::Keep),
+            ("strip", Incremental::Strip),
+            ("passthrough", Incremental::Passthrough),
+        ] {
+            let c =
+                Config::load(Path::new("/"), &env_of(&[("KACHE_RUST_INCREMENTAL", text)])).unwrap();
+            assert_eq!(c.rust_incremental(), want, "{text}");
+        }
+        let err = Config::load(
+            Path::new("/"),
+            &env_of(&[("KACHE_RUST_INCREMENTAL", "strp")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("one of keep, strip, passthrough"), "{err}");
     }
 
     #[test]

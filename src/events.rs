@@ -32,6 +32,10 @@ pub struct Event {
     /// For a miss whose result was not stored, why (`compile-failed`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_stored: Option<String>,
+    /// For a call whose direct lookup could not serve it (it fell back to
+    /// the key ahead: C/C++'s preprocessor), why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_fallback: Option<String>,
     #[serde(default)]
     pub unit: Option<String>,
     #[serde(default)]

@@ -107,10 +107,18 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
     let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut miss_reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut not_stored: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut fallbacks: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut misses: Vec<&Event> = Vec::new();
     for e in &events {
         if e.seed.is_some() {
             continue; // seedings are summed apart, below
+        }
+        if let Some(why) = &e.direct_fallback {
+            *fallbacks
+                .entry(e.lang.clone())
+                .or_default()
+                .entry(why.clone())
+                .or_default() += 1;
         }
         let l = langs.entry(e.lang.clone()).or_default();
         *l.entry(match e.outcome.as_str() {
@@ -193,6 +201,7 @@ pub fn build_report(store: &crate::store::Store, since: Option<Duration>) -> Val
         "top_misses": top,
         "miss_reasons": miss_reasons,
         "not_stored": not_stored,
+        "direct_fallbacks": fallbacks,
         "passthrough_reasons": reasons,
         "passthrough_flags": section("cc.passthrough_flags."),
         "restore": section("restore."),
@@ -313,6 +322,10 @@ pub fn run_report(
     for (title, key) in [
         ("miss reasons", "miss_reasons"),
         ("misses compiled but not stored", "not_stored"),
+        (
+            "direct lookups that fell back (C/C++: to the preprocessor), by reason",
+            "direct_fallbacks",
+        ),
         ("passthrough reasons", "passthrough_reasons"),
     ] {
         if let Some(m) = r[key].as_object().filter(|m| !m.is_empty()) {

@@ -338,6 +338,7 @@ pub enum Breakdown {
     PassthroughFlags,
     MissReasons,
     NotStored,
+    DirectFallbacks,
     RemoteMissReasons,
     RemoteErrorReasons,
     /// Units a seeding left for the wrapper, and why (`seed.skipped.env-differs`).
@@ -359,6 +360,7 @@ impl Breakdown {
             Breakdown::RemoteErrorReasons => ("remote.error_reasons", false),
             Breakdown::SeedSkipped => ("seed.skipped", false),
             Breakdown::SeedHarvestRefused => ("seed.harvest.refused", false),
+            Breakdown::DirectFallbacks => ("direct_fallbacks", true),
         };
         let label = key_segment(label);
         match (per_language, lang) {

@@ -2,7 +2,9 @@
 //! whose records hold what the preprocessor or the compile was seen to read.
 //! A record that still holds gives the result without starting any process
 //! (counted with a logging compiler first on PATH); what direct mode cannot
-//! prove (time macros) is left to the preprocessor.
+//! prove (time macros) is left to the preprocessor, and `kache report` says
+//! why each direct lookup fell back. The cases ccache documents as its limits
+//! are in `cc_direct_mode_limits.rs`.
 
 #![cfg(target_os = "linux")] // the input recorder (LD_PRELOAD, glibc) is Linux-only
 
@@ -240,4 +242,70 @@ fn identical_compiles_from_two_worktrees_at_once_compile_once_when_their_direct_
         (1, 1),
         "the second call waits for the first and hits: {s}"
     );
+}
+
+#[test]
+fn report_names_why_each_direct_lookup_fell_back_to_the_preprocessor() {
+    need_tool("gcc");
+    let p = CcProject::new();
+    p.write("x.c", "#include \"h.h\"\nint v = V;\n");
+    p.write("inc2/h.h", "#define V 2\n");
+    std::fs::create_dir_all(p.root.join("inc1")).unwrap();
+    std::fs::create_dir_all(p.root.join("empty")).unwrap();
+    p.write("t.c", "const char *built = __DATE__;\n");
+    let x = ["-c", "x.c", "-Iinc1", "-Iinc2", "-o", "x.o"];
+    let t = ["-c", "t.c", "-o", "t.o"];
+    let with = |args: &[&str], var: &str, value: &str| {
+        let mut c = p.cmd("gcc", args);
+        c.env(var, value);
+        run_ok(c);
+    };
+    p.cc("gcc", &x); // no-manifest
+    p.cc("gcc", &x); // direct hit: no fallback
+    p.write("inc2/h.h", "#define V 3\n");
+    p.cc("gcc", &x); // changed:file
+    p.write("inc1/h.h", "#define V 1\n");
+    p.cc("gcc", &x); // changed:now-present
+    with(&x, "CPATH", "empty"); // changed:variable (then a preprocessed hit)
+    with(&t, "SOURCE_DATE_EPOCH", "1700000000"); // time-macros
+    with(&t, "SOURCE_DATE_EPOCH", "1700000000"); // time-macros
+
+    let expected = serde_json::json!({
+        "no-manifest": 1,
+        "changed:file": 1,
+        "changed:now-present": 1,
+        "changed:variable": 1,
+        "time-macros": 2,
+    });
+    let out = run_ok({
+        let mut c = isolated(kache_bin(), &p.root, &p.store);
+        c.args(["report", "--json"]);
+        c
+    });
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["direct_fallbacks"]["cc"], expected, "{report}");
+    assert_eq!(p.stats()["cc"]["direct_fallbacks"], expected);
+    let s = p.stats();
+    assert_eq!(
+        (
+            counter_at(&s, "cc.direct_hits"),
+            counter_at(&s, "cc.preprocessed_hits")
+        ),
+        (1, 2),
+        "{s}"
+    );
+
+    let out = run_ok({
+        let mut c = isolated(kache_bin(), &p.root, &p.store);
+        c.arg("report");
+        c
+    });
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = text
+        .split("direct lookups that fell back")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fallback section in the report:\n{text}"));
+    for line in ["cc   2  time-macros", "cc   1  changed:now-present"] {
+        assert!(section.contains(line), "{line:?} missing from:\n{text}");
+    }
 }

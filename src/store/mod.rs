@@ -220,6 +220,18 @@ impl Store {
     /// executable is published 0555 instead of 0444, so executables (whose
     /// restored mode must carry exec bits) can be hardlink-restored too.
     pub fn put_blob_from_path_as(&self, src: &Path, executable: bool) -> io::Result<BlobRef> {
+        self.put_blob_from_path_inspecting(src, executable, &mut |_| {})
+    }
+
+    /// Like [`Store::put_blob_from_path_as`], showing `inspect` every byte
+    /// stored, in order: the one read that hashes (and copies) a file also
+    /// serves whoever must look into it.
+    pub fn put_blob_from_path_inspecting(
+        &self,
+        src: &Path,
+        executable: bool,
+        inspect: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<BlobRef> {
         let file = File::open(src)?;
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
         // Clone first (no bytes copied), then hash what we hold, so the name
@@ -231,7 +243,7 @@ impl Store {
         };
         let (hash, size) = if cloned {
             let mut f = File::open(tmp.path())?;
-            let r = hash_reader(&mut f)?;
+            let r = copy_hashing(&mut f, &mut io::sink(), inspect)?;
             // Commit fsyncs and chmods through this descriptor (both work on
             // a read-only descriptor we own).
             *tmp.file() = f;
@@ -242,7 +254,7 @@ impl Store {
                 .write(true)
                 .create_new(true)
                 .open(tmp.path())?;
-            let r = copy_hashing(&mut &file, &mut out)?;
+            let r = copy_hashing(&mut &file, &mut out, inspect)?;
             *tmp.file() = out;
             r
         };
@@ -708,16 +720,32 @@ impl Store {
 
 /// blake3 of everything `r` yields, with its length.
 pub fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
-    copy_hashing(r, &mut io::sink())
+    copy_hashing(r, &mut io::sink(), &mut |_| {})
 }
 
-/// blake3 of a file's contents.
+/// blake3 of a file's contents. A small file (a source, a header) is read
+/// whole: the copy loop's 256 KiB buffer would cost more to allocate and
+/// zero than the file costs to hash, on every input a hit hashes.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    hash_reader(&mut File::open(path)?)
+    const WHOLE: u64 = 64 * 1024;
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > WHOLE {
+        return hash_reader(&mut f);
+    }
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    f.read_to_end(&mut bytes)?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    Ok((hash, bytes.len() as u64))
 }
 
-/// Copies `r` into `w`, hashing what passes (the one read loop of the store).
-fn copy_hashing(r: &mut impl Read, w: &mut impl Write) -> io::Result<(String, u64)> {
+/// Copies `r` into `w`, hashing what passes and showing it to `inspect`
+/// (the one read loop of the store).
+fn copy_hashing(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    inspect: &mut dyn FnMut(&[u8]),
+) -> io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n_total = 0u64;
@@ -729,6 +757,7 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write) -> io::Result<(String, u6
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
+        inspect(&buf[..n]);
         w.write_all(&buf[..n])?;
         n_total += n as u64;
     }

@@ -16,9 +16,13 @@
 //! the preprocessor runs (under the recorder, so a hit through its key also
 //! records a manifest), as it does everywhere direct mode is not available.
 //!
-//! What direct mode does not serve (left to the preprocessor): sources whose
-//! preprocessor run reported `__DATE__`/`__TIME__`/`__TIMESTAMP__`, and any
-//! compile whose recording was incomplete. A source with an assembler
+//! What direct mode does not serve (left to the preprocessor, and counted
+//! in `kache report` under the label `time-macros`): translation units that
+//! use `__DATE__`/`__TIME__`/`__TIMESTAMP__`, as the preprocessor reported
+//! or as the arguments and files it read spell them; and any compile whose
+//! recording was incomplete. A `.gch` GCC would load is found by GCC itself
+//! (`-fpch-preprocess` on the preprocessor run) and passes through; its
+//! lookups of `.gch` candidates are in the records. A source with an assembler
 //! `.incbin`/`.include` has no key ahead (its preprocessed text does not
 //! hold the file the assembler reads): under the recorder it is keyed by
 //! everything the compile was seen to read, without it it passes through.
@@ -44,6 +48,8 @@ use crate::stats::Counter;
 use crate::store::{memo, Entry};
 
 const OBJECT: &str = "object";
+/// The fallback label of a source whose object depends on time macros.
+const TIME_MACROS: &str = "time-macros";
 const DEPFILE: &str = "depfile";
 
 pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
@@ -86,7 +92,7 @@ pub fn run(call: &mut Call, compiler: &OsStr, args: &[OsString]) -> i32 {
         sde,
         plan: None,
         seen_ahead: None,
-        no_direct_record: false,
+        no_direct_record: None,
         ahead_incomplete: false,
         direct: false,
     };
@@ -113,10 +119,11 @@ struct Cc {
     /// What the preprocessor run was seen to read (a record of the direct
     /// key after a hit through the key ahead).
     seen_ahead: Option<Observed>,
-    /// The preprocessor reported time macros: what the object holds
-    /// depends on more than the files read (`__TIMESTAMP__` is the source's
-    /// mtime), so no record maps the direct key to a result.
-    no_direct_record: bool,
+    /// Why no record may map the direct key to a result (the label of the
+    /// fallback `kache report` shows). Time macros: what the object holds
+    /// depends on more than the files read (`__TIMESTAMP__` is the mtime
+    /// of the file it is in; `__DATE__` the clock unless pinned).
+    no_direct_record: Option<&'static str>,
     /// The preprocessed text does not describe the object whole (an
     /// assembler include): no key ahead, only what the compile read.
     ahead_incomplete: bool,
@@ -154,6 +161,22 @@ impl Cc {
         }
     }
 
+    /// Whether the arguments or a file the preprocessor read (`files`, as
+    /// its line markers name them) spell a time macro. The preprocessor's
+    /// `-Wdate-time` report misses those GCC reads in a system header or
+    /// under a `#pragma GCC diagnostic`; a file that cannot be read counts
+    /// as one that does.
+    fn mentions_time_macros(&self, files: &[String]) -> bool {
+        let in_args = self
+            .args
+            .iter()
+            .any(|a| key::uses_time_macros(a.as_encoded_bytes()));
+        in_args
+            || files.iter().any(|f| {
+                fs::read(self.cwd.join(f)).map_or(true, |text| key::uses_time_macros(&text))
+            })
+    }
+
     /// What the recorder saw the compile (or the preprocessor) read, as
     /// record fields.
     fn to_observed(
@@ -173,6 +196,8 @@ impl Cc {
             loads_plugins: false,
             started,
             filter: &observe::filter(&call.store, &[], &[]),
+            // Absent paths enter the result key only without a key ahead.
+            collapse_absent: !self.ahead_incomplete,
         };
         observe::to_observed(&call.store, seen, &scope)
     }
@@ -250,12 +275,25 @@ impl Language for Cc {
             return Err(Passthrough::PreprocessFailed);
         }
         let reported = key::preprocessor_reported_time_macros(&pre.stderr);
+        let headers = key::included_files(&pre.stdout);
+        if key::preprocessed_uses_pch(&pre.stdout)
+            || self
+                .inv
+                .pch_probe_paths(&self.cwd, &headers)
+                .iter()
+                .any(|p| p.exists())
+        {
+            return Err(Passthrough::PchFound);
+        }
+        // Only a direct record needs more than the report: the preprocessed
+        // text holds every expansion the preprocessor made.
+        let time_macros = reported || (self.direct && self.mentions_time_macros(&headers));
         if key::uses_assembler_include(&pre.stdout) {
             // The assembler reads a file the preprocessed text does not
             // hold. Observed, the compile's reads key it (unless time macros
             // make the object depend on more than what is read); unobserved,
             // refuse.
-            return match self.direct && !reported {
+            return match self.direct && !time_macros {
                 true => {
                     self.ahead_incomplete = true;
                     Ok(None)
@@ -263,18 +301,11 @@ impl Language for Cc {
                 false => Err(Passthrough::AssemblerInclude),
             };
         }
-        let headers = key::included_files(&pre.stdout);
-        if self
-            .inv
-            .pch_probe_paths(&self.cwd, &headers)
-            .iter()
-            .any(|p| p.exists())
-        {
-            return Err(Passthrough::PchFound);
+        if time_macros {
+            self.no_direct_record = Some(TIME_MACROS);
         }
         let time =
             key::time_macro_policy(reported, &sde, version).map_err(Passthrough::CcRefused)?;
-        self.no_direct_record = reported;
         let filter = observe::filter(&call.store, &[], &self.spelled_roots());
         if let Some(Ok(seen)) = session.map(|s| s.finish(&filter)) {
             self.seen_ahead = self.to_observed(call, &seen, started).ok();
@@ -311,9 +342,13 @@ impl Language for Cc {
 
     fn seen_ahead(&mut self) -> Option<Observed> {
         match self.no_direct_record {
-            true => None,
-            false => self.seen_ahead.take(),
+            Some(_) => None,
+            None => self.seen_ahead.take(),
         }
+    }
+
+    fn direct_refusal(&self) -> Option<&'static str> {
+        self.no_direct_record
     }
 
     fn spelled_roots(&self) -> Vec<PathBuf> {
@@ -349,7 +384,7 @@ impl Language for Cc {
             None if self.ahead_incomplete => return Err(NotStored::RecordingIncomplete),
             None => return Ok(None),
         };
-        if self.no_direct_record {
+        if self.no_direct_record.is_some() {
             return Ok(None);
         }
         match self.to_observed(call, &seen, started) {
@@ -447,5 +482,9 @@ impl Language for Cc {
 
     fn out_dir(&self) -> &Path {
         &self.out_dir
+    }
+
+    fn outputs_read_by_later_compiles(&self) -> bool {
+        false
     }
 }

@@ -33,7 +33,7 @@ pub use outcome::{MissReason, NotStored, Outcome, Passthrough};
 use crate::env::Context;
 use crate::log;
 use crate::path_search;
-use crate::stats::{key_segment, Counter, Lang, Tally};
+use crate::stats::{key_segment, Breakdown, Counter, Lang, Tally};
 use crate::store::Store;
 
 fn file_name(arg: &OsStr) -> String {
@@ -98,6 +98,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         started: Instant::now(),
         tally: Tally::default(),
         key_groups: BTreeMap::new(),
+        direct_fallback: None,
     };
     let code = match lang {
         Lang::Rust => rust::run(&mut call, compiler, rest),
@@ -222,6 +223,10 @@ pub struct Call {
     /// Whether this call's compiles run under the input recorder
     /// (`cache.observe = "auto"` in a build that carries it).
     pub observe: bool,
+    /// Why the direct lookup could not serve this call, which then fell
+    /// back to its key ahead (C/C++: the preprocessor); counted and logged
+    /// with the call's outcome.
+    pub direct_fallback: Option<String>,
 }
 
 impl Call {
@@ -244,6 +249,11 @@ impl Call {
     fn count_and_append(&mut self, outcome: &Outcome, unit: Option<&str>) {
         self.tally.extend(outcome.tally(self.lang));
         let mut e = outcome.event(self.lang);
+        if let Some(why) = &self.direct_fallback {
+            self.tally
+                .add_label(Some(self.lang), Breakdown::DirectFallbacks, why);
+            e.direct_fallback = Some(why.clone());
+        }
         e.t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

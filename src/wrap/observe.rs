@@ -141,6 +141,11 @@ pub struct Scope<'a> {
     pub started: SystemTime,
     /// What the recorder filtered out (the filter also drops programs).
     pub filter: &'a Filter,
+    /// Record a path looked up below a directory that does not exist as
+    /// that directory, absent (see [`highest_absent`]). Only where absent
+    /// paths stay out of the result key (a key computed ahead): which
+    /// directories exist differs between machines, the lookups do not.
+    pub collapse_absent: bool,
 }
 
 /// The record fields of a complete recording. Anything that makes one of
@@ -224,10 +229,15 @@ fn convert(
     let candidates = loader_candidates(seen, scope)
         .into_iter()
         .filter(|c| is_absent(c));
+    let mut dirs_present = std::collections::HashSet::new();
     for p in seen.paths_absent.iter().cloned().chain(candidates) {
         if temp.iter().any(|t| t == &p) || (!complete && !is_absent(&p)) {
             continue;
         }
+        let p = match scope.collapse_absent {
+            true => highest_absent(p, &mut dirs_present),
+            false => p,
+        };
         match text(&p) {
             Some(t) if !out.absent.contains(&t) => out.absent.push(t),
             Some(_) => {}
@@ -374,6 +384,30 @@ fn loader_candidates(seen: &ObservedInputs, scope: &Scope) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The highest missing directory above `p`, or `p` itself when its parent
+/// exists. A record holding that directory absent says more than one holding
+/// `p` absent (it fails on any new file there, not only on `p`), never less,
+/// and a hit checks it once for every header candidate below it: a compiler
+/// looks each header up in every include directory, and most of those
+/// lookups are below subdirectories (`bits/`, `sys/`) that exist in one
+/// directory only. `present` caches directories seen to exist.
+fn highest_absent(p: PathBuf, present: &mut std::collections::HashSet<PathBuf>) -> PathBuf {
+    let mut top = None;
+    for dir in p.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() || present.contains(dir) {
+            break;
+        }
+        match is_absent(dir) {
+            true => top = Some(dir.to_path_buf()),
+            false => {
+                present.insert(dir.to_path_buf());
+                break;
+            }
+        }
+    }
+    top.unwrap_or(p)
 }
 
 /// True when `p` is not there (not found, or a component is not a
@@ -539,6 +573,7 @@ mod tests {
             loads_plugins: false,
             started: SystemTime::now(),
             filter: &filter,
+            collapse_absent: false,
         };
         let got: Vec<PathBuf> = loader_candidates(&seen, &scope);
         let want: Vec<PathBuf> = [
@@ -568,6 +603,19 @@ mod tests {
         fs::create_dir(d.path().join("gone")).unwrap();
         fs::write(d.path().join("gone/a.h"), "").unwrap();
         assert_eq!(first_present(paths()).map(String::as_str), Some("gone"));
+    }
+
+    #[test]
+    fn a_lookup_below_a_missing_directory_is_recorded_as_that_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("inc")).unwrap();
+        std::fs::write(d.path().join("f"), "").unwrap();
+        let mut present = std::collections::HashSet::new();
+        let mut top = |p: &str| highest_absent(d.path().join(p), &mut present);
+        assert_eq!(top("inc/bits/types/x.h"), d.path().join("inc/bits"));
+        assert_eq!(top("inc/h.h"), d.path().join("inc/h.h"));
+        assert_eq!(top("gone/h.h"), d.path().join("gone"));
+        assert_eq!(top("f/below/h.h"), d.path().join("f/below"));
     }
 
     #[test]

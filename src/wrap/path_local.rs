@@ -13,17 +13,10 @@
 //! still holds one is path-local: its record names the roots it holds and
 //! only matches where those are the same, and it is never uploaded.
 //!
-//! Cost: every output is read once more on a miss (from the page cache,
-//! just written), searched with `memchr::memmem`.
-
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::Path;
+//! Cost: none of its own on a miss: the store's one read of each output
+//! (to hash and copy it) feeds a [`Searcher`] (`memchr::memmem`).
 
 use memchr::memmem::Finder;
-
-/// How much of a file is searched at a time.
-const CHUNK: usize = 1 << 20;
 
 /// A byte string to look for, and the index of the root it stands for.
 pub type Needle = (usize, Vec<u8>);
@@ -50,57 +43,73 @@ pub fn needles(roots: &[(String, String)]) -> Vec<Needle> {
     all
 }
 
-/// Marks in `found` (one flag per root) the roots whose needles `bytes`
-/// holds.
-pub fn search(bytes: &[u8], needles: &[Needle], found: &mut [bool]) {
-    for (i, n) in needles {
-        if !found[*i] && memchr::memmem::find(bytes, n).is_some() {
-            found[*i] = true;
-        }
-    }
+/// Looks for the roots in a stream of chunks (the bytes of a file as the
+/// store reads them): each chunk as it comes, and each seam between two, so
+/// a root split across chunks is found too. One stream at a time:
+/// [`Searcher::end`] before the next.
+pub struct Searcher<'n> {
+    finders: Vec<(usize, Finder<'n>)>,
+    /// The longest needle's length minus one: how far a match can reach
+    /// across a seam on either side.
+    keep: usize,
+    /// The last `keep` bytes of the stream so far.
+    tail: Vec<u8>,
+    found: Vec<bool>,
 }
 
-/// Like [`search`] over the file at `path`, read in chunks that overlap by
-/// the longest needle so a match across a boundary is found. Stops early
-/// once every root is found.
-pub fn search_file(path: &Path, needles: &[Needle], found: &mut [bool]) -> io::Result<()> {
-    let Some(longest) = needles.iter().map(|(_, n)| n.len()).max() else {
-        return Ok(());
-    };
-    let finders: Vec<(usize, Finder)> = needles.iter().map(|(i, n)| (*i, Finder::new(n))).collect();
-    let mut f = File::open(path)?;
-    let keep = longest.saturating_sub(1);
-    let mut buf = vec![0u8; CHUNK + keep];
-    // Bytes at the front of `buf` carried over from the previous chunk.
-    let mut carried = 0;
-    loop {
-        let n = read_full(&mut f, &mut buf[carried..])?;
-        let filled = carried + n;
-        for (i, fd) in &finders {
-            if !found[*i] && fd.find(&buf[..filled]).is_some() {
-                found[*i] = true;
+impl<'n> Searcher<'n> {
+    /// A searcher for `needles` of `roots` roots.
+    pub fn new(needles: &'n [Needle], roots: usize) -> Searcher<'n> {
+        let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+        Searcher {
+            finders: needles.iter().map(|(i, n)| (*i, Finder::new(n))).collect(),
+            keep: longest.saturating_sub(1),
+            tail: Vec::new(),
+            found: vec![false; roots],
+        }
+    }
+
+    /// True once every root is found (nothing left to look for).
+    pub fn done(&self) -> bool {
+        self.found.iter().all(|f| *f)
+    }
+
+    /// The next bytes of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.finders.is_empty() || self.done() {
+            return;
+        }
+        self.find_in(chunk);
+        let head = chunk.len().min(self.keep);
+        let mut seam = std::mem::take(&mut self.tail);
+        seam.extend_from_slice(&chunk[..head]);
+        if seam.len() > head {
+            self.find_in(&seam);
+        }
+        self.tail = match chunk.len() >= self.keep {
+            true => chunk[chunk.len() - self.keep..].to_vec(),
+            // The whole chunk is in the seam: keep its end.
+            false => seam[seam.len().saturating_sub(self.keep)..].to_vec(),
+        };
+    }
+
+    /// Ends a stream: the next chunk starts a new one.
+    pub fn end(&mut self) {
+        self.tail.clear();
+    }
+
+    /// One flag per root: found or not.
+    pub fn found(&self) -> &[bool] {
+        &self.found
+    }
+
+    fn find_in(&mut self, bytes: &[u8]) {
+        for (i, f) in &self.finders {
+            if !self.found[*i] && f.find(bytes).is_some() {
+                self.found[*i] = true;
             }
         }
-        if n == 0 || found.iter().all(|f| *f) {
-            return Ok(());
-        }
-        carried = keep.min(filled);
-        buf.copy_within(filled - carried..filled, 0);
     }
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut total = 0;
-    while total < buf.len() {
-        match f.read(&mut buf[total..]) {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -113,36 +122,59 @@ mod tests {
             .collect()
     }
 
+    /// The flags after feeding `bytes` in chunks of `size`.
+    fn found_in(needles: &[Needle], roots: usize, bytes: &[u8], size: usize) -> Vec<bool> {
+        let mut s = Searcher::new(needles, roots);
+        for chunk in bytes.chunks(size) {
+            s.feed(chunk);
+        }
+        s.end();
+        s.found().to_vec()
+    }
+
     #[test]
     fn a_path_below_two_roots_names_both_and_a_path_below_one_names_one() {
         let r = roots(&["/nonexistent/w/a", "/nonexistent/w/a/target/"]);
         let n = needles(&r);
-        let mut found = vec![false; 2];
-        search(b"x /nonexistent/w/a/target/debug/x", &n, &mut found);
-        assert_eq!(found, vec![true, true]);
-        let mut found = vec![false; 2];
-        search(b"x /nonexistent/w/a/src/lib.rs", &n, &mut found);
-        assert_eq!(found, vec![true, false]);
+        let below_both = b"x /nonexistent/w/a/target/debug/x";
+        assert_eq!(found_in(&n, 2, below_both, 1 << 20), vec![true, true]);
+        let below_one = b"x /nonexistent/w/a/src/lib.rs";
+        assert_eq!(found_in(&n, 2, below_one, 1 << 20), vec![true, false]);
     }
 
     #[test]
-    fn a_root_is_found_anywhere_in_a_file_even_across_chunks() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_root_is_found_anywhere_in_a_stream_even_across_chunks() {
+        let root = b"/nonexistent/worktree";
         let n = needles(&roots(&["/nonexistent/worktree"]));
-        let p = dir.path().join("out");
-        let found_in = |p: &Path| {
-            let mut found = vec![false];
-            search_file(p, &n, &mut found).unwrap();
-            found[0]
-        };
-        for at in [0, CHUNK - 5, CHUNK, 3 * CHUNK - 1] {
-            let mut bytes = vec![0u8; 3 * CHUNK + 100];
-            bytes[at..at + 21].copy_from_slice(b"/nonexistent/worktree");
-            std::fs::write(&p, &bytes).unwrap();
-            assert!(found_in(&p), "at {at}");
+        // Chunks longer than the root, about as long, and far shorter (a
+        // match then spans several seams).
+        for size in [4096usize, 22, 21, 20, 7, 1] {
+            for at in [
+                0,
+                1,
+                size.saturating_sub(5),
+                size,
+                3 * size + 1,
+                20_000 - 21,
+            ] {
+                let mut bytes = vec![0u8; 20_000];
+                bytes[at..at + root.len()].copy_from_slice(root);
+                assert_eq!(
+                    found_in(&n, 1, &bytes, size),
+                    vec![true],
+                    "at {at}, chunks of {size}"
+                );
+            }
         }
-        std::fs::write(&p, vec![b'/'; 2 * CHUNK]).unwrap();
-        assert!(!found_in(&p));
+        // Never across two streams, nor from a near miss.
+        let mut s = Searcher::new(&n, 1);
+        s.feed(b"xx/nonexistent/work");
+        s.end();
+        s.feed(b"tree");
+        s.feed(b"/nonexistent/worktre");
+        s.end();
+        assert_eq!(s.found(), &[false]);
+        assert_eq!(found_in(&n, 1, &[b'/'; 5000], 64), vec![false]);
     }
 
     #[test]
@@ -154,8 +186,9 @@ mod tests {
         kache_platform::symlink_file(&real, &link).unwrap();
         let n = needles(&roots(&[link.to_str().unwrap()]));
         let real = real.canonicalize().unwrap();
-        let mut found = vec![false];
-        search(real.to_str().unwrap().as_bytes(), &n, &mut found);
-        assert!(found[0]);
+        assert_eq!(
+            found_in(&n, 1, real.to_str().unwrap().as_bytes(), 1 << 20),
+            vec![true]
+        );
     }
 }

@@ -154,6 +154,13 @@ pub trait Language {
         Ok(None)
     }
 
+    /// Why no manifest record of the direct key can serve this call, when
+    /// the key-ahead step found out (C/C++: time macros, whose expansion no
+    /// recorded input holds): the label of the fallback in `kache report`.
+    fn direct_refusal(&self) -> Option<&'static str> {
+        None
+    }
+
     /// What the key-ahead step itself was seen to read (C/C++: the
     /// preprocessor run), for a manifest record of the direct key after a
     /// hit through the key ahead. `None` when it was not observed.
@@ -194,6 +201,15 @@ pub trait Language {
 
     /// Free-form facts kept with the entry (`kache debug`).
     fn meta(&self, groups: &BTreeMap<String, String>) -> serde_json::Value;
+
+    /// Whether later cached compiles read this language's outputs as
+    /// inputs (an rlib is another crate's extern): then a hit memoizes the
+    /// digest of each output it placed, so keying them costs no hashing. A
+    /// C object is read by a link or an archiver, never by a cached compile,
+    /// and the memo would cost every hit a file creation.
+    fn outputs_read_by_later_compiles(&self) -> bool {
+        true
+    }
 
     /// The directory the outputs go to (where a kache mount is looked for).
     fn out_dir(&self) -> &Path;
@@ -252,13 +268,26 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
         tracing::debug!(unit = %unit, key = %k, "direct key");
     }
     let mut first_miss = None;
-    if keys.direct.is_some() {
-        match look_up(call, &target(lang, &mount), &keys) {
+    let mut direct_miss = None;
+    if let Some(direct) = &keys.direct {
+        match look_up_direct(call, &target(lang, &mount), direct) {
             Ok(served) => return hit(call, lang, &keys, &unit, served, false),
-            Err(r) => first_miss = Some(r),
+            Err(m) => {
+                first_miss = Some(m.reason);
+                direct_miss = Some(m.label);
+            }
         }
     }
-    keys.ahead = match lang.key_ahead(call) {
+    let ahead = lang.key_ahead(call);
+    if keys.direct.is_some() && matches!(ahead, Ok(Some(_)) | Err(_)) {
+        // The call falls back from its direct key to the key ahead (C/C++:
+        // the preprocessor ran), or to a passthrough the key-ahead step
+        // decided: say why the direct lookup could not serve it. What the
+        // language learnt while computing the key ahead (time macros: no
+        // record can ever hold) explains it better than a missing manifest.
+        call.direct_fallback = lang.direct_refusal().map(String::from).or(direct_miss);
+    }
+    keys.ahead = match ahead {
         Ok(k) => k,
         Err(p) => return call.passthrough(compiler, args, p),
     };
@@ -381,27 +410,9 @@ struct Target<'a, L> {
 fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<Served, MissReason> {
     let mut miss = MissReason::NoManifest;
     if let Some(direct) = &keys.direct {
-        match call.store.get_manifest(direct) {
-            Ok(manifest) => {
-                miss = MissReason::InputsChanged;
-                tracing::debug!(records = manifest.records.len(), "manifest found");
-                for rec in &manifest.records {
-                    if !trusted(call, rec) || !inputs_match(call, t.lang, rec) {
-                        continue;
-                    }
-                    match serve(call, t, &rec.result) {
-                        Ok(bytes) => {
-                            return Ok(Served {
-                                bytes,
-                                direct: true,
-                            })
-                        }
-                        Err(r) => miss = r,
-                    }
-                }
-            }
-            Err(ManifestMiss::Absent) => miss = MissReason::NoManifest,
-            Err(ManifestMiss::Damaged) => miss = MissReason::BadManifest,
+        match look_up_direct(call, t, direct) {
+            Ok(served) => return Ok(served),
+            Err(m) => miss = m.reason,
         }
     }
     match &keys.ahead {
@@ -410,6 +421,69 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<S
             direct: false,
         }),
         None => Err(miss),
+    }
+}
+
+/// Why a direct lookup served nothing: the miss reason, and the finer label
+/// `kache report` shows for a fallback to the key ahead (which input of the
+/// newest record no longer holds).
+struct DirectMiss {
+    reason: MissReason,
+    label: String,
+}
+
+/// Looks the call up through the manifest of its direct key: the first
+/// record (newest first) whose inputs all hold is served.
+fn look_up_direct<L: Language>(
+    call: &mut Call,
+    t: &Target<L>,
+    direct: &str,
+) -> Result<Served, DirectMiss> {
+    let manifest = match call.store.get_manifest(direct) {
+        Ok(m) => m,
+        Err(ManifestMiss::Absent) => return Err(DirectMiss::of(MissReason::NoManifest)),
+        Err(ManifestMiss::Damaged) => return Err(DirectMiss::of(MissReason::BadManifest)),
+    };
+    let mut miss: Option<DirectMiss> = None;
+    for rec in &manifest.records {
+        let checked = match trusted(call, rec) {
+            true => inputs_match(call, t.lang, rec).map_err(|what| format!("changed:{what}")),
+            false => Err("untrusted-record".to_string()),
+        };
+        let why = match checked {
+            Ok(()) => match serve(call, t, &rec.result) {
+                Ok(bytes) => {
+                    return Ok(Served {
+                        bytes,
+                        direct: true,
+                    })
+                }
+                Err(r) => DirectMiss {
+                    label: r.label().to_string(),
+                    reason: r,
+                },
+            },
+            Err(label) => DirectMiss {
+                reason: MissReason::InputsChanged,
+                label,
+            },
+        };
+        // The newest record's reason is the one a user can act on (what
+        // changed since the last compile), unless an older record matched
+        // and its entry could not be served.
+        if miss.is_none() || why.reason != MissReason::InputsChanged {
+            miss = Some(why);
+        }
+    }
+    Err(miss.unwrap_or_else(|| DirectMiss::of(MissReason::InputsChanged)))
+}
+
+impl DirectMiss {
+    fn of(reason: MissReason) -> DirectMiss {
+        DirectMiss {
+            label: reason.label().to_string(),
+            reason,
+        }
     }
 }
 
@@ -437,11 +511,12 @@ fn is_file_or_absent(p: &Path) -> bool {
 /// links resolving the same way, files by content (through the stat memo:
 /// only a file whose stat changed is hashed again; one memo vouches for the
 /// whole set when no stat changed since it was last verified), listings
-/// unchanged. Cheap checks first.
-fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
-    let changed = |what: &str, name: &str| {
+/// unchanged. Cheap checks first. `Err` names the kind of input that no
+/// longer holds (the label `kache report` counts a fallback under).
+fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> Result<(), &'static str> {
+    let changed = |what: &'static str, name: &str| {
         tracing::debug!("record for {} does not hold: {what} {name}", rec.result);
-        false
+        Err(what)
     };
     if rec.is_path_local() {
         let now = lang.path_roots();
@@ -468,31 +543,39 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     }
     let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
     if let Some(p) = observe::first_present(rec.absent.iter().map(|p| (p, path(p)))) {
-        return changed("now present", p);
+        return changed("now-present", p);
     }
     if let Some(p) = rec.present.iter().find(|p| !path(p).exists()) {
-        return changed("now absent", p);
+        return changed("now-absent", p);
     }
     let resolves = |(p, t): &&(String, String)| observe::resolves_to(&path(p), &path(t));
     if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
         return changed("link", p);
     }
-    // One memo vouches for the whole set when no stat changed since it was
-    // last verified; otherwise each file through its own digest memo.
-    let mut files = Vec::with_capacity(rec.files.len());
-    let mut set = memo::FileSet::default();
+    // One memo vouches for a whole set when no stat changed since it was
+    // last verified; otherwise each file through its own digest memo. Files
+    // below the worktree (token form) and the rest (the toolchain's headers
+    // and libraries, the same for every worktree) are two sets, so a new
+    // worktree hashes its own files and still finds the rest verified.
+    type Checked<'r> = (&'r String, PathBuf, fs::Metadata, &'r String);
+    let mut sets: [(memo::FileSet, Vec<Checked>); 2] = Default::default();
     for (p, hash, size) in &rec.files {
         let abs = path(p);
-        match fs::metadata(&abs) {
-            Ok(m) if m.len() == *size => set.add(&abs, &m, hash),
+        let meta = match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => m,
             _ => return changed("file", p),
-        }
-        files.push((p, abs, hash));
+        };
+        let (set, files) = &mut sets[usize::from(has_tokens(p))];
+        set.add(&abs, &meta, hash);
+        files.push((p, abs, meta, hash));
     }
-    if !memo::set_verified(&call.store, &set) {
-        for (p, abs, hash) in files {
-            match memo::file_digest(&call.store, &abs) {
-                Ok((h, _)) if &h == hash => {}
+    for (set, files) in sets {
+        if files.is_empty() || memo::set_verified(&call.store, &set) {
+            continue;
+        }
+        for (p, abs, meta, hash) in files {
+            match memo::file_digest_of(&call.store, &abs, &meta) {
+                Ok((h, _)) if h == *hash => {}
                 _ => return changed("file", p),
             }
         }
@@ -503,7 +586,7 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> bool {
     };
     match rec.listed.iter().find(|l| !listed(l)) {
         Some((d, _)) => changed("listing", d),
-        None => true,
+        None => Ok(()),
     }
 }
 
@@ -545,8 +628,10 @@ fn serve<L: Language>(call: &mut Call, t: &Target<L>, key: &str) -> Result<u64, 
         let _ = fs::remove_file(path);
         fs::write(path, text).map_err(|_| MissReason::TextUnwritable)?;
     }
-    for p in &to_place {
-        memo::remember_output(&call.store, &p.path, &p.out.blob);
+    if lang.outputs_read_by_later_compiles() {
+        for p in &to_place {
+            memo::remember_output(&call.store, &p.path, &p.out.blob);
+        }
     }
     if placed.hardlink_bytes > 0 {
         // A hardlink restore re-stamped the blob's inode; its content was
@@ -701,6 +786,7 @@ fn compile<L: Language>(
         .observe
         .then(|| start_recording(call, &mut cmd))
         .flatten();
+    let looked_up = call.started.elapsed();
     let started = SystemTime::now();
     let run = match exec::run_captured(cmd) {
         Ok(c) => c,
@@ -720,6 +806,7 @@ fn compile<L: Language>(
         }
     }
     call.count(Counter::CompilerRuns, 1);
+    let compiled = SystemTime::now();
     let stored = match code {
         0 => {
             let recording = recording.map(|session| {
@@ -731,6 +818,12 @@ fn compile<L: Language>(
         }
         _ => Err(NotStored::CompileFailed),
     };
+    let took = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    tracing::debug!(
+        "{unit}: before the compiler {looked_up:?}, compiler {:?}, storing {:?}",
+        took(started, compiled),
+        took(compiled, SystemTime::now())
+    );
     call.record(&Outcome::Miss { reason, stored }, Some(unit));
     code
 }
@@ -779,7 +872,48 @@ fn store<L: Language>(
             }
         }
     }
-    let local = path_local_roots(lang, &produced, &run.stdout)?;
+    let stderr = lang.stored_stderr(run)?;
+    // Blobs first (named by content, whatever the key turns out to be): the
+    // one read of each output that hashes and copies it also looks for the
+    // worktree's roots in it, which decides the result key.
+    let roots = lang.path_roots();
+    let needles = path_local::needles(&roots);
+    let mut search = path_local::Searcher::new(&needles, roots.len());
+    search.feed(&run.stdout);
+    search.end();
+    let mut outputs = Vec::new();
+    let mut bytes = 0;
+    for p in produced {
+        let (blob, mode) = match &p.content {
+            // Already in token form: nothing to search.
+            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
+            Content::File { path, executable } => {
+                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
+                let blob =
+                    call.store
+                        .put_blob_from_path_inspecting(path, *executable, &mut |b| {
+                            search.feed(b)
+                        })?;
+                search.end();
+                memo::remember_output(&call.store, path, &blob.hash);
+                bytes += blob.size;
+                let exec_bits = if *executable { 0o111 } else { 0 };
+                (blob, kache_platform::file_mode(&meta) | exec_bits)
+            }
+        };
+        outputs.push(OutputFile {
+            name: p.name,
+            blob: blob.hash,
+            size: blob.size,
+            mode,
+        });
+    }
+    let local: Vec<(String, String)> = roots
+        .into_iter()
+        .zip(search.found())
+        .filter_map(|(r, f)| f.then_some(r))
+        .collect();
+    tracing::debug!(bytes, "stored the outputs; roots they hold: {local:?}");
     if let Some(o) = &mut observed {
         o.local = local.clone();
     }
@@ -794,28 +928,6 @@ fn store<L: Language>(
         if g != "direct" && g != "domain" {
             call.key_groups.insert(format!("result.{g}"), d.clone());
         }
-    }
-    let stderr = lang.stored_stderr(run)?;
-    let mut outputs = Vec::new();
-    let mut bytes = 0;
-    for p in produced {
-        let (blob, mode) = match &p.content {
-            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
-            Content::File { path, executable } => {
-                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
-                let blob = call.store.put_blob_from_path_as(path, *executable)?;
-                memo::remember_output(&call.store, path, &blob.hash);
-                bytes += blob.size;
-                let exec_bits = if *executable { 0o111 } else { 0 };
-                (blob, kache_platform::file_mode(&meta) | exec_bits)
-            }
-        };
-        outputs.push(OutputFile {
-            name: p.name,
-            blob: blob.hash,
-            size: blob.size,
-            mode,
-        });
     }
     let entry = Entry {
         outputs,
@@ -848,43 +960,6 @@ fn store<L: Language>(
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
     Ok(bytes)
-}
-
-/// The roots of [`Language::path_roots`] the compile's outputs (or its
-/// stdout, replayed on every hit) still hold. Text outputs are already in
-/// token form and not searched.
-fn path_local_roots<L: Language>(
-    lang: &L,
-    produced: &[Produced],
-    stdout: &[u8],
-) -> Result<Vec<(String, String)>, NotStored> {
-    let roots = lang.path_roots();
-    let needles = path_local::needles(&roots);
-    if needles.is_empty() {
-        return Ok(Vec::new());
-    }
-    let t0 = std::time::Instant::now();
-    let mut found = vec![false; roots.len()];
-    path_local::search(stdout, &needles, &mut found);
-    let mut searched = 0;
-    for p in produced {
-        if let Content::File { path, .. } = &p.content {
-            path_local::search_file(path, &needles, &mut found)
-                .map_err(|_| NotStored::OutputMissing)?;
-            searched += fs::metadata(path).map_or(0, |m| m.len());
-        }
-    }
-    let held: Vec<(String, String)> = roots
-        .into_iter()
-        .zip(found)
-        .filter_map(|(r, f)| f.then_some(r))
-        .collect();
-    tracing::debug!(
-        searched_bytes = searched,
-        us = t0.elapsed().as_micros() as u64,
-        "path-local search: roots held: {held:?}"
-    );
-    Ok(held)
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the

@@ -64,6 +64,9 @@ struct Rust {
     /// A build script's probe: cached like any compile when it succeeds;
     /// when it fails (by design, often), a passthrough, not a miss.
     probe: bool,
+    /// The `-C incremental` directory the compile keeps (absolute), under
+    /// `rust.incremental = "keep"`.
+    incremental_dir: Option<PathBuf>,
 }
 
 impl Drop for Rust {
@@ -121,16 +124,24 @@ impl Rust {
             .collect::<Option<_>>()
             .ok_or(Passthrough::NonUtf8Args)?;
         let probe = is_build_script_probe(&sargs, &call.ctx.cwd);
-        let inv = match rustc::parse(&sargs) {
+        let mut inv = match rustc::parse(&sargs) {
             Parsed::NotACompile => return Ok(None),
             Parsed::Refuse(r) => return Err(Passthrough::RustRefused(r)),
             Parsed::Compile(inv) => *inv,
         };
         let config = &call.ctx.config;
-        if inv.wants_incremental() && config.rust_incremental() == Incremental::Passthrough {
-            return Err(Passthrough::Incremental);
-        }
         let cwd = call.ctx.cwd.clone();
+        let mut incremental_dir = None;
+        if inv.wants_incremental() {
+            match config.rust_incremental() {
+                Incremental::Passthrough => return Err(Passthrough::Incremental),
+                Incremental::Strip => {}
+                Incremental::Keep => {
+                    incremental_dir = inv.incremental.as_deref().map(|d| cwd.join(d));
+                    inv.keep_incremental();
+                }
+            }
+        }
         if config.is_excluded(&cwd.join(&inv.input)) {
             return Err(Passthrough::Excluded);
         }
@@ -164,7 +175,20 @@ impl Rust {
             link_args,
             link_args_used: std::cell::Cell::new(false),
             probe,
+            incremental_dir,
         }))
+    }
+
+    /// Directories whose files are a cache of rustc's, not inputs of the
+    /// compile: the `-C incremental` directory it keeps. rustc reads the
+    /// previous session's state there and writes the new one, but promises
+    /// the same result from any state or none, which is why the key holds
+    /// only "incremental". A file under it taken for an input would tie the
+    /// record to this worktree's state, and no other worktree, nor the next
+    /// session here, would ever hit it. Whatever finds inputs (strict
+    /// inference, an input recorder) leaves these out.
+    fn not_inputs(&self) -> Vec<PathBuf> {
+        self.incremental_dir.iter().cloned().collect()
     }
 
     /// What dep-info does not name and no recorder saw: the link closure of
@@ -180,6 +204,7 @@ impl Rust {
             .map_err(|_| NotStored::LinkInputUnknown)?;
         let outputs = self.written_paths();
         let stem = format!("{}{}", inv.crate_name, inv.extra_filename);
+        let not_inputs = self.not_inputs();
         let scope = Scope {
             cwd: &self.cwd,
             roots: &self.roots,
@@ -188,6 +213,7 @@ impl Rust {
             outputs: &outputs,
             stem: &stem,
             started,
+            not_inputs: &not_inputs,
         };
         let store = &call.store;
         let mut add = |more: Found| {
@@ -277,6 +303,7 @@ impl Rust {
             loads_plugins,
             started,
             filter: &observe::filter(&call.store, &roots, &[]),
+            collapse_absent: false,
         };
         match complete {
             true => observe::to_observed(&call.store, seen, &scope),
@@ -417,7 +444,16 @@ impl Language for Rust {
     }
 
     fn unobserved_roots(&mut self, call: &mut Call) -> Vec<PathBuf> {
-        self.sysroot(call)
+        let mut roots = self.sysroot(call);
+        // rustc's own cache, which the compile reads and rewrites: not an
+        // input (see `not_inputs`), under either spelling of a linked target.
+        for d in self.not_inputs() {
+            if let Ok(real) = std::fs::canonicalize(&d) {
+                roots.push(real);
+            }
+            roots.push(d);
+        }
+        roots
     }
 
     fn spelled_roots(&self) -> Vec<PathBuf> {

@@ -53,6 +53,9 @@ pub struct Scope<'a> {
     pub stem: &'a str,
     /// When the compile started: a file changed since was written by it.
     pub started: SystemTime,
+    /// Directories holding a cache of the compiler's, not inputs (the
+    /// incremental directory it keeps).
+    pub not_inputs: &'a [PathBuf],
 }
 
 /// Inputs found by strict inference, in the form a manifest record holds.
@@ -133,6 +136,13 @@ pub fn link_closure(store: &Store, s: &Scope, printed: &str) -> Result<Found, No
     let output = li.output.as_deref().map(abs);
     for p in li.paths.iter().map(|p| abs(p)) {
         if Some(&p) == output.as_ref() || s.outputs.contains(&p) {
+            continue;
+        }
+        // Objects of the incremental session are this compile's own work
+        // (made now, or reused as rustc would make them). rustc 1.95 links
+        // copies next to the outputs (temporaries, below), but a link line
+        // naming the session directory must not make them inputs.
+        if s.not_inputs.iter().any(|d| p.starts_with(d)) {
             continue;
         }
         if !p.exists() {
@@ -299,6 +309,7 @@ mod tests {
             outputs: &outputs,
             stem: "app-1",
             started: SystemTime::now() + std::time::Duration::from_secs(60),
+            not_inputs: &[],
         };
         let printed = format!(
             r#"LC_ALL="C" "/bin/sh" "{deps}/rustcAbC123/symbols.o" "{deps}/app-1.x.rcgu.o" "{deps}/libmid-1.rlib" "-Wl,-Bstatic" "-lfoo" "-Wl,-Bdynamic" "-lc" "-L" "{deps}/rustcAbC123/raw-dylibs" "-L" "{o1}" "-L" "{o2}" "-o" "{deps}/app-1""#,
@@ -343,6 +354,7 @@ mod tests {
             outputs: &[],
             stem: "app-1",
             started: SystemTime::now() + std::time::Duration::from_secs(60),
+            not_inputs: &[],
         };
         let gone = format!(r#""/bin/sh" "{}/libgone.rlib""#, deps.display());
         assert_eq!(
@@ -357,6 +369,46 @@ mod tests {
         assert_eq!(
             link_closure(&f.store, &s, r#""/bin/sh" "@/tmp/args""#),
             Err(NotStored::LinkLineUnknown)
+        );
+    }
+
+    #[test]
+    fn objects_in_the_incremental_dir_are_not_inputs_of_the_link() {
+        let f = fixture();
+        let ws = f.root.join("ws");
+        let deps = ws.join("target/debug/deps");
+        let inc = ws.join("target/debug/incremental");
+        fs::create_dir_all(&deps).unwrap();
+        // A reused object of the finished session is there; the working
+        // session directory the link line names was renamed away.
+        let reused = inc.join("app-1x/s-old-abc/a.o");
+        write(&reused, "object");
+        let working = inc.join("app-1x/s-new-working/b.o");
+        let sysroot = f.root.join("sysroot");
+        let not_inputs = [inc];
+        let mut s = Scope {
+            cwd: &ws,
+            roots: &f.roots,
+            sysroot: &sysroot,
+            out_dir: &deps,
+            outputs: &[],
+            stem: "app-1",
+            started: SystemTime::now() + std::time::Duration::from_secs(60),
+            not_inputs: &not_inputs,
+        };
+        let printed = format!(
+            r#""/bin/sh" "{}" "{}""#,
+            reused.display(),
+            working.display()
+        );
+        let found = link_closure(&f.store, &s, &printed).unwrap();
+        let names: Vec<&str> = found.files.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(names, vec!["/bin/sh"]);
+        // Without the incremental dir declared, the same line is refused.
+        s.not_inputs = &[];
+        assert_eq!(
+            link_closure(&f.store, &s, &printed),
+            Err(NotStored::LinkInputUnknown)
         );
     }
 
@@ -376,6 +428,7 @@ mod tests {
             outputs: &[],
             stem: "app-1",
             started: SystemTime::now() - std::time::Duration::from_secs(60),
+            not_inputs: &[],
         };
         let printed = format!(r#""/bin/sh" "-Wl,-Map={}""#, map.display());
         assert_eq!(

@@ -62,7 +62,6 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_INCREMENTAL",
         "CARGO_BUILD_RUSTC_WRAPPER",
         "KACHE_MAX_SIZE",
         "KACHE_FALLBACK",
@@ -79,6 +78,10 @@ pub fn cargo(dir: &Path, store: &Path, args: &[&str]) -> Command {
     }
     // Seeding would make a new worktree's registry units Fresh, so they would never
     // reach the wrapper these tests measure; the seeding tests turn it back on.
+    // Non-incremental unless a test says otherwise: many tests compare what two
+    // worktrees compiled byte for byte, and an incremental rlib names its objects
+    // after its rustc session. tests/rust_incremental.rs turns it back on.
+    c.env("CARGO_INCREMENTAL", "0");
     c.env("RUSTC_WRAPPER", kache_bin())
         .env("KACHE_DIR", store)
         .env("KACHE_SEED", "0")

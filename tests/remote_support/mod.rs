@@ -156,6 +156,11 @@ impl Remote {
         // machine a 20 MB download can exceed it and turn an expected remote
         // hit into a miss. Tests of the budget itself set their own.
         c.env("KACHE_REMOTE_TIMEOUT_MS", "30000");
+        // Remote tests compare what B built with A's outputs byte for byte; an
+        // incremental rlib names its objects after its session, so two machines'
+        // incremental compiles of one crate differ in bytes (not in meaning).
+        // Incremental has its own tests (tests/rust_incremental.rs).
+        c.env("CARGO_INCREMENTAL", "0");
     }
 }
 

@@ -183,8 +183,10 @@ pub struct CcInvocation {
     /// Debug info is (probably) on: some `-g…` flag other than `-g0`/`-ggdb0` is last.
     pub debug_info: bool,
     /// Arguments for the preprocessor run whose output is keyed: the command line without
-    /// `-c`, `-o x`, the dependency-file flags and `-w`, plus `-E` and `-Wdate-time
-    /// -Wno-error=date-time` (so [`super::key::uses_time_macros`] can read the diagnostics).
+    /// `-c`, `-o x`, the dependency-file flags and `-w`, plus `-E`, `-Wdate-time
+    /// -Wno-error=date-time` (so [`super::key::preprocessor_reported_time_macros`] can read
+    /// the diagnostics) and `-fpch-preprocess` (so [`super::key::preprocessed_uses_pch`] sees
+    /// where GCC would load a precompiled header).
     /// Add the path arguments of `paths::plan` (same as for the real compile); the output goes
     /// to stdout.
     pub preprocess_args: Vec<OsString>,
@@ -378,6 +380,11 @@ pub fn parse(compiler: &str, args: &[OsString]) -> Result<CcInvocation, Refusal>
     );
     preprocess_args.push("-Wdate-time".into());
     preprocess_args.push("-Wno-error=date-time".into());
+    // GCC loads a `.gch` found before the header in any include directory, but `-E` alone
+    // never looks for one: with this flag the output says where one would be used (and the
+    // lookups the input recorder sees include the `.gch` candidates). Without a `.gch` the
+    // output is unchanged; clang accepts the flag and does nothing with it.
+    preprocess_args.push("-fpch-preprocess".into());
 
     Ok(CcInvocation {
         compiler: compiler.to_owned(),
@@ -568,6 +575,9 @@ mod tests {
             .iter()
             .any(|a| a == "-c" || a == "-o" || a == "/w/target/out/x.o"));
         assert!(inv.preprocess_args.iter().any(|a| a == "/w/include"));
+        // The preprocessor run marks where GCC would load a precompiled header.
+        assert!(inv.preprocess_args.iter().any(|a| a == "-fpch-preprocess"));
+        assert!(!inv.compile_args.iter().any(|a| a == "-fpch-preprocess"));
         assert_eq!(inv.compile_args.len(), 16);
     }
 

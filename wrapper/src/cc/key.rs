@@ -171,12 +171,22 @@ fn unescape(name: &[u8]) -> String {
 }
 
 /// True when `source_bytes` mention `__DATE__`, `__TIME__` or `__TIMESTAMP__`. A cheap textual
-/// check (it also fires inside comments); the reliable signal for a whole translation unit is
-/// [`preprocessor_reported_time_macros`].
+/// check (it also fires inside comments). The preprocessor's own report
+/// ([`preprocessor_reported_time_macros`]) also sees a macro spelled by token pasting, but GCC
+/// keeps it silent inside system headers (`-isystem`, `#pragma GCC system_header`) and a
+/// `#pragma GCC diagnostic` can silence it anywhere: direct mode asks both.
 pub fn uses_time_macros(source_bytes: &[u8]) -> bool {
     [&b"__DATE__"[..], b"__TIME__", b"__TIMESTAMP__"]
         .iter()
-        .any(|m| source_bytes.windows(m.len()).any(|w| w == *m))
+        .any(|m| memchr::memmem::find(source_bytes, m).is_some())
+}
+
+/// True when the preprocessor run marked where it would load a precompiled header instead of
+/// a header (`-fpch-preprocess`, see `CcInvocation::preprocess_args`): GCC's own choice, in
+/// whichever include directory it found the `.gch`, and only when the `.gch` is valid for
+/// this compile.
+pub fn preprocessed_uses_pch(pre: &[u8]) -> bool {
+    lines(pre).any(|l| l.starts_with(b"#pragma GCC pch_preprocess"))
 }
 
 /// True when the preprocessor run's diagnostics carry a `-Wdate-time` warning (the run adds
@@ -605,8 +615,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pch_is_seen_only_where_the_preprocessor_marks_one() {
+        let used = b"# 1 \"x.c\"\n#pragma GCC pch_preprocess \"pch/h.h.gch\"\nint v = V;\n";
+        assert!(preprocessed_uses_pch(used));
+        let quoted = b"const char *s = \"#pragma GCC pch_preprocess\";\n";
+        assert!(!preprocessed_uses_pch(quoted));
+    }
+
+    #[test]
     fn time_macros_are_detected_and_keyed_only_when_pinned_and_honoured() {
         assert!(uses_time_macros(b"const char *d = __DATE__;"));
+        assert!(uses_time_macros(b"static const char *ts = __TIMESTAMP__;"));
+        assert!(uses_time_macros(b"-DBUILT=__TIME__"));
         assert!(!uses_time_macros(b"int date;"));
         assert!(preprocessor_reported_time_macros(
             b"x.c:1:18: warning: macro \"__DATE__\" might prevent reproducible builds [-Wdate-time]\n"

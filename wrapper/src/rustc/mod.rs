@@ -100,6 +100,9 @@ pub struct RustcInvocation {
     pub dependency_dirs: Vec<String>,
     /// `-C target-cpu=native`: code for the CPU of the machine compiling.
     pub native_cpu: bool,
+    /// The `-C incremental` directory, as given. Parsing keeps it out of
+    /// both `key_args` and `compile_args` (the strip policy);
+    /// [`RustcInvocation::keep_incremental`] puts it back.
     pub incremental: Option<String>,
     pub target: Option<String>,
     pub linker: Option<String>,
@@ -107,9 +110,11 @@ pub struct RustcInvocation {
     pub json_artifacts: bool,
     pub error_format_json: bool,
     /// Arguments in key form (order preserved), excluding what cannot
-    /// change the output (out-dir, `-L dependency=`, width, colour, incremental).
+    /// change the output (out-dir, `-L dependency=`, width, colour, the
+    /// incremental directory).
     pub key_args: Vec<KeyArg>,
-    /// The arguments for the real compile (incremental removed).
+    /// The arguments for the real compile (incremental removed unless
+    /// kept).
     pub compile_args: Vec<String>,
 }
 
@@ -290,7 +295,7 @@ enum Keep {
     Both,
     /// Passed to the compile, kept out of the key.
     CompileOnly,
-    /// Dropped entirely (incremental under the strip policy).
+    /// Dropped entirely (incremental, until the caller keeps it).
     Neither,
 }
 
@@ -517,6 +522,24 @@ impl RustcInvocation {
     /// True when the `-C incremental` policy question applies.
     pub fn wants_incremental(&self) -> bool {
         self.incremental.is_some()
+    }
+
+    /// Keeps `-C incremental` (the `keep` policy): the real compile gets its
+    /// directory back, so rustc reads and writes its incremental state
+    /// there as without kache, and the key records that the compile is
+    /// incremental but not where that state lives. Incremental or not is
+    /// keyed because rustc partitions an incremental compile's code into
+    /// other codegen units: its outputs are not a non-incremental compile's.
+    /// The state itself is not keyed: rustc produces the same result from
+    /// any previous session, or none.
+    pub fn keep_incremental(&mut self) {
+        let Some(dir) = &self.incremental else {
+            return;
+        };
+        self.compile_args.push("-C".into());
+        self.compile_args.push(format!("incremental={dir}"));
+        self.key_args
+            .push(KeyArg::Literal("-C=incremental".to_string()));
     }
 
     /// The files this compile writes into `out_dir`, by rustc's naming rules:
@@ -780,6 +803,42 @@ mod tests {
             vec!["foo-abc.d", "libfoo-abc.rlib", "libfoo-abc.rmeta"]
         );
         assert!(!inv.is_linked());
+    }
+
+    #[test]
+    fn a_kept_incremental_dir_reaches_the_compile_and_only_the_fact_reaches_the_key() {
+        let stripped = compile(&cargo_lib_args());
+        let mut here = stripped.clone();
+        here.keep_incremental();
+        let mut elsewhere = compile(
+            &cargo_lib_args()
+                .iter()
+                .map(|a| a.replace("/w/target/debug/incremental", "/other/wt/inc"))
+                .collect::<Vec<_>>(),
+        );
+        elsewhere.keep_incremental();
+        assert!(here
+            .compile_args
+            .ends_with(&s(&["-C", "incremental=/w/target/debug/incremental"])));
+        assert!(elsewhere
+            .compile_args
+            .ends_with(&s(&["-C", "incremental=/other/wt/inc"])));
+        assert_eq!(here.key_args, elsewhere.key_args);
+        assert_ne!(here.key_args, stripped.key_args);
+        let paths = |i: &RustcInvocation| format!("{:?}", i.key_args);
+        assert!(!paths(&here).contains("/w/target/debug/incremental"));
+
+        // Nothing to keep when cargo asked for no incremental compile.
+        let mut args = cargo_lib_args();
+        let at = args
+            .iter()
+            .position(|a| a.starts_with("incremental="))
+            .unwrap();
+        args.drain(at - 1..=at);
+        let mut plain = compile(&args);
+        let before = plain.clone();
+        plain.keep_incremental();
+        assert_eq!(plain, before);
     }
 
     #[test]
