@@ -193,6 +193,58 @@ fn a_second_worktree_hits_the_build_scripts_c_compiles_directly() {
 }
 
 #[test]
+fn identical_compiles_from_two_worktrees_at_once_compile_once_when_their_direct_keys_differ() {
+    // A `-sys` crate from a registry: the cc crate runs the compiler in the crate's own
+    // directory (shared by every worktree, inside none) and writes the object into each
+    // worktree's target, so each worktree has a direct key of its own for the same compile.
+    need_tool("gcc");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let src = tmp.path().join("registry/sys-0.1.0");
+    std::fs::create_dir_all(&src).unwrap();
+    // Long enough to compile (seconds at -O2) that the two calls overlap.
+    let body: String = (0..600)
+        .map(|i| {
+            format!(
+                "long f{i}(long x) {{ long s = 0; for (long j = 0; j < x; j++) s += j * {i} ^ (s >> 3); return s; }}\n"
+            )
+        })
+        .collect();
+    std::fs::write(src.join("big.c"), body).unwrap();
+    let objects: Vec<_> = ["wt1", "wt2"]
+        .iter()
+        .map(|w| {
+            let wt = tmp.path().join(w);
+            std::fs::create_dir_all(wt.join(".git")).unwrap();
+            std::fs::create_dir_all(wt.join("target")).unwrap();
+            wt.join("target/big.o")
+        })
+        .collect();
+    let calls: Vec<_> = objects
+        .iter()
+        .map(|o| {
+            let o = o.to_str().unwrap();
+            kache_cc(&src, &store, "gcc", &["-c", "big.c", "-O2", "-g", "-o", o])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in calls {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        std::fs::read(&objects[0]).unwrap(),
+        std::fs::read(&objects[1]).unwrap()
+    );
+    let s = stats(&store);
+    assert_eq!(
+        (counter_at(&s, "cc.misses"), counter_at(&s, "cc.hits")),
+        (1, 1),
+        "the second call waits for the first and hits: {s}"
+    );
+}
+
+#[test]
 fn report_names_why_each_direct_lookup_fell_back_to_the_preprocessor() {
     need_tool("gcc");
     let p = CcProject::new();

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use kache::store::manifest::FoundBy;
 use kache::store::{manifest, Entry, Manifest, OutputFile, Record, Store};
 use remote_support::*;
 
@@ -35,7 +36,9 @@ const ESCAPE: &str = "kache-escape";
 #[derive(Clone, Debug)]
 struct Unit {
     name: String,
-    /// The direct key (Rust); C/C++ units are looked up by their result key.
+    /// A Rust unit (else C/C++).
+    rust: bool,
+    /// The direct key (Rust; C/C++ in direct mode): the manifest naming this unit.
     direct: Option<String>,
     result: String,
     entry: Entry,
@@ -74,6 +77,7 @@ fn units_of(store: &Path) -> Vec<Unit> {
                 .to_string();
             Some(Unit {
                 name,
+                rust: entry.meta["crate"].is_string(),
                 direct,
                 result,
                 entry,
@@ -308,12 +312,8 @@ fn variants() -> Vec<Variant> {
                 let other = c.other(u);
                 let m = Manifest {
                     records: vec![Record {
-                        files: vec![],
-                        env: vec![],
-                        absent: vec![],
-                        local: vec![],
                         result: other.result.clone(),
-                        ..Default::default()
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -339,9 +339,32 @@ fn variants() -> Vec<Variant> {
                         env: vec![],
                         // Paths that must be absent, outside the worktree and climbing out.
                         absent: vec![format!("../../../{ESCAPE}-absent"), "/etc/hostname".into()],
-                        local: vec![],
                         result: other.result.clone(),
-                        ..Default::default()
+                        ..Record::default()
+                    }],
+                };
+                c.manifest_body(u, &m.encode())
+            },
+        ),
+        m(
+            "observed record naming paths outside the worktree as present, listed, linked",
+            Stop::Serve,
+            |c, u| {
+                // What a recorder's record holds besides files: existence checks, directory
+                // listings and resolved links, all climbing out or absolute. A lookup may look at
+                // them (it must), and nothing may be created there.
+                let other = c.other(u);
+                let m = Manifest {
+                    records: vec![Record {
+                        present: vec![format!("../../../{ESCAPE}-present"), "/etc".into()],
+                        listed: vec![
+                            ("/etc".into(), "22".repeat(32)),
+                            (format!("../../../{ESCAPE}-listed"), "33".repeat(32)),
+                        ],
+                        links: vec![(format!("../../../{ESCAPE}-link"), "/etc/hostname".into())],
+                        found_by: FoundBy::Observed,
+                        result: other.result.clone(),
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -354,12 +377,9 @@ fn variants() -> Vec<Variant> {
                 // Path-local records never travel; one on a remote is a lie about this machine.
                 let m = Manifest {
                     records: vec![Record {
-                        files: vec![],
-                        env: vec![],
-                        absent: vec![],
                         local: vec![("ws".into(), "/".into())],
                         result: u.result.clone(),
-                        ..Default::default()
+                        ..Record::default()
                     }],
                 };
                 c.manifest_body(u, &m.encode())
@@ -536,19 +556,31 @@ fn run_backend(sb: &Sandbox, backend: Backend, rounds: usize) -> Figures {
         .collect();
     // Victims have a unit name no other unit has (every build script is
     // `build_script_build`), so a hit is told apart by name.
-    let rust: Vec<&Unit> = sb
+    let unique = |u: &&Unit| sb.units.iter().filter(|o| o.name == u.name).count() == 1;
+    let with_manifest: Vec<&Unit> = sb
         .units
         .iter()
         .filter(|u| u.direct.is_some())
-        .filter(|u| sb.units.iter().filter(|o| o.name == u.name).count() == 1)
+        .filter(unique)
         .collect();
+    // Build victims are Rust units: a C/C++ unit in direct mode has a second way to its entry
+    // (the key ahead, from the preprocessed source), so a hit on one whose manifest is hostile
+    // is the honest entry (the build's bytes are compared with A's all the same); and its
+    // outputs are named by role, so another unit's well-formed entry fits it. Trusting a
+    // remote's well-formed entries is the remote's contract; what the builds test is that
+    // nothing of a hostile object is used.
+    let rust: Vec<&Unit> = with_manifest.iter().copied().filter(|u| u.rust).collect();
     let any: Vec<&Unit> = sb.units.iter().collect();
 
     // Each variant alone, looked up by a fresh B.
     for (i, v) in all.iter().enumerate() {
         f.variants += 1;
         copy_objects(&sb.honest, &root);
-        let pool = if v.needs_manifest { &rust } else { &any };
+        let pool = if v.needs_manifest {
+            &with_manifest
+        } else {
+            &any
+        };
         let u = pool[i % pool.len()];
         (v.apply)(&ctx, u);
         let store = base.join(format!("lookup-{i}"));
@@ -675,7 +707,11 @@ fn hostile_remote_objects_are_never_imported_served_or_written_outside_the_store
         sentinel_bytes,
     };
     assert!(
-        sb.units.iter().filter(|u| u.direct.is_some()).count() >= 6,
+        sb.units
+            .iter()
+            .filter(|u| u.rust && u.direct.is_some())
+            .count()
+            >= 6,
         "{:?}",
         sb.units.len()
     );

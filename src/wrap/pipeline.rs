@@ -237,9 +237,12 @@ struct Keys {
 }
 
 impl Keys {
-    /// The key whose lock serializes identical compiles.
+    /// The key whose lock serializes identical compiles: the key ahead when there is one.
+    /// It names the result itself, while two calls making the same result may have different
+    /// direct keys (a C compile run in a registry crate's directory writing into each
+    /// worktree's target has one per worktree), and they must still compile once.
     fn lock_key(&self) -> Option<&str> {
-        self.direct.as_deref().or(self.ahead.as_deref())
+        self.ahead.as_deref().or(self.direct.as_deref())
     }
 }
 
