@@ -360,6 +360,43 @@ fn a_build_in_flight_survives_its_mount_server_being_killed() {
     assert!(!is_mounted(&target));
 }
 
+/// A request the server had read but not answered when it was killed is sent again by the
+/// kernel to the keeper that takes over (FUSE_NOTIFY_RESEND), which answers it, knowing the dead
+/// server may have carried it out: here a mkdir it had done, so its "exists" is a success.
+#[test]
+fn a_request_the_killed_server_had_taken_is_answered_by_its_keeper() {
+    let o = Orchestra::new();
+    let wt = o.add("resend");
+    let out = kache_path(&o.store, &["unmount"], &wt);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kache(&o.store, &["mount"])
+        .arg(&wt)
+        .env("KACHE_FS_TEST_STALL", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, state, pid) = mount_facts(&o, &wt);
+    let dir = wt.join("target/.kache-stall-1");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asked = dir.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::create_dir(&asked).map_err(|e| e.to_string()));
+    });
+    // The server made the directory and holds its answer back.
+    assert!(eventually(20, || state
+        .join("upper/.kache-stall-1")
+        .is_dir()));
+    assert!(rx.try_recv().is_err(), "answered before the kill");
+    kill(pid);
+    let made = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the mkdir in flight was never answered");
+    assert_eq!(made, Ok(()));
+    assert!(dir.is_dir());
+    let out = kache_path(&o.store, &["unmount"], &wt);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// A server's keeper that exits is replaced, and a server that ends on purpose takes its keeper
 /// with it (no process is left behind).
 #[test]

@@ -106,6 +106,36 @@ impl IntoErrno for rustix::io::Errno {
     }
 }
 
+/// The bit the kernel sets in the id of a request it sends again (FUSE_NOTIFY_RESEND).
+const RESENT: u64 = 1 << 63;
+
+/// `result` of a request that may have been done already: one the kernel sent again after a
+/// server died (`takeover.rs`), which that server may have carried out before it died. Then the
+/// error saying so (`done`: the name exists, or is gone) means the request succeeded.
+fn done_before(
+    req: &Request,
+    result: rustix::io::Result<()>,
+    done: rustix::io::Errno,
+) -> rustix::io::Result<()> {
+    match result {
+        Err(e) if e == done && req.unique().0 & RESENT != 0 => Ok(()),
+        other => other,
+    }
+}
+
+/// For the test of a takeover (`tests/mount_orchestrator.rs`): with `KACHE_FS_TEST_STALL=1`
+/// in the server's environment, a mkdir of a name starting `.kache-stall-` is done and then
+/// not answered for 60 s (the test kills the server meanwhile), except by a server that took
+/// over, which answers the request the kernel sends again.
+fn stall_for_a_test(s: &Shared, name: &std::ffi::CStr) {
+    if name.to_bytes().starts_with(b".kache-stall-")
+        && std::env::var_os("KACHE_FS_TEST_STALL").is_some_and(|v| v == "1")
+        && !s.inodes.took_over()
+    {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
 fn name_c(name: &OsStr) -> Result<std::ffi::CString, Errno> {
     sys::cstr(name).map_err(|_| Errno::EINVAL)
 }
@@ -221,16 +251,14 @@ impl Filesystem for KacheFs {
         tri!(reply, guard_reserved(parent, name));
         let dir = tri!(reply, s.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
-        tri!(
-            reply,
-            rustix::fs::mknodat(
-                &dir.fd,
-                name.as_c_str(),
-                rustix::fs::FileType::from_raw_mode(mode),
-                Mode::from_raw_mode(mode & !umask),
-                rdev.into(),
-            )
+        let made = rustix::fs::mknodat(
+            &dir.fd,
+            name.as_c_str(),
+            rustix::fs::FileType::from_raw_mode(mode),
+            Mode::from_raw_mode(mode & !umask),
+            rdev.into(),
         );
+        tri!(reply, done_before(req, made, rustix::io::Errno::EXIST));
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
     }
@@ -248,32 +276,28 @@ impl Filesystem for KacheFs {
         tri!(reply, guard_reserved(parent, name));
         let dir = tri!(reply, s.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
-        tri!(
-            reply,
-            rustix::fs::mkdirat(&dir.fd, name.as_c_str(), Mode::from_raw_mode(mode & !umask))
-        );
+        let made =
+            rustix::fs::mkdirat(&dir.fd, name.as_c_str(), Mode::from_raw_mode(mode & !umask));
+        stall_for_a_test(s, &name);
+        tri!(reply, done_before(req, made, rustix::io::Errno::EXIST));
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tri!(reply, guard_reserved(parent, name));
         let dir = tri!(reply, self.shared.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
-        tri!(
-            reply,
-            rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::empty())
-        );
+        let gone = rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::empty());
+        tri!(reply, done_before(req, gone, rustix::io::Errno::NOENT));
         reply.ok();
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let dir = tri!(reply, self.shared.inodes.dir(parent));
         let name = tri!(reply, name_c(name));
-        tri!(
-            reply,
-            rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::REMOVEDIR)
-        );
+        let gone = rustix::fs::unlinkat(&dir.fd, name.as_c_str(), AtFlags::REMOVEDIR);
+        tri!(reply, done_before(req, gone, rustix::io::Errno::NOENT));
         reply.ok();
     }
 
@@ -290,17 +314,15 @@ impl Filesystem for KacheFs {
         let dir = tri!(reply, s.inodes.dir(parent));
         let name = tri!(reply, name_c(link_name));
         let target = tri!(reply, name_c(target.as_os_str()));
-        tri!(
-            reply,
-            rustix::fs::symlinkat(target.as_c_str(), &dir.fd, name.as_c_str())
-        );
+        let made = rustix::fs::symlinkat(target.as_c_str(), &dir.fd, name.as_c_str());
+        tri!(reply, done_before(req, made, rustix::io::Errno::EXIST));
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -315,22 +337,20 @@ impl Filesystem for KacheFs {
         let to = tri!(reply, s.inodes.dir(newparent));
         let name = tri!(reply, name_c(name));
         let newname = tri!(reply, name_c(newname));
-        tri!(
-            reply,
-            rustix::fs::renameat_with(
-                &from.fd,
-                name.as_c_str(),
-                &to.fd,
-                newname.as_c_str(),
-                rustix::fs::RenameFlags::from_bits_retain(flags.bits())
-            )
+        let moved = rustix::fs::renameat_with(
+            &from.fd,
+            name.as_c_str(),
+            &to.fd,
+            newname.as_c_str(),
+            rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
         );
+        tri!(reply, done_before(req, moved, rustix::io::Errno::NOENT));
         reply.ok();
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -341,7 +361,9 @@ impl Filesystem for KacheFs {
         let node = tri!(reply, s.inodes.get(ino));
         let dir = tri!(reply, s.inodes.dir(newparent));
         let name = tri!(reply, name_c(newname));
-        tri!(reply, sys::link_fd(node.fd.as_fd(), &dir.fd, &name));
+        let linked = sys::link_fd(node.fd.as_fd(), &dir.fd, &name)
+            .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO));
+        tri!(reply, done_before(req, linked, rustix::io::Errno::EXIST));
         let attr = tri!(reply, s.inodes.lookup(&dir, &name));
         reply.entry(&TTL, &attr, Generation(0));
     }
@@ -603,12 +625,21 @@ impl Filesystem for KacheFs {
         let flags = OFlags::from_bits_retain(flags as u32);
         // Create (or find) the file first, then do what the open asks of it, so an
         // O_CREAT|O_TRUNC open of a placed file cannot leave the placement in force.
-        let created = sys::openat(
-            &dir.fd,
-            &name,
-            OFlags::CREATE | (flags & OFlags::EXCL) | OFlags::RDONLY | OFlags::NOFOLLOW,
-            mode & !umask & 0o7777,
-        );
+        let create = |excl: OFlags| {
+            sys::openat(
+                &dir.fd,
+                &name,
+                OFlags::CREATE | excl | OFlags::RDONLY | OFlags::NOFOLLOW,
+                mode & !umask & 0o7777,
+            )
+        };
+        let created = match create(flags & OFlags::EXCL) {
+            // Sent again after a server died: that server may have created it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && req.unique().0 & RESENT != 0 => {
+                create(OFlags::empty())
+            }
+            other => other,
+        };
         drop(tri!(reply, created));
         let attr = tri!(reply, s.created_entry(&dir, &name, req.uid(), req.gid()));
         let node = tri!(reply, s.inodes.get(attr.ino));
