@@ -90,8 +90,11 @@ pub const KEYS: &[KeyDef] = &[
         name: "cache.hardlink",
         env: "KACHE_HARDLINK",
         kind: Kind::Bool,
-        default: "true",
-        doc: "allow hardlink restores (one consumer per blob)",
+        // Off: a hardlinked output shares the blob's read-only inode, and rustc refuses to
+        // replace a read-only output, so a later build without kache failed on an edit.
+        default: "false",
+        doc: "allow hardlink restores (one consumer per blob; the restored outputs are \
+              read-only, so a build without kache cannot recompile them)",
     },
     KeyDef {
         name: "cache.seed",
@@ -1002,7 +1005,10 @@ mod tests {
             assert!(c.get(name).is_some(), "{name} is not a row of KEYS");
         }
         assert!(!c.cache_disabled());
-        assert!(c.hardlink_allowed());
+        assert!(
+            !c.hardlink_allowed(),
+            "hardlink restores are off unless asked for"
+        );
         assert_eq!(c.rust_incremental(), Incremental::Passthrough);
         assert_eq!(c.rust_env(), ["A", "B"]);
         assert_eq!(c.str("cache.no_such_key"), "");
