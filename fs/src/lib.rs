@@ -25,6 +25,10 @@
 //! Only through the control file `<mount>/.kache-control` (hidden from listings); see
 //! [`place`], [`clear`] and [`is_kache_mount`].
 //!
+//! # When the server dies
+//! A keeper process holds the mount's FUSE connection; when the server dies it serves the
+//! connection itself ([`resume`], after [`keep`] returned the descriptor): see `takeover.rs`.
+//!
 //! # Limits
 //! Every inode the kernel has looked up holds one O_PATH descriptor in the server until the
 //! kernel forgets it; the server raises its soft `RLIMIT_NOFILE` to the hard limit.
