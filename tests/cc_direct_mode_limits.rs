@@ -232,6 +232,45 @@ fn header_in_an_earlier_dir_of_cpath_or_c_include_path(compiler: &str) {
 }
 with_gcc_and_clang!(header_in_an_earlier_dir_of_cpath_or_c_include_path);
 
+/// `CPLUS_INCLUDE_PATH` (like `-isystem`, for C++ only): a header newly in an
+/// earlier directory of it, then the variable newly set to a directory searched
+/// before the one the header was found in.
+fn header_of_cplus_include_path(compiler: &str) {
+    Case {
+        compiler,
+        dir: "",
+        args: &["-c", "x.cpp"],
+        env_before: &[("CPLUS_INCLUDE_PATH", "c1:c2")],
+        env_after: &[("CPLUS_INCLUDE_PATH", "c1:c2")],
+        label: "changed:now-present",
+    }
+    .run(
+        |p| {
+            p.write("x.cpp", "#include <h.h>\nint v = V;\n");
+            p.write("c2/h.h", "#define V 2\n");
+            std::fs::create_dir_all(p.root.join("c1")).unwrap();
+        },
+        |p| p.write("c1/h.h", "#define V 1\n"),
+    );
+    Case {
+        compiler,
+        dir: "",
+        args: &["-c", "x.cpp", "-idirafter", "late"],
+        env_before: &[],
+        env_after: &[("CPLUS_INCLUDE_PATH", "early")],
+        label: "changed:variable",
+    }
+    .run(
+        |p| {
+            p.write("x.cpp", "#include <h.h>\nint v = V;\n");
+            p.write("late/h.h", "#define V 2\n");
+            p.write("early/h.h", "#define V 1\n");
+        },
+        |_| {},
+    );
+}
+with_gcc_and_clang!(header_of_cplus_include_path);
+
 /// `CPATH` newly set to a directory searched before the one the header was
 /// found in (`-idirafter` is searched last).
 fn cpath_newly_set(compiler: &str) {
