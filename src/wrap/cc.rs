@@ -162,9 +162,10 @@ impl Cc {
     }
 
     /// Whether the arguments or a file the preprocessor read (`files`, as
-    /// its line markers name them) spell a time macro. The preprocessor's
-    /// `-Wdate-time` report misses those GCC reads in a system header or
-    /// under a `#pragma GCC diagnostic`; a file that cannot be read counts
+    /// its line markers name them) spell a time macro, or a file may have
+    /// silenced the preprocessor's `-Wdate-time` report (a diagnostic pragma;
+    /// the run asks for the report in system headers too), which alone sees
+    /// a time macro made by token pasting. A file that cannot be read counts
     /// as one that does.
     fn mentions_time_macros(&self, files: &[String]) -> bool {
         let in_args = self
@@ -173,7 +174,9 @@ impl Cc {
             .any(|a| key::uses_time_macros(a.as_encoded_bytes()));
         in_args
             || files.iter().any(|f| {
-                fs::read(self.cwd.join(f)).map_or(true, |text| key::uses_time_macros(&text))
+                fs::read(self.cwd.join(f)).map_or(true, |text| {
+                    key::uses_time_macros(&text) || key::may_silence_time_macro_report(&text)
+                })
             })
     }
 

@@ -184,7 +184,7 @@ pub struct CcInvocation {
     pub debug_info: bool,
     /// Arguments for the preprocessor run whose output is keyed: the command line without
     /// `-c`, `-o x`, the dependency-file flags and `-w`, plus `-E`, `-Wdate-time
-    /// -Wno-error=date-time` (so [`super::key::preprocessor_reported_time_macros`] can read
+    /// -Wsystem-headers -Wno-error -Wno-error=date-time` (so [`super::key::preprocessor_reported_time_macros`] can read
     /// the diagnostics) and `-fpch-preprocess` (so [`super::key::preprocessed_uses_pch`] sees
     /// where GCC would load a precompiled header).
     /// Add the path arguments of `paths::plan` (same as for the real compile); the output goes
@@ -379,6 +379,11 @@ pub fn parse(compiler: &str, args: &[OsString]) -> Result<CcInvocation, Refusal>
             .map(|(a, _)| a.clone()),
     );
     preprocess_args.push("-Wdate-time".into());
+    // GCC keeps the report silent in system headers (`-isystem`, `#pragma GCC system_header`)
+    // unless asked; asking shows other warnings of theirs too, so none may fail the run (the
+    // text of `-E` does not depend on warnings).
+    preprocess_args.push("-Wsystem-headers".into());
+    preprocess_args.push("-Wno-error".into());
     preprocess_args.push("-Wno-error=date-time".into());
     // GCC loads a `.gch` found before the header in any include directory, but `-E` alone
     // never looks for one: with this flag the output says where one would be used (and the

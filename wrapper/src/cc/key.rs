@@ -181,6 +181,16 @@ pub fn uses_time_macros(source_bytes: &[u8]) -> bool {
         .any(|m| memchr::memmem::find(source_bytes, m).is_some())
 }
 
+/// True when `source_bytes` may silence the preprocessor's `-Wdate-time` report: a
+/// `#pragma clang diagnostic` / `#pragma GCC diagnostic` (or `_Pragma`) naming `date-time`, or
+/// clang's `-Weverything`. Then only [`uses_time_macros`] would see a time macro, and not one
+/// made by token pasting. A cheap textual check, like that one.
+pub fn may_silence_time_macro_report(source_bytes: &[u8]) -> bool {
+    [&b"date-time"[..], b"Weverything"]
+        .iter()
+        .any(|m| memchr::memmem::find(source_bytes, m).is_some())
+}
+
 /// True when the preprocessor run marked where it would load a precompiled header instead of
 /// a header (`-fpch-preprocess`, see `CcInvocation::preprocess_args`): GCC's own choice, in
 /// whichever include directory it found the `.gch`, and only when the `.gch` is valid for
@@ -628,6 +638,15 @@ mod tests {
         assert!(uses_time_macros(b"static const char *ts = __TIMESTAMP__;"));
         assert!(uses_time_macros(b"-DBUILT=__TIME__"));
         assert!(!uses_time_macros(b"int date;"));
+        assert!(may_silence_time_macro_report(
+            b"#pragma clang diagnostic ignored \"-Wdate-time\""
+        ));
+        assert!(may_silence_time_macro_report(
+            b"_Pragma(\"clang diagnostic ignored \\\"-Weverything\\\"\")"
+        ));
+        assert!(!may_silence_time_macro_report(
+            b"#pragma GCC diagnostic ignored \"-Wall\""
+        ));
         assert!(preprocessor_reported_time_macros(
             b"x.c:1:18: warning: macro \"__DATE__\" might prevent reproducible builds [-Wdate-time]\n"
         ));
