@@ -108,7 +108,7 @@ fn a_mount_survives_unmount_and_a_killed_server_and_cargo_clean() {
 
     // Kill the server: the mount is reported broken, and `kache mount` repairs it.
     let pid = mount_row(&store, &a)["pid"].as_u64().unwrap();
-    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
+    kill_with_keeper(pid);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, _) = mounts(&store);
     assert_eq!(mount_row(&store, &a)["state"], "broken");
@@ -321,7 +321,7 @@ fn the_daemon_remounts_a_mount_whose_server_died() {
     let _m = Mount::new(&store, &wt);
     std::fs::write(wt.join("target/kept"), b"still here").unwrap();
     let pid = mount_row(&store, &wt)["pid"].as_u64().unwrap();
-    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
+    kill_with_keeper(pid);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(mount_row(&store, &wt)["state"], "broken");
 
@@ -381,7 +381,7 @@ fn doctor_names_a_broken_mount_and_fix_remounts_it() {
     let a = fixture_at(&tmp.path().join("wt"));
     let _m = Mount::new(&store, &a);
     let pid = mount_row(&store, &a)["pid"].as_u64().unwrap();
-    kache_platform::process::signal_terminate(pid as u32, true).unwrap();
+    kill_with_keeper(pid);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let doctor = |fix: bool| {
         let mut c = kache(&store, &["doctor"]);
