@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kache_fs::{BlobSource, MountHandle, MountOptions, Placement};
 
@@ -67,7 +68,17 @@ impl Fixture {
 
     pub fn unmount(&mut self) {
         if let Some(h) = self.handle.take() {
-            h.unmount().expect("unmount");
+            if let Err(e) = h.unmount() {
+                // A process another test thread is starting holds copies of this process's
+                // descriptors (some in this mount) from its fork until its exec: busy for a
+                // moment. Anything else, or busy for long, is a failure.
+                assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "unmount: {e}");
+                let done = (0..100).any(|_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    kache_fs::unmount(&self.mnt, false).is_ok()
+                });
+                assert!(done, "unmount: {} still busy after 2 s", self.mnt.display());
+            }
         }
     }
 
