@@ -395,6 +395,12 @@ mod tests {
             .nth(19)
             .unwrap()
             .to_string();
+        // A vfork-style spawn returns once the child's exec released the old memory, which is
+        // before the new one holds the arguments: /proc/PID/cmdline reads empty for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while args_of(pid).is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(args_of(pid), Some(vec!["30".to_string()]));
         assert!(build_running(&format!("{pid}-{start}")));
         assert!(
