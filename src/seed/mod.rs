@@ -53,6 +53,11 @@ const HARVEST_WAIT: Duration = Duration::from_secs(3);
 /// Time a seeding may spend harvesting other targets first (the background harvest
 /// after each build normally leaves nothing to do).
 const HARVEST_BUDGET: Duration = Duration::from_secs(3);
+/// The same two bounds when a mount is seeded (`kache mount`, `kache worktree add`): no build
+/// waits then, and a build without its seeds costs more than this wait (a worktree made just
+/// after another's first build finished meets that build's harvest still running: ~700 MiB
+/// read for a 200-unit project).
+const MOUNT_HARVEST_WAIT: Duration = Duration::from_secs(10);
 /// How often the background harvest checks whether cargo is still running.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
@@ -115,7 +120,13 @@ fn ensure_cachedir_tag(target: &Path) {
 }
 
 /// Harvests every known target but `except`, within `budget`.
-fn harvest_known(store: &Store, except: &Path, budget: Duration, tally: &mut Tally) {
+fn harvest_known(
+    store: &Store,
+    except: &Path,
+    budget: Duration,
+    wait: Duration,
+    tally: &mut Tally,
+) {
     let deadline = Instant::now() + budget;
     for t in state::known_targets(store) {
         if t == except {
@@ -125,7 +136,7 @@ fn harvest_known(store: &Store, except: &Path, budget: Duration, tally: &mut Tal
             tally.add_store(Counter::SeedHarvestDeferred, 1);
             break;
         }
-        harvest::harvest_target(store, &t, &t, HARVEST_WAIT, Some(deadline), tally);
+        harvest::harvest_target(store, &t, &t, wait, Some(deadline), tally);
     }
 }
 
@@ -281,7 +292,7 @@ fn seed_at_probe(ctx: &Context, store: &Store, compiler: &OsStr, tally: &mut Tal
             None => report.skip(Skip::NoLockfile, 1),
             Some(pkgs) => {
                 let t = Instant::now();
-                harvest_known(store, &target, HARVEST_BUDGET, tally);
+                harvest_known(store, &target, HARVEST_BUDGET, HARVEST_WAIT, tally);
                 report.phase("harvest", t);
                 let mut profiles = vec![profile.clone()];
                 profiles.extend(cmd.targets.iter().map(|t| format!("{t}/{profile}")));
@@ -371,7 +382,13 @@ pub fn at_mount(store_dir: &Path, worktree: &Path, target: &Path) -> Option<Stri
     let pkgs = cargo::read_lock(&worktree.join("Cargo.lock"))?;
     let identity = worktree_identity(worktree)?;
     let mut tally = Tally::default();
-    harvest_known(&store, target, HARVEST_BUDGET, &mut tally);
+    harvest_known(
+        &store,
+        target,
+        MOUNT_HARVEST_WAIT,
+        MOUNT_HARVEST_WAIT,
+        &mut tally,
+    );
     let set = record::get_set(&store, &identity);
     let mut profiles: Vec<String> = set
         .donors
