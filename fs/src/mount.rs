@@ -337,11 +337,23 @@ struct Scan {
 
 impl Scan {
     /// Each inode is counted once, under the first name met (hard links share a placement).
+    /// What disappears during the walk (the trash of a `clear` being deleted) is passed over.
     fn walk(&mut self, root: &Path, dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if gone(&e) && dir != root => return Ok(()),
+            other => other?,
+        };
+        for entry in entries {
+            let entry = match entry {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
+            let meta = match entry.metadata() {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
             if !self.seen.insert(meta.ino()) {
                 continue;
             }

@@ -745,3 +745,47 @@ fn files_placed_with_a_time_read_back_with_that_mtime() {
     assert_eq!(fs::read(&p).unwrap(), b"seeded rlib");
     assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), when);
 }
+
+/// `mount_stats` (and the eviction's `scan_placements`) walk the upper directory while a
+/// `clear`'s trash is being deleted: what disappears during the walk is passed over, not an
+/// error (CI once failed `clear_empties_the_mount_at_once_and_open_files_stay_readable` so).
+#[test]
+fn statistics_of_an_upper_directory_that_changes_during_the_walk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (upper, stop) = (upper.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = upper.join(format!("trash-{}", round % 4));
+                for i in 0..50 {
+                    let sub = d.join(format!("s{i}"));
+                    fs::create_dir_all(&sub).unwrap();
+                    fs::write(sub.join("f"), b"bytes").unwrap();
+                }
+                fs::remove_dir_all(&d).unwrap();
+                round += 1;
+            }
+        })
+    };
+    let mut errors = Vec::new();
+    for _ in 0..300 {
+        if let Err(e) = kache_fs::mount_stats(tmp.path()) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = kache_fs::scan_placements(tmp.path()) {
+            errors.push(e.to_string());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} walks failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+}
