@@ -189,32 +189,32 @@ impl Inodes {
 
     /// The node of the upper inode behind `fd` (whose attributes are `st`), registered if it
     /// was not known, with one more lookup counted.
+    ///
+    /// The lookup is counted under the same hold of the table lock that finds or inserts the
+    /// node: a `forget` in between would otherwise drop a node the kernel is about to hold.
     fn register(&self, id: u64, fd: OwnedFd, st: &Stat) -> io::Result<Arc<Node>> {
-        let known = lock(&self.nodes).get(&id).cloned();
-        let node = match known {
-            Some(node) => node,
-            None => {
-                let kind = Kind::from_raw_mode(st.st_mode);
-                let is_dir = kind == Kind::Directory;
-                let placed = if kind == Kind::RegularFile {
-                    Blob::of_marker(fd.as_fd())?
-                } else {
-                    None
-                };
-                let fresh = Arc::new(Node {
-                    fd,
-                    is_dir,
-                    nlookup: AtomicU64::new(0),
-                    state: Mutex::new(NodeState { placed }),
-                });
-                lock(&self.nodes).entry(id).or_insert(fresh).clone()
-            }
-        };
-        {
-            let _table = lock(&self.nodes);
+        if let Some(node) = lock(&self.nodes).get(&id) {
             node.nlookup.fetch_add(1, Ordering::Relaxed);
+            return Ok(node.clone());
         }
-        Ok(node)
+        // Not known: read what the node needs outside the lock (an xattr read).
+        let kind = Kind::from_raw_mode(st.st_mode);
+        let is_dir = kind == Kind::Directory;
+        let placed = if kind == Kind::RegularFile {
+            Blob::of_marker(fd.as_fd())?
+        } else {
+            None
+        };
+        let fresh = Arc::new(Node {
+            fd,
+            is_dir,
+            nlookup: AtomicU64::new(0),
+            state: Mutex::new(NodeState { placed }),
+        });
+        let mut nodes = lock(&self.nodes);
+        let node = nodes.entry(id).or_insert(fresh);
+        node.nlookup.fetch_add(1, Ordering::Relaxed);
+        Ok(node.clone())
     }
 
     /// The kernel dropped `n` lookups of node `id`; the node goes when none is left.
