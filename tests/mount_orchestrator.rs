@@ -397,6 +397,36 @@ fn a_request_the_killed_server_had_taken_is_answered_by_its_keeper() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// A keeper that takes over serves the mount as the dead server left it: after `cargo clean`
+/// removed the target link, the link stays removed (the next build puts it back).
+#[test]
+fn a_takeover_after_cargo_clean_leaves_the_target_link_removed() {
+    let o = Orchestra::new();
+    let wt = o.add("clean-then-kill");
+    build(&wt, &o.store);
+    let clean = cargo(&wt, &o.store, &["clean"]).output().unwrap();
+    assert!(clean.status.success(), "{}", stderr(&clean));
+    let target = wt.join("target");
+    assert!(!target.exists() && !target.is_symlink());
+    let (_, state, pid) = mount_facts(&o, &wt);
+    let keeper = children(pid);
+    kill(pid);
+    let log = state.join("server.log");
+    assert!(eventually(10, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains(&format!("(pid {pid}) died")))));
+    assert!(eventually(5, || mount_row(&o.store, &wt)["pid"].as_u64()
+        == keeper.first().copied()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !target.exists() && !target.is_symlink(),
+        "the takeover linked the target again"
+    );
+    // The next build links it and goes into the mount.
+    build(&wt, &o.store);
+    assert!(target.is_symlink() && is_mounted(&target));
+    assert!(run_app(&wt, "debug").contains("gen: 42"));
+}
+
 /// A server's keeper that exits is replaced, and a server that ends on purpose takes its keeper
 /// with it (no process is left behind).
 #[test]

@@ -150,7 +150,13 @@ pub(super) fn serve(
     // mount's lock and records the link itself: a write from here could put back the record as
     // it was before the parent saved this server's pid (then nothing could stop the server).
     let record_link = !rec.linked && std::env::var_os(PARENT_HOLDS_LOCK).is_none();
-    match layout::link_target(&rec.target, mountpoint) {
+    // A keeper taking over serves the mount as it is: the link stays as the dead server left
+    // it (a `cargo clean` may have removed it; an `rm -rf` of the worktree may be under way).
+    let link = match handle.resumed() {
+        true => Ok(()),
+        false => layout::link_target(&rec.target, mountpoint),
+    };
+    match link {
         Ok(()) if record_link => {
             if let Some(mut now) = reg.load(id) {
                 now.linked = true;
