@@ -106,8 +106,10 @@ impl IntoErrno for rustix::io::Errno {
     }
 }
 
-/// The bit the kernel sets in the id of a request it sends again (FUSE_NOTIFY_RESEND).
-const RESENT: u64 = 1 << 63;
+/// Whether the kernel sent `req` again (FUSE_NOTIFY_RESEND sets this bit of its id).
+fn resent(req: &Request) -> bool {
+    req.unique().0 & (1 << 63) != 0
+}
 
 /// `result` of a request that may have been done already: one the kernel sent again after a
 /// server died (`takeover.rs`), which that server may have carried out before it died. Then the
@@ -118,7 +120,7 @@ fn done_before(
     done: rustix::io::Errno,
 ) -> rustix::io::Result<()> {
     match result {
-        Err(e) if e == done && req.unique().0 & RESENT != 0 => Ok(()),
+        Err(e) if e == done && resent(req) => Ok(()),
         other => other,
     }
 }
@@ -635,7 +637,7 @@ impl Filesystem for KacheFs {
         };
         let created = match create(flags & OFlags::EXCL) {
             // Sent again after a server died: that server may have created it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && req.unique().0 & RESENT != 0 => {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && resent(req) => {
                 create(OFlags::empty())
             }
             other => other,

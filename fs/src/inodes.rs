@@ -106,37 +106,33 @@ impl Inodes {
     fn recover(&self, id: u64) -> Option<Arc<Node>> {
         let mut guard = lock(&self.lost);
         let lost = guard.as_mut()?;
-        for attempt in 0..2 {
-            if attempt == 1 {
-                if lost
-                    .walked
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-                {
-                    return None;
-                }
+        let found = match self.open_lost(lost, id) {
+            Some(found) => Some(found),
+            None if lost
+                .walked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1)) =>
+            {
+                None
+            }
+            None => {
                 lost.paths.clear();
                 walk_ids(self, &lost.upper, Path::new(""), &mut lost.paths);
                 lost.walked = Some(Instant::now());
+                self.open_lost(lost, id)
             }
-            let Some(rel) = lost.paths.get(&id) else {
-                continue;
-            };
-            let Ok(path) = sys::cstr(lost.upper.join(rel).as_os_str()) else {
-                continue;
-            };
-            let Ok(fd) = sys::open_path(rustix::fs::CWD, &path) else {
-                continue;
-            };
-            let Ok(st) = sys::fstat(fd.as_fd()) else {
-                continue;
-            };
-            if self.id_of(st.st_ino) != id {
-                continue;
-            }
-            drop(guard);
-            return self.register(id, fd, &st).ok();
-        }
-        None
+        };
+        drop(guard);
+        let (fd, st) = found?;
+        self.register(id, fd, &st).ok()
+    }
+
+    /// The inode the last walk saw as node `id`, if that name still holds it.
+    fn open_lost(&self, lost: &Lost, id: u64) -> Option<(OwnedFd, Stat)> {
+        let rel = lost.paths.get(&id)?;
+        let path = sys::cstr(lost.upper.join(rel).as_os_str()).ok()?;
+        let fd = sys::open_path(rustix::fs::CWD, &path).ok()?;
+        let st = sys::fstat(fd.as_fd()).ok()?;
+        (self.id_of(st.st_ino) == id).then_some((fd, st))
     }
 
     /// The node id of the upper inode numbered `upper_ino`.

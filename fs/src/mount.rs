@@ -38,9 +38,6 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     /// A duplicate of the FUSE connection's descriptor, for a keeper (see `takeover.rs`).
     device: OwnedFd,
-    /// Serving a connection a dead server mounted: fuser does not know the mount, so
-    /// unmounting is done here.
-    resumed: bool,
 }
 
 impl MountHandle {
@@ -57,7 +54,7 @@ impl MountHandle {
 
     /// Whether this handle serves a connection taken over from a dead server.
     pub fn resumed(&self) -> bool {
-        self.resumed
+        self.shared.inodes.took_over()
     }
 
     pub(crate) fn device(&self) -> BorrowedFd<'_> {
@@ -73,7 +70,8 @@ impl MountHandle {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        if self.resumed {
+        // A taken-over connection: fuser does not know the mount, so it is unmounted here.
+        if self.resumed() {
             // The threads end when the unmount ends the connection; if it fails (busy), they
             // serve on in the background and the process's exit ends them.
             unmount(&self.mountpoint, false)?;
@@ -178,14 +176,22 @@ pub fn mount(opts: MountOptions, blobs: Arc<dyn BlobSource>) -> io::Result<Mount
     let p = prepare(&opts, blobs)?;
     let session = Session::new(p.fs, &opts.mountpoint, &p.config)?;
     let device = session.as_fd().try_clone_to_owned()?;
-    let _ = p.shared.notifier.set(session.notifier());
-    let session = session.spawn()?;
+    serve_in_background(p.shared, session, opts.mountpoint, device)
+}
+
+/// Starts the serving threads of `session`, whose FUSE connection `device` also names.
+fn serve_in_background(
+    shared: Arc<Shared>,
+    session: Session<KacheFs>,
+    mountpoint: PathBuf,
+    device: OwnedFd,
+) -> io::Result<MountHandle> {
+    let _ = shared.notifier.set(session.notifier());
     Ok(MountHandle {
-        session: Some(session),
-        shared: p.shared,
-        mountpoint: opts.mountpoint,
+        session: Some(session.spawn()?),
+        shared,
+        mountpoint,
         device,
-        resumed: false,
     })
 }
 
@@ -218,15 +224,7 @@ pub fn resume(
     // Before any thread reads: where the kernel cannot resend, nothing is served, and the
     // connection ends with this process (as it would have with the dead server).
     sys::resend_unanswered(device.as_fd())?;
-    let _ = p.shared.notifier.set(session.notifier());
-    let session = session.spawn()?;
-    Ok(MountHandle {
-        session: Some(session),
-        shared: p.shared,
-        mountpoint: opts.mountpoint,
-        device,
-        resumed: true,
-    })
+    serve_in_background(p.shared, session, opts.mountpoint, device)
 }
 
 /// Mount and serve on this thread until the filesystem is unmounted.
