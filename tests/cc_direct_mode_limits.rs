@@ -208,21 +208,25 @@ fn header_next_to_the_including_file(compiler: &str) {
 }
 with_gcc_and_clang!(header_next_to_the_including_file);
 
-/// `CPATH` (searched like `-I`) and `C_INCLUDE_PATH` (like `-isystem`): a
-/// header newly in an earlier directory of the variable.
+/// `CPATH` (searched like `-I`), `C_INCLUDE_PATH` and, for C++, `CPLUS_INCLUDE_PATH` (like
+/// `-isystem`): a header newly in an earlier directory of the variable.
 fn header_in_an_earlier_dir_of_cpath_or_c_include_path(compiler: &str) {
-    for var in ["CPATH", "C_INCLUDE_PATH"] {
+    for (var, source) in [
+        ("CPATH", "x.c"),
+        ("C_INCLUDE_PATH", "x.c"),
+        ("CPLUS_INCLUDE_PATH", "x.cpp"),
+    ] {
         Case {
             compiler,
             dir: "",
-            args: &["-c", "x.c"],
+            args: &["-c", source],
             env_before: &[(var, "c1:c2")],
             env_after: &[(var, "c1:c2")],
             label: "changed:now-present",
         }
         .run(
             |p| {
-                p.write("x.c", "#include <h.h>\nint v = V;\n");
+                p.write(source, "#include <h.h>\nint v = V;\n");
                 p.write("c2/h.h", "#define V 2\n");
                 std::fs::create_dir_all(p.root.join("c1")).unwrap();
             },
@@ -232,64 +236,27 @@ fn header_in_an_earlier_dir_of_cpath_or_c_include_path(compiler: &str) {
 }
 with_gcc_and_clang!(header_in_an_earlier_dir_of_cpath_or_c_include_path);
 
-/// `CPLUS_INCLUDE_PATH` (like `-isystem`, for C++ only): a header newly in an
-/// earlier directory of it, then the variable newly set to a directory searched
-/// before the one the header was found in.
-fn header_of_cplus_include_path(compiler: &str) {
-    Case {
-        compiler,
-        dir: "",
-        args: &["-c", "x.cpp"],
-        env_before: &[("CPLUS_INCLUDE_PATH", "c1:c2")],
-        env_after: &[("CPLUS_INCLUDE_PATH", "c1:c2")],
-        label: "changed:now-present",
-    }
-    .run(
-        |p| {
-            p.write("x.cpp", "#include <h.h>\nint v = V;\n");
-            p.write("c2/h.h", "#define V 2\n");
-            std::fs::create_dir_all(p.root.join("c1")).unwrap();
-        },
-        |p| p.write("c1/h.h", "#define V 1\n"),
-    );
-    Case {
-        compiler,
-        dir: "",
-        args: &["-c", "x.cpp", "-idirafter", "late"],
-        env_before: &[],
-        env_after: &[("CPLUS_INCLUDE_PATH", "early")],
-        label: "changed:variable",
-    }
-    .run(
-        |p| {
-            p.write("x.cpp", "#include <h.h>\nint v = V;\n");
-            p.write("late/h.h", "#define V 2\n");
-            p.write("early/h.h", "#define V 1\n");
-        },
-        |_| {},
-    );
-}
-with_gcc_and_clang!(header_of_cplus_include_path);
-
-/// `CPATH` newly set to a directory searched before the one the header was
-/// found in (`-idirafter` is searched last).
+/// `CPATH` (or, for C++, `CPLUS_INCLUDE_PATH`) newly set to a directory searched before the
+/// one the header was found in (`-idirafter` is searched last).
 fn cpath_newly_set(compiler: &str) {
-    Case {
-        compiler,
-        dir: "",
-        args: &["-c", "x.c", "-idirafter", "late"],
-        env_before: &[],
-        env_after: &[("CPATH", "early")],
-        label: "changed:variable",
+    for (var, source) in [("CPATH", "x.c"), ("CPLUS_INCLUDE_PATH", "x.cpp")] {
+        Case {
+            compiler,
+            dir: "",
+            args: &["-c", source, "-idirafter", "late"],
+            env_before: &[],
+            env_after: &[(var, "early")],
+            label: "changed:variable",
+        }
+        .run(
+            |p| {
+                p.write(source, "#include <h.h>\nint v = V;\n");
+                p.write("late/h.h", "#define V 2\n");
+                p.write("early/h.h", "#define V 1\n");
+            },
+            |_| {},
+        );
     }
-    .run(
-        |p| {
-            p.write("x.c", "#include <h.h>\nint v = V;\n");
-            p.write("late/h.h", "#define V 2\n");
-            p.write("early/h.h", "#define V 1\n");
-        },
-        |_| {},
-    );
 }
 with_gcc_and_clang!(cpath_newly_set);
 
