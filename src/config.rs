@@ -97,6 +97,14 @@ pub const KEYS: &[KeyDef] = &[
               read-only, so a build without kache cannot recompile them)",
     },
     KeyDef {
+        name: "cache.background_store",
+        env: "KACHE_BACKGROUND_STORE",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "store large outputs (a linked binary) after the compile returns, so the \
+              build does not wait for hashing and copying them (Linux)",
+    },
+    KeyDef {
         name: "cache.seed",
         env: "KACHE_SEED",
         kind: Kind::Bool,
@@ -709,6 +717,11 @@ impl Config {
     /// `cache.hardlink`: hardlink restores are allowed.
     pub fn hardlink_allowed(&self) -> bool {
         self.bool("cache.hardlink")
+    }
+
+    /// `cache.background_store`: large outputs may be stored after the call returned.
+    pub fn background_store(&self) -> bool {
+        self.bool("cache.background_store")
     }
 
     /// `rust.incremental`.

@@ -212,6 +212,11 @@ fn try_main(cli: Cli) -> CliResult {
     for w in &ctx.config.warnings {
         eprintln!("kache: warning: {w}");
     }
+    if reads_what_builds_stored(&cli.command) {
+        // A build that returned may still be storing its largest outputs in the
+        // background (`cache.background_store`): what this command reads includes them.
+        kache::store::settle(&ctx.store_dir, std::time::Duration::from_secs(60));
+    }
     match cli.command {
         Command::Stats { json, zero } => cmd_stats(&ctx, json, zero),
         Command::Gc {
@@ -254,6 +259,26 @@ fn try_main(cli: Cli) -> CliResult {
             kache::seed::harvest_after_build(&store, &target, after_build.as_deref());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Commands that read the counters, entries or blobs builds leave (not the ones that only
+/// set up, serve a mount or run the daemon).
+fn reads_what_builds_stored(c: &Command) -> bool {
+    match c {
+        Command::Stats { .. }
+        | Command::Gc { .. }
+        | Command::Report { .. }
+        | Command::WhyMiss { .. }
+        | Command::Verify
+        | Command::Remote { .. }
+        | Command::Mounts { .. }
+        | Command::Worktree { .. }
+        | Command::Debug { .. }
+        | Command::SeedHarvest { .. }
+        | Command::Doctor { .. } => true,
+        Command::Mount(a) => !a.foreground,
+        _ => false,
     }
 }
 

@@ -116,6 +116,28 @@ pub fn reexec(program: &Path, args: &[String]) -> io::Error {
     sys::reexec(program, args)
 }
 
+/// Which side of [`fork_to_background`] this process is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The process that called: its caller finishes its part and exits as it would have.
+    Parent,
+    /// The copy that carries on in the background: in a session of its own, its standard
+    /// streams and every inherited pipe on the null device, so nobody waiting for this
+    /// process's output (cargo reading a compiler's stdout and stderr, a shell's `| head`)
+    /// waits for it.
+    Background,
+}
+
+/// Splits this process in two so the rest of its work runs after its spawner has seen it
+/// exit. Refused (`Unsupported`) where it cannot be done safely: outside Linux, and while
+/// this process runs more than one thread (a fork copies only the calling thread, and a
+/// lock another thread held would stay locked forever in the copy). File locks (`flock`)
+/// and open files are shared by both sides, so a lock the parent took stays held until the
+/// background side ends.
+pub fn fork_to_background() -> io::Result<Forked> {
+    sys::fork_to_background()
+}
+
 /// True when stdout is a pipe or socket nobody reads any more (`kache stats | head -1` after
 /// `head` exited): asked of the descriptor itself, not guessed from a write error.
 pub fn stdout_reader_gone() -> bool {
@@ -213,6 +235,67 @@ mod sys {
         };
         matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(1))
             && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn fork_to_background() -> io::Result<super::Forked> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let threads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<u32>().ok());
+        if threads != Some(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{threads:?} threads: a fork would copy only one"),
+            ));
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        // SAFETY: this process has one thread (checked just above, and nothing here starts
+        // one), so the child is a whole copy: no lock is held by a thread that does not
+        // exist in it, and it may go on running ordinary Rust code. Neither std nor rustix
+        // offers fork.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                let _ = rustix::process::setsid();
+                let mut pipes = vec![0, 1, 2];
+                if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+                    for e in dir.flatten() {
+                        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                            continue;
+                        };
+                        let is_pipe = std::fs::metadata(e.path()).is_ok_and(|m| {
+                            use std::os::unix::fs::FileTypeExt;
+                            m.file_type().is_fifo()
+                        });
+                        if fd > 2 && is_pipe {
+                            pipes.push(fd);
+                        }
+                    }
+                }
+                for fd in pipes {
+                    if fd == null.as_raw_fd() {
+                        continue;
+                    }
+                    // SAFETY: `fd` is open in this process (listed just now, or a standard
+                    // stream); dup2 keeps its number valid and points it at the null device,
+                    // so whatever owns it reads end of file and writes nowhere.
+                    unsafe { libc::dup2(null.as_fd().as_raw_fd(), fd) };
+                }
+                Ok(super::Forked::Background)
+            }
+            _ => Ok(super::Forked::Parent),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn fork_to_background() -> io::Result<super::Forked> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "only on Linux"))
     }
 
     #[cfg(target_os = "linux")]
@@ -316,6 +399,10 @@ mod sys {
 
     pub fn stdout_reader_gone() -> bool {
         false
+    }
+
+    pub fn fork_to_background() -> io::Result<super::Forked> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not on Windows"))
     }
 
     pub fn build_id() -> Option<String> {

@@ -136,8 +136,15 @@ pub fn remember_digest(store: &Store, path: &Path, meta: &fs::Metadata, hash: &s
 /// read back, so no write in the same clock tick can hide behind it.
 pub fn remember_output(store: &Store, path: &Path, hash: &str) {
     if let Ok(meta) = fs::metadata(path) {
-        write_memo(store, &file_memo_path(store, path, &stat_sig(&meta)), hash);
+        remember_output_as(store, path, &meta, hash);
     }
+}
+
+/// Like [`remember_output`] for a file whose stat `meta` was taken when `hash` was read
+/// from it (through its descriptor): the path may hold another file by now, and a memo
+/// keyed by that file's stat would vouch for bytes it does not have.
+pub fn remember_output_as(store: &Store, path: &Path, meta: &fs::Metadata, hash: &str) {
+    write_memo(store, &file_memo_path(store, path, &stat_sig(meta)), hash);
 }
 
 /// A set of files, each with its current stat and the content it must

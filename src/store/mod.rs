@@ -199,6 +199,23 @@ impl Store {
         self.root.join("locks").join(name)
     }
 
+    /// A shared lock on the store's background marker, held by every process that stores
+    /// a call's outputs after the call returned (see [`Store::settle`]).
+    pub fn background_lock(&self) -> io::Result<FileLock> {
+        let path = self.lock_path("background");
+        match FileLock::acquire_timeout(&path, LockMode::Shared, Duration::from_secs(1))? {
+            Some(l) => Ok(l),
+            None => Err(io::Error::new(io::ErrorKind::WouldBlock, "background marker busy")),
+        }
+    }
+
+    /// Waits (at most `timeout`) until no store started by an earlier build still runs in
+    /// the background, so what a command reads (counters, entries, sizes) includes every
+    /// build that has returned. True when none runs any more.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        settle(&self.root, timeout)
+    }
+
     fn publish(&self, tmp: AtomicFile, dest: &Path, mode: Option<u32>) -> io::Result<()> {
         if let Some(parent) = dest.parent() {
             if !parent.is_dir() {
@@ -220,26 +237,26 @@ impl Store {
     /// executable is published 0555 instead of 0444, so executables (whose
     /// restored mode must carry exec bits) can be hardlink-restored too.
     pub fn put_blob_from_path_as(&self, src: &Path, executable: bool) -> io::Result<BlobRef> {
-        self.put_blob_from_path_inspecting(src, executable, &mut |_| {})
+        self.put_blob_from_file(&File::open(src)?, executable, &mut |_| {})
     }
 
-    /// Like [`Store::put_blob_from_path_as`], showing `inspect` every byte
-    /// stored, in order: the one read that hashes (and copies) a file also
-    /// serves whoever must look into it.
-    pub fn put_blob_from_path_inspecting(
+    /// Stores the bytes `file` holds, read through that descriptor (whatever its path names
+    /// by now), showing `inspect` every byte stored, in order: the one read that hashes (and
+    /// copies) a file also serves whoever must look into it. Executable: as
+    /// [`Store::put_blob_from_path_as`].
+    pub fn put_blob_from_file(
         &self,
-        src: &Path,
+        file: &File,
         executable: bool,
         inspect: &mut dyn FnMut(&[u8]),
     ) -> io::Result<BlobRef> {
-        let file = File::open(src)?;
         let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
         // Clone first (no bytes copied), then hash what we hold, so the name
-        // always describes the stored bytes even if `src` changes meanwhile.
+        // always describes the stored bytes even if `file` changes meanwhile.
         let cloned = {
             // AtomicFile created the temp already; clone needs a fresh file.
             fs::remove_file(tmp.path())?;
-            kache_platform::clone_into_new(&file, tmp.path(), 0o644)?
+            kache_platform::clone_into_new(file, tmp.path(), 0o644)?
         };
         let (hash, size) = if cloned {
             let mut f = File::open(tmp.path())?;
@@ -249,12 +266,14 @@ impl Store {
             *tmp.file() = f;
             r
         } else {
-            // Recreate the temp and copy while hashing.
+            // Recreate the temp and copy while hashing, from the start of the file.
             let mut out = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(tmp.path())?;
-            let r = copy_hashing(&mut &file, &mut out, inspect)?;
+            let mut from = file.try_clone()?;
+            std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(0))?;
+            let r = copy_hashing(&mut from, &mut out, inspect)?;
             *tmp.file() = out;
             r
         };
@@ -741,6 +760,18 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 
 /// Copies `r` into `w`, hashing what passes and showing it to `inspect`
 /// (the one read loop of the store).
+/// [`Store::settle`] for the store at `root`, without opening (or creating) it.
+pub fn settle(root: &Path, timeout: Duration) -> bool {
+    let path = root.join("locks").join("background");
+    if !path.exists() {
+        return true;
+    }
+    matches!(
+        FileLock::acquire_timeout(&path, LockMode::Exclusive, timeout),
+        Ok(Some(_))
+    )
+}
+
 fn copy_hashing(
     r: &mut impl Read,
     w: &mut impl Write,

@@ -99,6 +99,8 @@ pub fn run(args: &[OsString]) -> ExitCode {
         tally: Tally::default(),
         key_groups: BTreeMap::new(),
         direct_fallback: None,
+        build: kache_platform::process::build_id(),
+        background: None,
     };
     let code = match lang {
         Lang::Rust => rust::run(&mut call, compiler, rest),
@@ -227,9 +229,21 @@ pub struct Call {
     /// back to its key ahead (C/C++: the preprocessor); counted and logged
     /// with the call's outcome.
     pub direct_fallback: Option<String>,
+    /// The build this call belongs to ([`kache_platform::process::build_id`]), found at the
+    /// start: a background store records the outcome after cargo may be gone.
+    build: Option<String>,
+    /// Held by the background side of a call whose outputs are stored after it returned,
+    /// until the process ends (after its counters are written).
+    background: Option<kache_platform::FileLock>,
 }
 
 impl Call {
+    /// This process's part of the call ends here: a background copy of it records the
+    /// outcome and writes the counters, so nothing counted so far is written here.
+    fn hand_over(&mut self) {
+        self.tally = Tally::default();
+    }
+
     /// Adds `n` to a counter (of this call's language when per-language).
     pub fn count(&mut self, c: Counter, n: u64) {
         self.tally.add(self.lang, c, n);
@@ -259,7 +273,7 @@ impl Call {
             .map_or(0, |d| d.as_secs());
         e.unit = unit.map(String::from);
         e.ms = self.started.elapsed().as_millis() as u64;
-        e.build = kache_platform::process::build_id();
+        e.build = self.build.clone();
         e.groups = (!self.key_groups.is_empty()).then(|| self.key_groups.clone());
         crate::events::append(self.store.root(), &e);
     }

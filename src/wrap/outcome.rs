@@ -172,6 +172,10 @@ pub enum NotStored {
     InputModifiedDuringCompile,
     InputUnreadable,
     OutputMissing,
+    /// An output was written again after its compile ended and before it was stored (a
+    /// store that runs after the build returned, while a new build rewrote the file in
+    /// place): what is there now is not what that compile made.
+    OutputChanged,
     /// An output is not a regular file (the compiler wrote into a device or
     /// through a symlink): nothing of it can be stored.
     OutputNotAFile,
@@ -215,6 +219,7 @@ impl NotStored {
             NotStored::InputModifiedDuringCompile => "input-modified-during-compile".into(),
             NotStored::InputUnreadable => "input-unreadable".into(),
             NotStored::OutputMissing => "output-missing".into(),
+            NotStored::OutputChanged => "output-changed".into(),
             NotStored::OutputNotAFile => "output-not-a-file".into(),
             NotStored::InputPathNotUtf8 => "input-path-not-utf8".into(),
             NotStored::InputNotAFile => "input-not-a-file".into(),

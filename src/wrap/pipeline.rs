@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use kache_platform::process::Forked;
 use kache_platform::{FileLock, HardlinkPolicy, LockMode};
 use kache_wrapper::paths::has_tokens;
 
@@ -814,7 +815,14 @@ fn compile<L: Language>(
                 let spelled = lang.spelled_roots();
                 session.finish(&observe::filter(&call.store, &unobserved, &spelled))
             });
-            store(call, lang, keys, &run, started, recording, mount)
+            match store(call, lang, keys, &run, started, recording, mount) {
+                Ok(Stored::Bytes(n)) => Ok(n),
+                Ok(Stored::InBackground) => {
+                    call.hand_over();
+                    return code;
+                }
+                Err(e) => Err(e),
+            }
         }
         _ => Err(NotStored::CompileFailed),
     };
@@ -854,7 +862,7 @@ fn store<L: Language>(
     started: SystemTime,
     recording: Option<Recording>,
     mount: Option<&Path>,
-) -> Result<u64, NotStored> {
+) -> Result<Stored, NotStored> {
     match &recording {
         Some(Ok(_)) => call.count(Counter::Observed, 1),
         Some(Err(why)) => {
@@ -873,6 +881,31 @@ fn store<L: Language>(
         }
     }
     let stderr = lang.stored_stderr(run)?;
+    // Each output file is opened now, while it surely holds what the compile wrote, and is
+    // read through that descriptor: a build that rewrites the path later makes a new file
+    // (and is noticed if it writes into this one).
+    let mut opened = Vec::with_capacity(produced.len());
+    for p in &produced {
+        opened.push(match &p.content {
+            Content::File { path, .. } => {
+                let f = fs::File::open(path).map_err(|_| NotStored::OutputMissing)?;
+                let meta = f.metadata().map_err(|_| NotStored::OutputMissing)?;
+                Some((f, meta))
+            }
+            Content::Text(_) => None,
+        });
+    }
+    if let Some(lock) = background(call, mount, &opened) {
+        match kache_platform::process::fork_to_background() {
+            Ok(Forked::Parent) => return Ok(Stored::InBackground),
+            Ok(Forked::Background) => {
+                tracing::debug!(pid = std::process::id(), "storing in the background");
+                call.background = Some(lock);
+                test_delay();
+            }
+            Err(e) => tracing::debug!("storing before returning: {e}"),
+        }
+    }
     // Blobs first (named by content, whatever the key turns out to be): the
     // one read of each output that hashes and copies it also looks for the
     // worktree's roots in it, which decides the result key.
@@ -883,23 +916,32 @@ fn store<L: Language>(
     search.end();
     let mut outputs = Vec::new();
     let mut bytes = 0;
-    for p in produced {
-        let (blob, mode) = match &p.content {
+    for (p, opened) in produced.into_iter().zip(opened) {
+        let (blob, mode) = match (&p.content, opened) {
             // Already in token form: nothing to search.
-            Content::Text(t) => (call.store.put_blob_bytes(t)?, 0o644),
-            Content::File { path, executable } => {
-                let meta = fs::metadata(path).map_err(|_| NotStored::OutputMissing)?;
-                let blob =
-                    call.store
-                        .put_blob_from_path_inspecting(path, *executable, &mut |b| {
-                            search.feed(b)
-                        })?;
+            (Content::Text(t), _) => (call.store.put_blob_bytes(t)?, 0o644),
+            (Content::File { path, executable }, Some((file, meta))) => {
+                let blob = call
+                    .store
+                    .put_blob_from_file(&file, *executable, &mut |b| search.feed(b))?;
                 search.end();
-                memo::remember_output(&call.store, path, &blob.hash);
+                // A write changes the size or the mtime. Not the ctime: cargo's hard link
+                // of a binary into target/debug changes that, and only that.
+                let now = file.metadata().map_err(|_| NotStored::OutputMissing)?;
+                let (was, is) = (
+                    kache_platform::file_signature(&meta),
+                    kache_platform::file_signature(&now),
+                );
+                if (was.size, was.mtime_ns) != (is.size, is.mtime_ns) {
+                    tracing::debug!(path = %path.display(), "written again before it was stored");
+                    return Err(NotStored::OutputChanged);
+                }
+                memo::remember_output_as(&call.store, path, &meta, &blob.hash);
                 bytes += blob.size;
                 let exec_bits = if *executable { 0o111 } else { 0 };
                 (blob, kache_platform::file_mode(&meta) | exec_bits)
             }
+            (Content::File { .. }, None) => return Err(NotStored::OutputMissing),
         };
         outputs.push(OutputFile {
             name: p.name,
@@ -959,7 +1001,58 @@ fn store<L: Language>(
     }
     call.count(Counter::GcPendingBytes, bytes);
     crate::gc::maybe_collect(&call.store, call.ctx.config.max_size(), bytes);
-    Ok(bytes)
+    Ok(Stored::Bytes(bytes))
+}
+
+/// How [`store`] ended for the process that called it.
+enum Stored {
+    /// Stored: this many bytes of output files.
+    Bytes(u64),
+    /// A background copy of this process stores it and records the call's outcome; this
+    /// process only returns the compiler's exit status.
+    InBackground,
+}
+
+/// Output files at least this large (together) are stored after the call returns: a
+/// linked debug binary of tens of MB costs about 90 ms to hash, copy and fsync, the
+/// whole of what kache adds to an edit-rebuild loop's last step. Smaller outputs are
+/// stored at once, which costs less than the fork.
+const BACKGROUND_STORE_BYTES: u64 = 1 << 20;
+
+/// Whether this call's outputs are stored in the background: large enough, allowed
+/// (`cache.background_store`), and not in a kache mount (turning the outputs into
+/// placements there replaces files by path, which must not happen after the build went
+/// on). Returns the shared lock on the store's background marker, to be held by the
+/// background side until it ends: `kache stats` and the other readers wait for it.
+fn background(
+    call: &Call,
+    mount: Option<&Path>,
+    opened: &[Option<(fs::File, fs::Metadata)>],
+) -> Option<FileLock> {
+    let bytes: u64 = opened.iter().flatten().map(|(_, m)| m.len()).sum();
+    if mount.is_some() || bytes < BACKGROUND_STORE_BYTES || !call.ctx.config.background_store()
+    {
+        tracing::debug!(bytes, mount = mount.is_some(), "storing before returning");
+        return None;
+    }
+    match call.store.background_lock() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!("storing before returning: background marker: {e}");
+            None
+        }
+    }
+}
+
+/// Test hook: `KACHE_TEST_BACKGROUND_DELAY_MS` holds a background store back this long,
+/// so a test can act between the build's return and the store.
+fn test_delay() {
+    if let Some(ms) = std::env::var("KACHE_TEST_BACKGROUND_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms.min(60_000)));
+    }
 }
 
 /// In a kache-mounted target, what the compiler just wrote sits in the
