@@ -275,7 +275,6 @@ fn reads_what_builds_stored(c: &Command) -> bool {
         | Command::Mounts { .. }
         | Command::Worktree { .. }
         | Command::Debug { .. }
-        | Command::SeedHarvest { .. }
         | Command::Doctor { .. } => true,
         Command::Mount(a) => !a.foreground,
         _ => false,

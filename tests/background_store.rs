@@ -75,7 +75,11 @@ fn a_binary_is_stored_after_the_build_returns_and_readers_wait_for_it() {
     // The binary's entry is there: a new worktree hits every unit and runs right.
     let b = fixture_at(&tmp.path().join("b"));
     let out = build(&b, &store);
-    assert_eq!(counter_at(&stats(&store), "rust.misses"), misses, "B hits all");
+    assert_eq!(
+        counter_at(&stats(&store), "rust.misses"),
+        misses,
+        "B hits all"
+    );
     assert!(compiled_units(&out).contains(&"app".to_string()));
     assert!(run_app(&b, "debug").contains("gen: 42"));
 }
@@ -149,7 +153,18 @@ fn an_output_replaced_before_its_background_store_is_stored_as_the_compile_made_
     let misses = counter_at(&stats(&store), "rust.misses");
     let b = fixture_at(&tmp.path().join("b"));
     build(&b, &store);
-    assert_eq!(counter_at(&stats(&store), "rust.misses"), misses, "B hits all");
+    assert_eq!(
+        counter_at(&stats(&store), "rust.misses"),
+        misses,
+        "B hits all"
+    );
     assert!(run_app(&b, "debug").contains("gen: 42"));
-    assert_ne!(File::open(app_binary(&b)).unwrap().metadata().unwrap().len(), 13);
+    assert_ne!(
+        File::open(app_binary(&b))
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .len(),
+        13
+    );
 }

@@ -492,6 +492,8 @@ pub fn harvest_after_build(store: &Store, target: &Path, build: Option<&str>) {
             }
         }
     }
+    // The build's largest outputs may still be on their way into the store.
+    store.settle(Duration::from_secs(60));
     let mut tally = Tally::default();
     harvest::harvest_target(
         store,

@@ -205,7 +205,10 @@ impl Store {
         let path = self.lock_path("background");
         match FileLock::acquire_timeout(&path, LockMode::Shared, Duration::from_secs(1))? {
             Some(l) => Ok(l),
-            None => Err(io::Error::new(io::ErrorKind::WouldBlock, "background marker busy")),
+            None => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "background marker busy",
+            )),
         }
     }
 
@@ -484,6 +487,16 @@ impl Store {
     /// The manifest of a direct key. A damaged one (bad trailer, not a
     /// manifest) is removed, so the next compile writes a good one.
     /// A found manifest's mtime is refreshed (its LRU age).
+    /// What identifies the manifest file of `key` as it is now (inode and size; `None`
+    /// when there is none). A manifest is only ever replaced by a new file, so an equal
+    /// identity later means the same records (reading one re-stamps its mtime, so that is
+    /// left out).
+    pub fn manifest_identity(&self, key: &str) -> Option<(u64, u64)> {
+        let m = fs::metadata(self.manifest_path(key)).ok()?;
+        let sig = kache_platform::file_signature(&m);
+        Some((sig.inode, sig.size))
+    }
+
     pub fn get_manifest(&self, key: &str) -> Result<Manifest, ManifestMiss> {
         if !is_valid_hash(key) {
             return Err(ManifestMiss::Absent);

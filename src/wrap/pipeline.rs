@@ -235,6 +235,10 @@ pub trait Language {
 struct Keys {
     direct: Option<String>,
     ahead: Option<String>,
+    /// The direct key's manifest as the first lookup found it (see
+    /// [`Store::manifest_identity`](crate::store::Store::manifest_identity)): looking again
+    /// (after the key ahead, under the lock) re-checks its records only if it was replaced.
+    manifest_seen: Option<(Option<(u64, u64)>, MissReason)>,
 }
 
 impl Keys {
@@ -264,6 +268,7 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
             Err(p) => return call.passthrough(compiler, args, p),
         },
         ahead: None,
+        manifest_seen: None,
     };
     if let Some(k) = &keys.direct {
         tracing::debug!(unit = %unit, key = %k, "direct key");
@@ -271,9 +276,11 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     let mut first_miss = None;
     let mut direct_miss = None;
     if let Some(direct) = &keys.direct {
+        let seen = call.store.manifest_identity(direct);
         match look_up_direct(call, &target(lang, &mount), direct) {
             Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(m) => {
+                keys.manifest_seen = Some((seen, m.reason.clone()));
                 first_miss = Some(m.reason);
                 direct_miss = Some(m.label);
             }
@@ -411,9 +418,16 @@ struct Target<'a, L> {
 fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<Served, MissReason> {
     let mut miss = MissReason::NoManifest;
     if let Some(direct) = &keys.direct {
-        match look_up_direct(call, t, direct) {
-            Ok(served) => return Ok(served),
-            Err(m) => miss = m.reason,
+        let now = call.store.manifest_identity(direct);
+        match &keys.manifest_seen {
+            // The records the first lookup refused, unchanged: one that did not hold then
+            // may hold now only if its inputs changed back meanwhile, and missing that
+            // costs a compile, never a wrong result.
+            Some((seen, why)) if *seen == now => miss = why.clone(),
+            _ => match look_up_direct(call, t, direct) {
+                Ok(served) => return Ok(served),
+                Err(m) => miss = m.reason,
+            },
         }
     }
     match &keys.ahead {
@@ -543,6 +557,9 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> Result<(), 
         }
     }
     let path = |p: &str| call.ctx.cwd.join(lang.expand(p));
+    // Files below the worktree (token form) first: they are what an edit changes, so a
+    // record of an earlier edit is refused after a few stats instead of hundreds.
+    files_match(call, rec, true, &path).or_else(|p| changed("file", p))?;
     if let Some(p) = observe::first_present(rec.absent.iter().map(|p| (p, path(p)))) {
         return changed("now-present", p);
     }
@@ -553,35 +570,7 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> Result<(), 
     if let Some((p, _)) = rec.links.iter().find(|l| !resolves(l)) {
         return changed("link", p);
     }
-    // One memo vouches for a whole set when no stat changed since it was
-    // last verified; otherwise each file through its own digest memo. Files
-    // below the worktree (token form) and the rest (the toolchain's headers
-    // and libraries, the same for every worktree) are two sets, so a new
-    // worktree hashes its own files and still finds the rest verified.
-    type Checked<'r> = (&'r String, PathBuf, fs::Metadata, &'r String);
-    let mut sets: [(memo::FileSet, Vec<Checked>); 2] = Default::default();
-    for (p, hash, size) in &rec.files {
-        let abs = path(p);
-        let meta = match fs::metadata(&abs) {
-            Ok(m) if m.len() == *size => m,
-            _ => return changed("file", p),
-        };
-        let (set, files) = &mut sets[usize::from(has_tokens(p))];
-        set.add(&abs, &meta, hash);
-        files.push((p, abs, meta, hash));
-    }
-    for (set, files) in sets {
-        if files.is_empty() || memo::set_verified(&call.store, &set) {
-            continue;
-        }
-        for (p, abs, meta, hash) in files {
-            match memo::file_digest_of(&call.store, &abs, &meta) {
-                Ok((h, _)) if h == *hash => {}
-                _ => return changed("file", p),
-            }
-        }
-        memo::remember_set_verified(&call.store, &set);
-    }
+    files_match(call, rec, false, &path).or_else(|p| changed("file", p))?;
     let listed = |(d, digest): &&(String, String)| {
         observe::listing_digest(&path(d)).is_ok_and(|now| &now == digest)
     };
@@ -589,6 +578,46 @@ fn inputs_match<L: Language>(call: &Call, lang: &L, rec: &Record) -> Result<(), 
         Some((d, _)) => changed("listing", d),
         None => Ok(()),
     }
+}
+
+/// True (`Ok`) when every file of `rec` below the worktree (`in_worktree`: token form) or
+/// outside it holds the content recorded; else the first one that does not. One memo
+/// vouches for a whole set when no stat changed since it was last verified; otherwise each
+/// file through its own digest memo. The two sets are kept apart so a new worktree hashes
+/// its own files and still finds the rest (the toolchain's, the same for every worktree)
+/// verified.
+fn files_match<'r>(
+    call: &Call,
+    rec: &'r Record,
+    in_worktree: bool,
+    path: &dyn Fn(&str) -> PathBuf,
+) -> Result<(), &'r str> {
+    let mut set = memo::FileSet::default();
+    let mut files = Vec::new();
+    for (p, hash, size) in rec
+        .files
+        .iter()
+        .filter(|(p, ..)| has_tokens(p) == in_worktree)
+    {
+        let abs = path(p);
+        let meta = match fs::metadata(&abs) {
+            Ok(m) if m.len() == *size => m,
+            _ => return Err(p),
+        };
+        set.add(&abs, &meta, hash);
+        files.push((p, abs, meta, hash));
+    }
+    if files.is_empty() || memo::set_verified(&call.store, &set) {
+        return Ok(());
+    }
+    for (p, abs, meta, hash) in files {
+        match memo::file_digest_of(&call.store, &abs, &meta) {
+            Ok((h, _)) if h == *hash => {}
+            _ => return Err(p),
+        }
+    }
+    memo::remember_set_verified(&call.store, &set);
+    Ok(())
 }
 
 /// Serves entry `key`: verified, rewritten for this worktree, then placed.
@@ -1030,8 +1059,7 @@ fn background(
     opened: &[Option<(fs::File, fs::Metadata)>],
 ) -> Option<FileLock> {
     let bytes: u64 = opened.iter().flatten().map(|(_, m)| m.len()).sum();
-    if mount.is_some() || bytes < BACKGROUND_STORE_BYTES || !call.ctx.config.background_store()
-    {
+    if mount.is_some() || bytes < BACKGROUND_STORE_BYTES || !call.ctx.config.background_store() {
         tracing::debug!(bytes, mount = mount.is_some(), "storing before returning");
         return None;
     }
