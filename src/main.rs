@@ -215,7 +215,7 @@ fn try_main(cli: Cli) -> CliResult {
     if reads_what_builds_stored(&cli.command) {
         // A build that returned may still be storing its largest outputs in the
         // background (`cache.background_store`): what this command reads includes them.
-        kache::store::settle(&ctx.store_dir, std::time::Duration::from_secs(60));
+        kache::store::settle(&ctx.store_dir, std::time::Duration::from_secs(15));
     }
     match cli.command {
         Command::Stats { json, zero } => cmd_stats(&ctx, json, zero),
