@@ -196,10 +196,12 @@ def render_md(rep):
              f"at end {' '.join(rep.get('load_after', ['?']))}")
     busy = [s for s in rep.get("load_samples", []) if float(s["load"][0]) > (m["cores"] or 1) * 0.75]
     if busy or float(rep["load_before"][0]) > (m["cores"] or 1) * 0.75:
-        L.append(f"- **The machine was shared**: other engineers' builds ran during this run "
-                 f"(1-min load up to {max(float(s['load'][0]) for s in (rep.get('load_samples') or [{'load': rep['load_before']}])):.1f} "
-                 f"on {m['cores']} cores). Wall times are inflated and noisy; CPU times "
-                 "(user+sys) are less affected. Ratios are taken within the same run.")
+        L.append(f"- **Busy machine**: the 1-minute load average was up to "
+                 f"{max(float(s['load'][0]) for s in (rep.get('load_samples') or [{'load': rep['load_before']}])):.1f} "
+                 f"on {m['cores']} cores when a mode started. That average still counts this "
+                 "benchmark's own builds of the mode before, so it alone does not show that "
+                 "anybody else used the machine. Wall times vary from run to run; CPU times "
+                 "(user+sys) vary less. Ratios are taken within the same run.")
     if rep.get("build_note"):
         L.append(f"- our kache: {rep['build_note']}")
     if rep.get("vendor_note"):
