@@ -116,6 +116,12 @@ pub fn file_digest_of(
     Ok((hash, size))
 }
 
+/// The digest the memo holds for `path` with stat `meta`, if any; nothing is hashed.
+pub fn known_digest(store: &Store, path: &Path, meta: &fs::Metadata) -> Option<String> {
+    let text = fs::read_to_string(file_memo_path(store, path, &stat_sig(meta))).ok()?;
+    crate::store::is_valid_hash(&text).then_some(text)
+}
+
 /// Records that `path` (with stat `meta`) has content `hash`. Files changed
 /// within the last two seconds are not memoized: a write in the same clock
 /// tick could change the content without changing the stat.

@@ -286,7 +286,7 @@ impl Store {
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> io::Result<BlobRef> {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let dest = self.blob_path(&hash);
-        if self.blob_present(&dest, bytes.len() as u64) {
+        if self.blob_present(&dest, bytes.len() as u64, &hash) {
             return Ok(BlobRef {
                 hash,
                 size: bytes.len() as u64,
@@ -306,7 +306,7 @@ impl Store {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let size = bytes.len() as u64;
         let dest = self.blob_path(&hash);
-        if !self.blob_present(&dest, size) {
+        if !self.blob_present(&dest, size, &hash) {
             let mut tmp = AtomicFile::new_in(&self.tmp_dir())?;
             tmp.file().write_all(bytes)?;
             if let Some(parent) = dest.parent() {
@@ -315,16 +315,28 @@ impl Store {
                 }
             }
             tmp.commit_unsynced(&dest, Some(0o444))?;
+            memo::remember_output(self, &dest, &hash);
         }
         Ok(BlobRef { hash, size })
     }
 
-    fn blob_present(&self, dest: &Path, size: u64) -> bool {
+    /// True when the blob `hash` at `dest` is there and may be kept instead of the copy
+    /// being stored. Its size alone does not say so: bytes written into a blob (a damaged
+    /// disk, a stray write) keep its size, and keeping such a blob would give every later
+    /// placement of it (a kache mount serves blobs by reference) the damaged bytes. So it
+    /// is kept only when its digest memo, keyed on its current stat, names `hash` (a blob
+    /// this store published or verified and nobody wrote since); otherwise the fresh copy
+    /// replaces it.
+    fn blob_present(&self, dest: &Path, size: u64, hash: &str) -> bool {
         match fs::metadata(dest) {
-            Ok(m) if m.len() == size => {
+            Ok(m)
+                if m.len() == size
+                    && memo::known_digest(self, dest, &m).as_deref() == Some(hash) =>
+            {
                 // Refresh its age so a concurrent gc does not take a blob an
-                // entry being written is about to reference.
+                // entry being written is about to reference; the memo follows the new stat.
                 let _ = kache_platform::set_mtime_now(dest);
+                memo::remember_output(self, dest, hash);
                 true
             }
             _ => false,
@@ -339,8 +351,9 @@ impl Store {
         executable: bool,
     ) -> io::Result<BlobRef> {
         let dest = self.blob_path(&hash);
-        if !self.blob_present(&dest, size) {
+        if !self.blob_present(&dest, size, &hash) {
             self.publish(tmp, &dest, Some(if executable { 0o555 } else { 0o444 }))?;
+            memo::remember_output(self, &dest, &hash);
         }
         Ok(BlobRef { hash, size })
     }
@@ -806,4 +819,54 @@ fn copy_hashing(
         n_total += n as u64;
     }
     Ok((hasher.finalize().to_hex().to_string(), n_total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Other bytes under a blob's name, keeping its size, then the same content stored
+    /// again: the store must end up with the right bytes under the name, not keep the
+    /// damaged file because its size matches (a kache mount would then serve it).
+    #[test]
+    fn storing_content_again_replaces_a_blob_damaged_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let content = b"the bytes a compile made, long enough to damage in the middle";
+        let src = dir.path().join("output");
+        fs::write(&src, content).unwrap();
+        for put in 0..3 {
+            let stored = match put {
+                0 => store.put_blob_from_path(&src).unwrap(),
+                1 => store.put_blob_bytes(content).unwrap(),
+                _ => store.put_blob_bytes_unsynced(content).unwrap(),
+            };
+            let blob = store.blob_path(&stored.hash);
+            let mut damaged = fs::read(&blob).unwrap();
+            damaged[10..20].copy_from_slice(b"XXXXXXXXXX");
+            // Same name, same size, other bytes (a new file: blobs are read-only).
+            fs::remove_file(&blob).unwrap();
+            fs::write(&blob, &damaged).unwrap();
+            let again = match put {
+                0 => store.put_blob_from_path(&src).unwrap(),
+                1 => store.put_blob_bytes(content).unwrap(),
+                _ => store.put_blob_bytes_unsynced(content).unwrap(),
+            };
+            assert_eq!(again.hash, stored.hash);
+            assert_eq!(fs::read(&blob).unwrap(), content, "put {put}");
+        }
+    }
+
+    /// A blob this store published and nobody touched is kept (not copied again).
+    #[test]
+    fn an_intact_blob_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let first = store.put_blob_bytes(b"same content").unwrap();
+        let blob = store.blob_path(&first.hash);
+        let ino = kache_platform::file_signature(&fs::metadata(&blob).unwrap()).inode;
+        store.put_blob_bytes(b"same content").unwrap();
+        let again = kache_platform::file_signature(&fs::metadata(&blob).unwrap()).inode;
+        assert_eq!(ino, again, "the intact blob was replaced");
+    }
 }
