@@ -28,6 +28,36 @@ fn build_delayed(dir: &Path, store: &Path) {
     run_ok(c);
 }
 
+/// A store and a worktree `a` built into it, the build returned and its binary's store
+/// still held back (checked).
+fn built_with_store_pending() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let a = fixture_at(&tmp.path().join("a"));
+    build_delayed(&a, &store);
+    // cargo is back while the binary's store still waits: it did not wait for it.
+    assert!(
+        background_store_running(&store),
+        "the build returned after its background store ended (cargo waited for it)"
+    );
+    (tmp, store, a)
+}
+
+/// A new worktree `b` built from `store`: it must miss nothing (every unit hits, the
+/// binary's entry included) and its app must run right.
+fn new_worktree_hits_all(tmp: &Path, store: &Path) -> (PathBuf, std::process::Output) {
+    let misses = counter_at(&stats(store), "rust.misses");
+    let b = fixture_at(&tmp.join("b"));
+    let out = build(&b, store);
+    assert_eq!(
+        counter_at(&stats(store), "rust.misses"),
+        misses,
+        "B hits all"
+    );
+    assert!(run_app(&b, "debug").contains("gen: 42"));
+    (b, out)
+}
+
 /// True while some process holds the store's background marker.
 fn background_store_running(store: &Path) -> bool {
     let f = OpenOptions::new()
@@ -58,40 +88,21 @@ fn app_binary(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_binary_is_stored_after_the_build_returns_and_readers_wait_for_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let a = fixture_at(&tmp.path().join("a"));
-    build_delayed(&a, &store);
-    // cargo is back while the binary's store still waits: it did not wait for it.
-    assert!(
-        background_store_running(&store),
-        "the build returned after its background store ended (cargo waited for it)"
-    );
+    let (tmp, store, _a) = built_with_store_pending();
     // `kache stats` waits for it, so every unit of the build is counted.
     let s = stats(&store);
     assert!(!background_store_running(&store));
     let misses = counter_at(&s, "rust.misses");
     assert!(misses > 0);
     // The binary's entry is there: a new worktree hits every unit and runs right.
-    let b = fixture_at(&tmp.path().join("b"));
-    let out = build(&b, &store);
-    assert_eq!(
-        counter_at(&stats(&store), "rust.misses"),
-        misses,
-        "B hits all"
-    );
+    let (_b, out) = new_worktree_hits_all(tmp.path(), &store);
     assert!(compiled_units(&out).contains(&"app".to_string()));
-    assert!(run_app(&b, "debug").contains("gen: 42"));
 }
 
 #[test]
 fn a_build_of_the_same_unit_waits_for_the_background_store_and_hits() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let a = fixture_at(&tmp.path().join("a"));
+    let (tmp, store, _a) = built_with_store_pending();
     let b = fixture_at(&tmp.path().join("b"));
-    build_delayed(&a, &store);
-    assert!(background_store_running(&store));
     // No `kache stats` in between: B's wrapper call for the app waits on the key's lock,
     // which the background store holds, and then finds the entry.
     build(&b, &store);
@@ -111,11 +122,7 @@ fn a_build_of_the_same_unit_waits_for_the_background_store_and_hits() {
 
 #[test]
 fn an_output_written_again_before_its_background_store_is_not_stored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let a = fixture_at(&tmp.path().join("a"));
-    build_delayed(&a, &store);
-    assert!(background_store_running(&store));
+    let (tmp, store, a) = built_with_store_pending();
     // Another writer changes the binary in place (same file, new bytes) before the store.
     let bin = app_binary(&a);
     let mut f = OpenOptions::new().write(true).open(&bin).unwrap();
@@ -139,26 +146,14 @@ fn an_output_written_again_before_its_background_store_is_not_stored() {
 
 #[test]
 fn an_output_replaced_before_its_background_store_is_stored_as_the_compile_made_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let a = fixture_at(&tmp.path().join("a"));
-    build_delayed(&a, &store);
-    assert!(background_store_running(&store));
+    let (tmp, store, a) = built_with_store_pending();
     // A new file takes the binary's name (as a linker writes one): the store reads the
     // file the compile made, through the descriptor it opened then.
     let bin = app_binary(&a);
     let replacement = bin.with_extension("new");
     std::fs::write(&replacement, b"not a program").unwrap();
     std::fs::rename(&replacement, &bin).unwrap();
-    let misses = counter_at(&stats(&store), "rust.misses");
-    let b = fixture_at(&tmp.path().join("b"));
-    build(&b, &store);
-    assert_eq!(
-        counter_at(&stats(&store), "rust.misses"),
-        misses,
-        "B hits all"
-    );
-    assert!(run_app(&b, "debug").contains("gen: 42"));
+    let (b, _) = new_worktree_hits_all(tmp.path(), &store);
     assert_ne!(
         File::open(app_binary(&b))
             .unwrap()

@@ -104,12 +104,8 @@ pub fn file_digest_of(
     path: &Path,
     meta: &fs::Metadata,
 ) -> io::Result<(String, u64)> {
-    let sig = stat_sig(meta);
-    let mp = file_memo_path(store, path, &sig);
-    if let Ok(text) = fs::read_to_string(&mp) {
-        if crate::store::is_valid_hash(&text) {
-            return Ok((text, meta.len()));
-        }
+    if let Some(hash) = known_digest(store, path, meta) {
+        return Ok((hash, meta.len()));
     }
     let (hash, size) = hash_file(path)?;
     remember_digest(store, path, meta, &hash);

@@ -202,7 +202,7 @@ impl Store {
     /// A shared lock on the store's background marker, held by every process that stores
     /// a call's outputs after the call returned (see [`Store::settle`]).
     pub fn background_lock(&self) -> io::Result<FileLock> {
-        let path = self.lock_path("background");
+        let path = self.lock_path(BACKGROUND_MARKER);
         match FileLock::acquire_timeout(&path, LockMode::Shared, Duration::from_secs(1))? {
             Some(l) => Ok(l),
             None => Err(io::Error::new(
@@ -244,8 +244,9 @@ impl Store {
     }
 
     /// Stores the bytes `file` holds, read through that descriptor (whatever its path names
-    /// by now), showing `inspect` every byte stored, in order: the one read that hashes (and
-    /// copies) a file also serves whoever must look into it. Executable: as
+    /// by now) from its current position (a descriptor just opened: the start), showing
+    /// `inspect` every byte stored, in order: the one read that hashes (and copies) a file
+    /// also serves whoever must look into it. Executable: as
     /// [`Store::put_blob_from_path_as`].
     pub fn put_blob_from_file(
         &self,
@@ -269,14 +270,12 @@ impl Store {
             *tmp.file() = f;
             r
         } else {
-            // Recreate the temp and copy while hashing, from the start of the file.
+            // Recreate the temp and copy while hashing.
             let mut out = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(tmp.path())?;
-            let mut from = file.try_clone()?;
-            std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(0))?;
-            let r = copy_hashing(&mut from, &mut out, inspect)?;
+            let r = copy_hashing(&mut &*file, &mut out, inspect)?;
             *tmp.file() = out;
             r
         };
@@ -497,31 +496,44 @@ impl Store {
         self.publish(tmp, &self.manifest_path(key), None)
     }
 
-    /// The manifest of a direct key. A damaged one (bad trailer, not a
-    /// manifest) is removed, so the next compile writes a good one.
-    /// A found manifest's mtime is refreshed (its LRU age).
     /// What identifies the manifest file of `key` as it is now (inode and size; `None`
     /// when there is none). A manifest is only ever replaced by a new file, so an equal
     /// identity later means the same records (reading one re-stamps its mtime, so that is
     /// left out).
     pub fn manifest_identity(&self, key: &str) -> Option<(u64, u64)> {
-        let m = fs::metadata(self.manifest_path(key)).ok()?;
-        let sig = kache_platform::file_signature(&m);
-        Some((sig.inode, sig.size))
+        fs::metadata(self.manifest_path(key))
+            .ok()
+            .map(|m| manifest_identity_of(&m))
     }
 
+    /// The manifest of a direct key. A damaged one (bad trailer, not a
+    /// manifest) is removed, so the next compile writes a good one.
+    /// A found manifest's mtime is refreshed (its LRU age).
     pub fn get_manifest(&self, key: &str) -> Result<Manifest, ManifestMiss> {
+        self.read_manifest(key).map(|(m, _)| m)
+    }
+
+    /// [`Store::get_manifest`], with the [identity](Store::manifest_identity) of the file
+    /// it read (from the descriptor the read needs anyway: no stat of its own).
+    pub fn read_manifest(&self, key: &str) -> Result<(Manifest, (u64, u64)), ManifestMiss> {
         if !is_valid_hash(key) {
             return Err(ManifestMiss::Absent);
         }
         let path = self.manifest_path(key);
-        let bytes = fs::read(&path).map_err(|_| ManifestMiss::Absent)?;
+        let read = || -> io::Result<(Vec<u8>, fs::Metadata)> {
+            let mut f = File::open(&path)?;
+            let meta = f.metadata()?;
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            f.read_to_end(&mut bytes)?;
+            Ok((bytes, meta))
+        };
+        let (bytes, meta) = read().map_err(|_| ManifestMiss::Absent)?;
         let Some(m) = manifest::unseal(&bytes).and_then(Manifest::decode) else {
             let _ = fs::remove_file(&path);
             return Err(ManifestMiss::Damaged);
         };
         let _ = kache_platform::set_mtime_now(&path);
-        Ok(m)
+        Ok((m, manifest_identity_of(&meta)))
     }
 
     // ----------------------------------------------------- usage, gc, verify
@@ -786,9 +798,17 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 
 /// Copies `r` into `w`, hashing what passes and showing it to `inspect`
 /// (the one read loop of the store).
+/// The lock every background store holds shared (see [`Store::background_lock`]).
+const BACKGROUND_MARKER: &str = "background";
+
+fn manifest_identity_of(m: &fs::Metadata) -> (u64, u64) {
+    let sig = kache_platform::file_signature(m);
+    (sig.inode, sig.size)
+}
+
 /// [`Store::settle`] for the store at `root`, without opening (or creating) it.
 pub fn settle(root: &Path, timeout: Duration) -> bool {
-    let path = root.join("locks").join("background");
+    let path = root.join("locks").join(BACKGROUND_MARKER);
     if !path.exists() {
         return true;
     }

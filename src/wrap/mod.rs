@@ -99,7 +99,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         tally: Tally::default(),
         key_groups: BTreeMap::new(),
         direct_fallback: None,
-        build: kache_platform::process::build_id(),
+        build: None,
         background: None,
     };
     let code = match lang {
@@ -229,8 +229,9 @@ pub struct Call {
     /// back to its key ahead (C/C++: the preprocessor); counted and logged
     /// with the call's outcome.
     pub direct_fallback: Option<String>,
-    /// The build this call belongs to ([`kache_platform::process::build_id`]), found at the
-    /// start: a background store records the outcome after cargo may be gone.
+    /// The build this call belongs to ([`kache_platform::process::build_id`]) when it was
+    /// found ahead of recording (a background store records after cargo may be gone);
+    /// otherwise it is found when the outcome is recorded.
     build: Option<String>,
     /// Held by the background side of a call whose outputs are stored after it returned,
     /// until the process ends (after its counters are written).
@@ -273,7 +274,7 @@ impl Call {
             .map_or(0, |d| d.as_secs());
         e.unit = unit.map(String::from);
         e.ms = self.started.elapsed().as_millis() as u64;
-        e.build = self.build.clone();
+        e.build = self.build.take().or_else(kache_platform::process::build_id);
         e.groups = (!self.key_groups.is_empty()).then(|| self.key_groups.clone());
         crate::events::append(self.store.root(), &e);
     }

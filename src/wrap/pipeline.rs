@@ -276,11 +276,10 @@ pub fn run<L: Language>(call: &mut Call, lang: &mut L, compiler: &OsStr, args: &
     let mut first_miss = None;
     let mut direct_miss = None;
     if let Some(direct) = &keys.direct {
-        let seen = call.store.manifest_identity(direct);
         match look_up_direct(call, &target(lang, &mount), direct) {
             Ok(served) => return hit(call, lang, &keys, &unit, served, false),
             Err(m) => {
-                keys.manifest_seen = Some((seen, m.reason.clone()));
+                keys.manifest_seen = Some((m.manifest, m.reason.clone()));
                 first_miss = Some(m.reason);
                 direct_miss = Some(m.label);
             }
@@ -445,6 +444,9 @@ fn look_up<L: Language>(call: &mut Call, t: &Target<L>, keys: &Keys) -> Result<S
 struct DirectMiss {
     reason: MissReason,
     label: String,
+    /// The identity of the manifest file whose records were refused (`None`: there was
+    /// none, or it was damaged and removed).
+    manifest: Option<(u64, u64)>,
 }
 
 /// Looks the call up through the manifest of its direct key: the first
@@ -454,7 +456,7 @@ fn look_up_direct<L: Language>(
     t: &Target<L>,
     direct: &str,
 ) -> Result<Served, DirectMiss> {
-    let manifest = match call.store.get_manifest(direct) {
+    let (manifest, identity) = match call.store.read_manifest(direct) {
         Ok(m) => m,
         Err(ManifestMiss::Absent) => return Err(DirectMiss::of(MissReason::NoManifest)),
         Err(ManifestMiss::Damaged) => return Err(DirectMiss::of(MissReason::BadManifest)),
@@ -476,11 +478,13 @@ fn look_up_direct<L: Language>(
                 Err(r) => DirectMiss {
                     label: r.label().to_string(),
                     reason: r,
+                    manifest: Some(identity),
                 },
             },
             Err(label) => DirectMiss {
                 reason: MissReason::InputsChanged,
                 label,
+                manifest: Some(identity),
             },
         };
         // The newest record's reason is the one a user can act on (what
@@ -490,7 +494,10 @@ fn look_up_direct<L: Language>(
             miss = Some(why);
         }
     }
-    Err(miss.unwrap_or_else(|| DirectMiss::of(MissReason::InputsChanged)))
+    Err(miss.unwrap_or_else(|| DirectMiss {
+        manifest: Some(identity),
+        ..DirectMiss::of(MissReason::InputsChanged)
+    }))
 }
 
 impl DirectMiss {
@@ -498,6 +505,7 @@ impl DirectMiss {
         DirectMiss {
             label: reason.label().to_string(),
             reason,
+            manifest: None,
         }
     }
 }
@@ -925,11 +933,14 @@ fn store<L: Language>(
         });
     }
     if let Some(lock) = background(call, mount, &opened) {
+        // The outcome is recorded after cargo may be gone: find its build now.
+        let build = kache_platform::process::build_id();
         match kache_platform::process::fork_to_background() {
             Ok(Forked::Parent) => return Ok(Stored::InBackground),
             Ok(Forked::Background) => {
                 tracing::debug!(pid = std::process::id(), "storing in the background");
                 call.background = Some(lock);
+                call.build = build;
                 test_delay();
             }
             Err(e) => tracing::debug!("storing before returning: {e}"),
@@ -1060,7 +1071,6 @@ fn background(
 ) -> Option<FileLock> {
     let bytes: u64 = opened.iter().flatten().map(|(_, m)| m.len()).sum();
     if mount.is_some() || bytes < BACKGROUND_STORE_BYTES || !call.ctx.config.background_store() {
-        tracing::debug!(bytes, mount = mount.is_some(), "storing before returning");
         return None;
     }
     match call.store.background_lock() {
